@@ -1,0 +1,19 @@
+//! The shared configuration of a hugeshare group, and the [`Zones`] trait every data structure
+//! is built on.
+//!
+//! * [`zones`]: [`Zones`], [`Zone`], [`ShmOffset`], [`MemberId`]: the narrow waist between memory
+//!   and data structures.
+//! * [`LocalZones`]: heap-backed zones for unit tests and benchmarks.
+#![deny(unsafe_code)]
+
+#[allow(unsafe_code)]
+mod raw;
+
+pub mod local;
+pub mod zones;
+
+pub use local::LocalZones;
+pub use zones::{
+    check_zone_name, MemberId, MemberState, ShmOffset, Zone, ZoneError, ZoneInfo, ZoneKind,
+    ZoneRequest, Zones, ZONE_NAME_MAX,
+};

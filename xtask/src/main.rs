@@ -1,0 +1,4 @@
+//! `cargo xtask`: project automation for hugeshare.
+fn main() {
+    println!("xtask: nothing yet");
+}
