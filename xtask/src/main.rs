@@ -1,4 +1,81 @@
 //! `cargo xtask`: project automation for hugeshare.
-fn main() {
-    println!("xtask: nothing yet");
+//!
+//! * `cargo xtask test-mp`: the multi-process scenarios (the README's main command).
+//! * `cargo xtask test`: every test of the workspace.
+//! * `cargo xtask hugepages`: show, reserve, mount, unmount and clear hugepages.
+//! * `cargo xtask bench <name>`: a benchmark beside DPDK (`ring`, `hash`, `clock`, `attach`, ...).
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::Command;
+
+mod hugepages;
+mod test_mp;
+
+#[derive(Parser, Debug)]
+#[command(name = "cargo xtask", about = "hugeshare project automation")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run the multi-process scenarios as real processes and print a table of results.
+    TestMp(test_mp::Args),
+    /// Run every test of the workspace (`cargo test --workspace`).
+    Test {
+        /// Extra arguments for `cargo test`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        rest: Vec<String>,
+    },
+    /// Show hugepage memory; as root, reserve, mount, unmount or clear it.
+    Hugepages(hugepages::Args),
+    /// Run a benchmark (in release mode) beside DPDK's figures measured in the same run.
+    Bench {
+        /// Which benchmark: ring, hash, clock, attach, mempool, pipeline.
+        name: String,
+        /// Arguments for the benchmark binary.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        rest: Vec<String>,
+    },
+}
+
+/// The workspace root (the parent of `xtask/`).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask has a parent").to_path_buf()
+}
+
+/// Run a command, failing with its name if it does not succeed.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(workspace_root());
+    c
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::TestMp(a) => test_mp::main(a),
+        Cmd::Test { rest } => run(cargo().args(["test", "--workspace"]).args(rest)),
+        Cmd::Hugepages(a) => hugepages::main(a),
+        Cmd::Bench { name, rest } => {
+            let known = ["ring", "hash", "clock", "attach", "mempool", "pipeline"];
+            if !known.contains(&name.as_str()) {
+                bail!("unknown benchmark {name:?}; known: {}", known.join(", "));
+            }
+            run(cargo()
+                .args(["run", "--quiet", "--release", "-p", "hugeshare-bench", "--bin", &name, "--"])
+                .args(rest))
+        }
+    }
 }
