@@ -4,8 +4,14 @@
 use std::process::Command;
 
 fn pkg_config(args: &[&str]) -> Option<String> {
-    let out = Command::new("pkg-config").args(args).arg("libdpdk").output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    let out = Command::new("pkg-config")
+        .args(args)
+        .arg("libdpdk")
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 fn main() {

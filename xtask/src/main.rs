@@ -44,7 +44,10 @@ enum Cmd {
 
 /// The workspace root (the parent of `xtask/`).
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask has a parent").to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask has a parent")
+        .to_path_buf()
 }
 
 /// Run a command, failing with its name if it does not succeed.
@@ -74,7 +77,16 @@ fn main() -> Result<()> {
                 bail!("unknown benchmark {name:?}; known: {}", known.join(", "));
             }
             run(cargo()
-                .args(["run", "--quiet", "--release", "-p", "hugeshare-bench", "--bin", &name, "--"])
+                .args([
+                    "run",
+                    "--quiet",
+                    "--release",
+                    "-p",
+                    "hugeshare-bench",
+                    "--bin",
+                    &name,
+                    "--",
+                ])
                 .args(rest))
         }
     }

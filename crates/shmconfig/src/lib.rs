@@ -14,6 +14,6 @@ pub mod zones;
 
 pub use local::LocalZones;
 pub use zones::{
-    check_zone_name, MemberId, MemberState, ShmOffset, Zone, ZoneError, ZoneInfo, ZoneKind,
-    ZoneRequest, Zones, ZONE_NAME_MAX,
+    check_zone_name, AlwaysAlive, Liveness, MemberId, MemberState, ShmOffset, Zone, ZoneError,
+    ZoneInfo, ZoneKind, ZoneRequest, Zones, ZONE_NAME_MAX,
 };

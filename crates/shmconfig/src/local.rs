@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 
 use crate::raw::HeapBlock;
 use crate::zones::{
-    check_zone_name, MemberId, MemberState, ShmOffset, Zone, ZoneError, ZoneInfo, ZoneRequest,
-    Zones,
+    check_zone_name, Liveness, MemberId, MemberState, ShmOffset, Zone, ZoneError, ZoneInfo,
+    ZoneRequest, Zones,
 };
 
 #[derive(Debug)]
@@ -89,6 +89,24 @@ impl LocalZones {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic while holding this lock leaves plain bookkeeping behind; keep going.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The [`Liveness`] of a [`LocalZones`]: what `set_member_state` declared.
+#[derive(Debug)]
+struct LocalLiveness(Arc<Mutex<Inner>>);
+
+impl Liveness for LocalLiveness {
+    fn member_state(&self, member: MemberId) -> MemberState {
+        if member == MemberId::OUTSIDER {
+            return MemberState::Alive;
+        }
+        let inner = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        inner
+            .states
+            .get(&member.0)
+            .copied()
+            .unwrap_or(MemberState::Free)
     }
 }
 
@@ -240,8 +258,10 @@ mod tests {
         let b = a.as_member(MemberId(7));
         assert_eq!(b.member(), MemberId(7));
         assert_eq!(a.member_state(MemberId(7)), MemberState::Alive);
+        let kept = b.liveness();
         a.set_member_state(MemberId(7), MemberState::Dead);
         assert_eq!(b.member_state(MemberId(7)), MemberState::Dead);
+        assert_eq!(kept.member_state(MemberId(7)), MemberState::Dead);
         assert_eq!(a.member_state(MemberId::OUTSIDER), MemberState::Alive);
     }
 }

@@ -48,6 +48,26 @@ pub enum MemberState {
     Free,
 }
 
+/// Answers "is this member alive?" for data structures that wait on another member's work.
+///
+/// A ring or hash keeps an `Arc<dyn Liveness>` (from [`Zones::liveness`]) so that its slow paths can
+/// tell a slow peer from a dead one without holding on to the `Zones` value itself.
+pub trait Liveness: Send + Sync + fmt::Debug {
+    /// What the group knows of `member`. Cheap: a read of shared memory, or one syscall at most.
+    fn member_state(&self, member: MemberId) -> MemberState;
+}
+
+/// A [`Liveness`] for memory no member of a group can die in the middle of (a single process, or
+/// a guest that sees only finished work): every member is reported alive.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AlwaysAlive;
+
+impl Liveness for AlwaysAlive {
+    fn member_state(&self, _member: MemberId) -> MemberState {
+        MemberState::Alive
+    }
+}
+
 /// Where a zone lives inside the group's memory: which segment, and where in it.
 ///
 /// This is what shared structures store instead of pointers: every process, and every guest, maps
@@ -345,7 +365,11 @@ pub trait Zones {
     fn member(&self) -> MemberId;
     /// What the group knows of another member. Must be cheap (a read of shared memory, or a
     /// syscall at most): it is called from slow paths of lock-free code while waiting.
-    fn member_state(&self, member: MemberId) -> MemberState;
+    fn member_state(&self, member: MemberId) -> MemberState {
+        self.liveness().member_state(member)
+    }
+    /// A shareable handle answering [`Zones::member_state`], for data structures to keep.
+    fn liveness(&self) -> Arc<dyn Liveness>;
     /// The lcore the calling thread runs as, if it owns one (used for per-lcore caches).
     fn current_lcore(&self) -> Option<u32> {
         None
@@ -384,6 +408,9 @@ impl<Z: Zones + ?Sized> Zones for &Z {
     fn member_state(&self, member: MemberId) -> MemberState {
         (**self).member_state(member)
     }
+    fn liveness(&self) -> Arc<dyn Liveness> {
+        (**self).liveness()
+    }
     fn current_lcore(&self) -> Option<u32> {
         (**self).current_lcore()
     }
@@ -407,6 +434,9 @@ impl<Z: Zones + ?Sized> Zones for Arc<Z> {
     }
     fn member_state(&self, member: MemberId) -> MemberState {
         (**self).member_state(member)
+    }
+    fn liveness(&self) -> Arc<dyn Liveness> {
+        (**self).liveness()
     }
     fn current_lcore(&self) -> Option<u32> {
         (**self).current_lcore()
