@@ -180,6 +180,10 @@ impl Zones for LocalZones {
         self.member
     }
 
+    fn liveness(&self) -> Arc<dyn Liveness> {
+        Arc::new(LocalLiveness(self.inner.clone()))
+    }
+
     fn member_state(&self, member: MemberId) -> MemberState {
         if member == MemberId::OUTSIDER {
             return MemberState::Alive;
