@@ -9,10 +9,13 @@
 #[allow(unsafe_code)]
 mod raw;
 
+pub mod layout;
 pub mod local;
+pub mod tables;
 pub mod zones;
 
 pub use local::LocalZones;
+pub use tables::{TableGuard, Tables, ZonePlace};
 pub use zones::{
     check_zone_name, AlwaysAlive, Liveness, MemberId, MemberState, ShmOffset, Zone, ZoneError,
     ZoneInfo, ZoneKind, ZoneRequest, Zones, ZONE_NAME_MAX,

@@ -5,7 +5,8 @@ use std::any::Any;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use crate::zones::{ShmOffset, Zone, ZoneKind};
+use crate::layout::{self, ConfigHeader, ZoneEntry};
+use crate::zones::{ShmOffset, Zone, ZoneError, ZoneKind};
 
 // SAFETY: `Zone` is a description of shared memory (a pointer and a length) plus a keep-alive
 // handle that is itself Send + Sync. It never hands out references to the memory; all access goes
@@ -35,6 +36,71 @@ impl Zone {
             len,
             offset,
             _keepalive: keepalive,
+        }
+    }
+}
+
+/// Pointers to a mapped configuration's header and zone table (see `tables::Tables`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConfigView {
+    hdr: *const ConfigHeader,
+    zones: *const ZoneEntry,
+    pub(crate) max_zones: usize,
+}
+
+// SAFETY: the pointed-to memory is shared memory whose mutable parts are atomics (and zone names,
+// touched only under the table lock); the view can be used from any thread.
+unsafe impl Send for ConfigView {}
+// SAFETY: see `Send`.
+unsafe impl Sync for ConfigView {}
+
+impl ConfigView {
+    /// # Safety
+    /// As `Tables::new`.
+    pub(crate) unsafe fn new(base: *mut u8, len: usize, max_zones: u32) -> Result<Self, ZoneError> {
+        let zones_off = layout::zones_off();
+        let need = zones_off + max_zones as usize * std::mem::size_of::<ZoneEntry>();
+        if len < need || (base as usize) % 8 != 0 {
+            return Err(ZoneError::Corrupt(format!(
+                "configuration mapping of {len} bytes at {base:p} cannot hold a zone table of {max_zones} entries ({need} bytes needed)"
+            )));
+        }
+        Ok(Self {
+            hdr: base.cast::<ConfigHeader>(),
+            // SAFETY: `zones_off + max_zones * size` is within the mapping (checked above).
+            zones: unsafe { base.add(zones_off) }.cast::<ZoneEntry>(),
+            max_zones: max_zones as usize,
+        })
+    }
+
+    pub(crate) fn header(&self) -> &ConfigHeader {
+        // SAFETY: `new`'s contract: the mapping holds a header and outlives the view. Every field
+        // that changes after publication is an atomic, so a shared reference is sound.
+        unsafe { &*self.hdr }
+    }
+
+    pub(crate) fn zone(&self, i: usize) -> &ZoneEntry {
+        assert!(i < self.max_zones, "zone index {i} out of range");
+        // SAFETY: `i < max_zones` and the table lies inside the mapping (checked in `new`).
+        unsafe { &*self.zones.add(i) }
+    }
+
+    /// Read a zone's name. Callers hold the table lock (names change only under it).
+    pub(crate) fn zone_name(&self, i: usize) -> [u8; layout::NAME_LEN] {
+        assert!(i < self.max_zones, "zone index {i} out of range");
+        // SAFETY: in bounds; the name is written only under the table lock, which the caller
+        // holds, so this read does not race with a write.
+        unsafe { std::ptr::addr_of!((*self.zones.add(i)).name).read() }
+    }
+
+    /// Write a zone's name. Callers hold the table lock.
+    pub(crate) fn set_zone_name(&self, i: usize, name: &[u8; layout::NAME_LEN]) {
+        assert!(i < self.max_zones, "zone index {i} out of range");
+        // SAFETY: in bounds; the caller holds the table lock, so no other access races.
+        unsafe {
+            std::ptr::addr_of!((*self.zones.add(i)).name)
+                .cast_mut()
+                .write(*name)
         }
     }
 }

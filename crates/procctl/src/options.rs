@@ -1,0 +1,618 @@
+//! Options of a group member, with DPDK's names (`--proc-type`, `--file-prefix`, `-m`,
+//! `--socket-mem`, `-l`/`-c`/`--lcores`, `--no-huge`, `--in-memory`, `--huge-dir`,
+//! `--base-virtaddr`) and the same settings from a TOML file.
+//!
+//! ```
+//! use procctl::{Options, ProcType};
+//! let (o, rest) = Options::parse_args(["--proc-type=auto", "--file-prefix", "g1", "-m", "64", "--", "app-arg"]).unwrap();
+//! assert_eq!(o.proc_type, ProcType::Auto);
+//! assert_eq!(o.file_prefix, "g1");
+//! assert_eq!(o.memory_mb, Some(64));
+//! assert_eq!(rest, vec!["app-arg".to_string()]);
+//! ```
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::lcores::LcoreMap;
+
+/// The prefix used when `--file-prefix` is not given. Secondaries and `auto` started without
+/// options find a primary started without options.
+pub const DEFAULT_PREFIX: &str = "hugeshare";
+/// Memory a primary takes when neither `-m` nor `--socket-mem` is given, in MiB.
+pub const DEFAULT_MEMORY_MB: u64 = 64;
+/// How long a secondary waits for the primary to be ready, by default.
+pub const DEFAULT_ATTACH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The role a process asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProcType {
+    /// Create the group; refused if a live primary exists.
+    Primary,
+    /// Attach to a live primary; refused if there is none.
+    Secondary,
+    /// Secondary if a live primary exists, primary otherwise.
+    Auto,
+}
+
+impl std::str::FromStr for ProcType {
+    type Err = OptionsError;
+    fn from_str(s: &str) -> Result<Self, OptionsError> {
+        match s.to_ascii_lowercase().as_str() {
+            "primary" => Ok(Self::Primary),
+            "secondary" => Ok(Self::Secondary),
+            "auto" => Ok(Self::Auto),
+            _ => Err(OptionsError::Invalid {
+                option: "--proc-type",
+                value: s.into(),
+                why: "expected primary, secondary or auto".into(),
+            }),
+        }
+    }
+}
+
+/// Everything a member can be told at start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Options {
+    /// `--proc-type`.
+    pub proc_type: ProcType,
+    /// `--file-prefix`: the group's name (default [`DEFAULT_PREFIX`]).
+    pub file_prefix: String,
+    /// `-m`: total memory in MiB (primary).
+    pub memory_mb: Option<u64>,
+    /// `--socket-mem`: MiB per NUMA node (primary).
+    pub socket_mem: Option<Vec<u64>>,
+    /// `-l`, `-c` or `--lcores`: the lcores this process claims. `None`: one free lcore, chosen
+    /// by the group, not bound to a CPU.
+    pub lcores: Option<LcoreMap>,
+    /// `--no-huge`: 4 KiB pages in `/dev/shm`.
+    pub no_huge: bool,
+    /// `--in-memory`: nothing on disk; memory handed to secondaries by descriptor.
+    pub in_memory: bool,
+    /// `--huge-dir`: the hugetlbfs directory to use.
+    pub huge_dir: Option<PathBuf>,
+    /// `--base-virtaddr`: where the primary asks to place the group's memory.
+    pub base_virtaddr: Option<u64>,
+    /// `--lazy-pages`: do not populate hugepages at start (faster start, pages faulted on first
+    /// touch; the pre-flight check still runs).
+    pub lazy_pages: bool,
+    /// `--attach-timeout MS`: how long a secondary waits for the primary to be ready.
+    pub attach_timeout: Duration,
+    /// `--runtime-dir`: overrides the runtime directory base (also `HUGESHARE_RUNTIME_DIR`).
+    pub runtime_dir: Option<PathBuf>,
+    /// `--max-zones`: size of the zone table (primary).
+    pub max_zones: u32,
+    /// `--monitor-interval MS`: how often members check each other (default 10 ms).
+    pub monitor_interval: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            proc_type: ProcType::Primary,
+            file_prefix: DEFAULT_PREFIX.into(),
+            memory_mb: None,
+            socket_mem: None,
+            lcores: None,
+            no_huge: false,
+            in_memory: false,
+            huge_dir: None,
+            base_virtaddr: None,
+            lazy_pages: false,
+            attach_timeout: DEFAULT_ATTACH_TIMEOUT,
+            runtime_dir: None,
+            max_zones: shmconfig::layout::DEFAULT_MAX_ZONES,
+            monitor_interval: Duration::from_millis(10),
+        }
+    }
+}
+
+/// Why options were refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OptionsError {
+    /// An option this program does not know.
+    #[error("unknown option {0:?}; see the procctl documentation for the accepted options")]
+    Unknown(String),
+    /// An option without its value.
+    #[error("option {0} needs a value")]
+    MissingValue(&'static str),
+    /// A bad value.
+    #[error("invalid value {value:?} for {option}: {why}")]
+    Invalid {
+        /// The option.
+        option: &'static str,
+        /// The value given.
+        value: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// Two options that cannot go together.
+    #[error("{a} cannot be combined with {b}: {why}")]
+    Conflict {
+        /// One option.
+        a: &'static str,
+        /// The other.
+        b: &'static str,
+        /// Why.
+        why: &'static str,
+    },
+    /// A TOML file that could not be read or parsed.
+    #[error("options file {path}: {why}")]
+    File {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        why: String,
+    },
+}
+
+fn parse_u64(option: &'static str, v: &str) -> Result<u64, OptionsError> {
+    v.parse::<u64>().map_err(|_| OptionsError::Invalid {
+        option,
+        value: v.into(),
+        why: "expected a whole number".into(),
+    })
+}
+
+/// Parse `--socket-mem`: comma-separated MiB per node, every field a number, no empty field.
+pub fn parse_socket_mem(v: &str) -> Result<Vec<u64>, OptionsError> {
+    let bad = |why: &str| OptionsError::Invalid {
+        option: "--socket-mem",
+        value: v.into(),
+        why: why.into(),
+    };
+    if v.is_empty() {
+        return Err(bad("it is empty; give MiB per NUMA node, e.g. 512,512"));
+    }
+    v.split(',')
+        .map(|f| {
+            if f.is_empty() {
+                Err(bad("a field is empty"))
+            } else if !f.bytes().all(|c| c.is_ascii_digit()) {
+                Err(bad("every field must be a whole number of MiB"))
+            } else {
+                f.parse::<u64>().map_err(|_| bad("a field is too large"))
+            }
+        })
+        .collect()
+}
+
+fn check_prefix(p: &str) -> Result<(), OptionsError> {
+    let bad = |why: &str| OptionsError::Invalid {
+        option: "--file-prefix",
+        value: p.into(),
+        why: why.into(),
+    };
+    if p.is_empty() {
+        return Err(bad("it is empty"));
+    }
+    if p.len() > 48 {
+        return Err(bad("it is longer than 48 bytes"));
+    }
+    if !p
+        .bytes()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
+        || p.starts_with('.')
+    {
+        return Err(bad(
+            "use letters, digits, '_', '-' and '.' only, not starting with '.'",
+        ));
+    }
+    Ok(())
+}
+
+impl Options {
+    /// Parse EAL-style arguments up to `--`; returns the options and the arguments after `--`.
+    /// Accepts `--opt=value` and `--opt value`.
+    pub fn parse_args<I, S>(args: I) -> Result<(Options, Vec<String>), OptionsError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut o = Options::default();
+        let mut it = args.into_iter().map(Into::into).peekable();
+        let mut rest = Vec::new();
+        let mut lcore_opt: Option<&'static str> = None;
+        while let Some(arg) = it.next() {
+            if arg == "--" {
+                rest.extend(it);
+                break;
+            }
+            let (name, inline) = match arg.split_once('=') {
+                Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
+                _ => (arg.clone(), None),
+            };
+            macro_rules! value {
+                ($opt:expr) => {
+                    match inline.clone() {
+                        Some(v) => v,
+                        None => it.next().ok_or(OptionsError::MissingValue($opt))?,
+                    }
+                };
+            }
+            let mut set_lcores = |opt: &'static str, map: LcoreMap| -> Result<(), OptionsError> {
+                if let Some(prev) = lcore_opt {
+                    return Err(OptionsError::Conflict {
+                        a: prev,
+                        b: opt,
+                        why: "give the lcores once",
+                    });
+                }
+                lcore_opt = Some(opt);
+                o.lcores = Some(map);
+                Ok(())
+            };
+            match name.as_str() {
+                "--proc-type" => o.proc_type = value!("--proc-type").parse()?,
+                "--file-prefix" => {
+                    let v = value!("--file-prefix");
+                    check_prefix(&v)?;
+                    o.file_prefix = v;
+                }
+                "-m" => {
+                    let v = value!("-m");
+                    o.memory_mb = Some(parse_u64("-m", &v)?);
+                }
+                "--socket-mem" => {
+                    let v = value!("--socket-mem");
+                    o.socket_mem = Some(parse_socket_mem(&v)?);
+                }
+                "-l" => {
+                    let v = value!("-l");
+                    set_lcores("-l", LcoreMap::parse_list(&v)?)?;
+                }
+                "-c" => {
+                    let v = value!("-c");
+                    set_lcores("-c", LcoreMap::parse_mask(&v)?)?;
+                }
+                "--lcores" => {
+                    let v = value!("--lcores");
+                    set_lcores("--lcores", LcoreMap::parse_lcores(&v)?)?;
+                }
+                "--no-huge" => o.no_huge = true,
+                "--in-memory" => o.in_memory = true,
+                "--lazy-pages" => o.lazy_pages = true,
+                "--huge-dir" => {
+                    let v = value!("--huge-dir");
+                    if v.is_empty() {
+                        return Err(OptionsError::Invalid {
+                            option: "--huge-dir",
+                            value: v,
+                            why: "it is empty; give a hugetlbfs mount or a directory inside one"
+                                .into(),
+                        });
+                    }
+                    o.huge_dir = Some(v.into());
+                }
+                "--base-virtaddr" => {
+                    let v = value!("--base-virtaddr");
+                    let digits = v.trim_start_matches("0x").trim_start_matches("0X");
+                    let a = u64::from_str_radix(digits, 16).map_err(|_| OptionsError::Invalid {
+                        option: "--base-virtaddr",
+                        value: v.clone(),
+                        why: "expected a hexadecimal address such as 0x200000000000".into(),
+                    })?;
+                    o.base_virtaddr = Some(a);
+                }
+                "--attach-timeout" => {
+                    let v = value!("--attach-timeout");
+                    o.attach_timeout = Duration::from_millis(parse_u64("--attach-timeout", &v)?);
+                }
+                "--monitor-interval" => {
+                    let v = value!("--monitor-interval");
+                    let ms = parse_u64("--monitor-interval", &v)?;
+                    if ms == 0 {
+                        return Err(OptionsError::Invalid {
+                            option: "--monitor-interval",
+                            value: v,
+                            why: "must be at least 1 ms".into(),
+                        });
+                    }
+                    o.monitor_interval = Duration::from_millis(ms);
+                }
+                "--runtime-dir" => o.runtime_dir = Some(value!("--runtime-dir").into()),
+                "--max-zones" => {
+                    let v = value!("--max-zones");
+                    let n = parse_u64("--max-zones", &v)?;
+                    if !(16..=1 << 20).contains(&n) {
+                        return Err(OptionsError::Invalid {
+                            option: "--max-zones",
+                            value: v,
+                            why: "must be between 16 and 1048576".into(),
+                        });
+                    }
+                    o.max_zones = n as u32;
+                }
+                _ => return Err(OptionsError::Unknown(arg)),
+            }
+        }
+        o.validate()?;
+        Ok((o, rest))
+    }
+
+    /// Check combinations (as DPDK's own tests expect).
+    pub fn validate(&self) -> Result<(), OptionsError> {
+        check_prefix(&self.file_prefix)?;
+        if self.memory_mb.is_some() && self.socket_mem.is_some() {
+            return Err(OptionsError::Conflict {
+                a: "-m",
+                b: "--socket-mem",
+                why: "give the total (-m) or the amount per node (--socket-mem), not both",
+            });
+        }
+        if self.no_huge && self.socket_mem.is_some() {
+            return Err(OptionsError::Conflict {
+                a: "--no-huge",
+                b: "--socket-mem",
+                why: "memory without hugepages is not placed per NUMA node; use -m",
+            });
+        }
+        if self.no_huge && self.huge_dir.is_some() {
+            return Err(OptionsError::Conflict {
+                a: "--no-huge",
+                b: "--huge-dir",
+                why: "--no-huge uses /dev/shm",
+            });
+        }
+        if self.memory_mb == Some(0) {
+            return Err(OptionsError::Invalid {
+                option: "-m",
+                value: "0".into(),
+                why: "a group needs some memory".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Read options from a TOML file (same names without dashes, `_` for `-`):
+    ///
+    /// ```toml
+    /// proc_type = "auto"
+    /// file_prefix = "g1"
+    /// memory_mb = 256
+    /// lcores = "(0-3)@0"
+    /// ```
+    pub fn from_toml_file(path: &std::path::Path) -> Result<Options, OptionsError> {
+        let text = std::fs::read_to_string(path).map_err(|e| OptionsError::File {
+            path: path.display().to_string(),
+            why: e.to_string(),
+        })?;
+        Self::from_toml_str(&text).map_err(|e| match e {
+            OptionsError::File { why, .. } => OptionsError::File {
+                path: path.display().to_string(),
+                why,
+            },
+            other => other,
+        })
+    }
+
+    /// Parse options from TOML text (see [`Options::from_toml_file`]).
+    pub fn from_toml_str(text: &str) -> Result<Options, OptionsError> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct File {
+            proc_type: Option<ProcType>,
+            file_prefix: Option<String>,
+            memory_mb: Option<u64>,
+            socket_mem: Option<Vec<u64>>,
+            lcores: Option<String>,
+            no_huge: Option<bool>,
+            in_memory: Option<bool>,
+            huge_dir: Option<PathBuf>,
+            base_virtaddr: Option<String>,
+            lazy_pages: Option<bool>,
+            attach_timeout_ms: Option<u64>,
+            runtime_dir: Option<PathBuf>,
+            max_zones: Option<u32>,
+            monitor_interval_ms: Option<u64>,
+        }
+        let f: File = toml::from_str(text).map_err(|e| OptionsError::File {
+            path: "<text>".into(),
+            why: e.to_string(),
+        })?;
+        // Re-use the argument parser so both forms follow exactly the same rules.
+        let mut args: Vec<String> = Vec::new();
+        if let Some(p) = f.proc_type {
+            args.push(format!(
+                "--proc-type={}",
+                match p {
+                    ProcType::Primary => "primary",
+                    ProcType::Secondary => "secondary",
+                    ProcType::Auto => "auto",
+                }
+            ));
+        }
+        if let Some(v) = f.file_prefix {
+            args.push(format!("--file-prefix={v}"));
+        }
+        if let Some(v) = f.memory_mb {
+            args.extend(["-m".into(), v.to_string()]);
+        }
+        if let Some(v) = f.socket_mem {
+            let s: Vec<String> = v.iter().map(u64::to_string).collect();
+            args.push(format!("--socket-mem={}", s.join(",")));
+        }
+        if let Some(v) = f.lcores {
+            args.push(format!("--lcores={v}"));
+        }
+        if f.no_huge == Some(true) {
+            args.push("--no-huge".into());
+        }
+        if f.in_memory == Some(true) {
+            args.push("--in-memory".into());
+        }
+        if f.lazy_pages == Some(true) {
+            args.push("--lazy-pages".into());
+        }
+        if let Some(v) = f.huge_dir {
+            args.push(format!("--huge-dir={}", v.display()));
+        }
+        if let Some(v) = f.base_virtaddr {
+            args.push(format!("--base-virtaddr={v}"));
+        }
+        if let Some(v) = f.attach_timeout_ms {
+            args.push(format!("--attach-timeout={v}"));
+        }
+        if let Some(v) = f.runtime_dir {
+            args.push(format!("--runtime-dir={}", v.display()));
+        }
+        if let Some(v) = f.max_zones {
+            args.push(format!("--max-zones={v}"));
+        }
+        if let Some(v) = f.monitor_interval_ms {
+            args.push(format!("--monitor-interval={v}"));
+        }
+        Ok(Self::parse_args(args)?.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(a: &[&str]) -> Result<Options, OptionsError> {
+        Options::parse_args(a.iter().copied()).map(|(o, _)| o)
+    }
+
+    #[test]
+    fn defaults() {
+        let o = parse(&[]).unwrap();
+        assert_eq!(o.file_prefix, DEFAULT_PREFIX);
+        assert_eq!(o.proc_type, ProcType::Primary);
+        assert!(o.lcores.is_none());
+    }
+
+    #[test]
+    fn proc_type() {
+        assert_eq!(
+            parse(&["--proc-type=SECONDARY"]).unwrap().proc_type,
+            ProcType::Secondary
+        );
+        assert_eq!(
+            parse(&["--proc-type", "auto"]).unwrap().proc_type,
+            ProcType::Auto
+        );
+        assert!(matches!(
+            parse(&["--proc-type=ERROR"]),
+            Err(OptionsError::Invalid {
+                option: "--proc-type",
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse(&["--proc-type"]),
+            Err(OptionsError::MissingValue("--proc-type"))
+        ));
+    }
+
+    #[test]
+    fn dpdk_memory_rules() {
+        // all zeros is valid
+        assert_eq!(
+            parse(&["--socket-mem=0,0"]).unwrap().socket_mem,
+            Some(vec![0, 0])
+        );
+        assert_eq!(
+            parse(&["--socket-mem=512"]).unwrap().socket_mem,
+            Some(vec![512])
+        );
+        for bad in ["2,", "2,Fred", "2,Fred0", "2,,2", ""] {
+            assert!(
+                matches!(
+                    parse(&[&format!("--socket-mem={bad}")]),
+                    Err(OptionsError::Invalid {
+                        option: "--socket-mem",
+                        ..
+                    })
+                ),
+                "{bad:?} accepted"
+            );
+        }
+        assert!(matches!(
+            parse(&["-m", "64", "--socket-mem=64"]),
+            Err(OptionsError::Conflict {
+                a: "-m",
+                b: "--socket-mem",
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse(&["--no-huge", "--socket-mem=64"]),
+            Err(OptionsError::Conflict { .. })
+        ));
+        assert!(parse(&["--no-huge", "-m", "64"]).is_ok());
+        assert!(matches!(
+            parse(&["-m", "x"]),
+            Err(OptionsError::Invalid { option: "-m", .. })
+        ));
+    }
+
+    #[test]
+    fn misc_rules() {
+        assert!(matches!(
+            parse(&["--huge-dir="]),
+            Err(OptionsError::Invalid {
+                option: "--huge-dir",
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse(&["--file-prefix="]),
+            Err(OptionsError::Invalid {
+                option: "--file-prefix",
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse(&["--file-prefix=a%b"]),
+            Err(OptionsError::Invalid { .. })
+        ));
+        assert!(matches!(
+            parse(&["--file-prefix=../x"]),
+            Err(OptionsError::Invalid { .. })
+        ));
+        assert!(matches!(parse(&["--bogus"]), Err(OptionsError::Unknown(_))));
+        assert_eq!(
+            parse(&["--base-virtaddr=0x23456789"])
+                .unwrap()
+                .base_virtaddr,
+            Some(0x23456789)
+        );
+        assert!(parse(&["--base-virtaddr=zz"]).is_err());
+        assert!(matches!(
+            parse(&["-l", "0", "-c", "0x1"]),
+            Err(OptionsError::Conflict { .. })
+        ));
+    }
+
+    #[test]
+    fn rest_after_double_dash() {
+        let (_, rest) = Options::parse_args(["-m", "8", "--", "-m", "x"]).unwrap();
+        assert_eq!(rest, vec!["-m", "x"]);
+    }
+
+    #[test]
+    fn toml_equivalent() {
+        let o = Options::from_toml_str(
+            "proc_type = \"auto\"\nfile_prefix = \"g1\"\nmemory_mb = 128\nlcores = \"(0-3)@0\"\nlazy_pages = true\n",
+        )
+        .unwrap();
+        assert_eq!(o.proc_type, ProcType::Auto);
+        assert_eq!(o.file_prefix, "g1");
+        assert_eq!(o.memory_mb, Some(128));
+        assert_eq!(o.lcores.as_ref().unwrap().lcores(), vec![0, 1, 2, 3]);
+        assert!(o.lazy_pages);
+        assert!(matches!(
+            Options::from_toml_str("nonsense = 1"),
+            Err(OptionsError::File { .. })
+        ));
+        assert!(matches!(
+            Options::from_toml_str("memory_mb = 1\nsocket_mem = [1]"),
+            Err(OptionsError::Conflict { .. })
+        ));
+    }
+}

@@ -1,0 +1,535 @@
+//! Operations on a mapped configuration: the table lock, zones, members and lcores.
+//!
+//! [`Tables`] is a view over a mapped [`ConfigHeader`] and its zone table. It knows nothing of
+//! files or processes: `procctl` maps the configuration, tells it who the caller is, and answers
+//! liveness questions through [`Liveness`].
+//!
+//! # The table lock survives its holder
+//! The lock word holds the holder's member slot + 1. A waiter that has spun for a while asks the
+//! [`Liveness`] handle about the holder; if the holder is dead, the waiter takes the lock over with
+//! a compare-and-swap. Every update made under the lock is written so that a holder dying halfway
+//! leaves nothing harmful: a zone entry is filled in completely before its `state` is set to
+//! `USED` (release), so a half-written entry is still `FREE` and is simply overwritten later.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::layout::{
+    self, member_state, zone_state, ConfigHeader, ZoneEntry, MAX_LCORES, MAX_MEMBERS,
+};
+use crate::raw::ConfigView;
+use crate::zones::{
+    check_zone_name, Liveness, MemberId, MemberState, ShmOffset, ZoneError, ZoneInfo, ZoneKind,
+};
+
+/// A view over a mapped configuration.
+///
+/// Built by `procctl` (and tests) from a mapping that stays valid for the view's lifetime.
+#[derive(Debug, Clone, Copy)]
+pub struct Tables {
+    view: ConfigView,
+}
+
+/// Where a zone is, as the table records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ZonePlace {
+    /// Entry index in the zone table.
+    pub index: usize,
+    /// Kind.
+    pub kind: ZoneKind,
+    /// Segment and offset.
+    pub offset: ShmOffset,
+    /// Length.
+    pub len: usize,
+}
+
+impl Tables {
+    /// A view over a configuration mapped at `base` with `len` bytes.
+    ///
+    /// # Safety
+    /// `base..base+len` must stay mapped, readable and writable for the view's lifetime, hold a
+    /// configuration laid out by this build (checked with [`layout::check_header_bytes`], or
+    /// zeroed and about to be initialised by the caller), and be 8-byte aligned. `max_zones`
+    /// must be the table's size.
+    #[allow(unsafe_code)]
+    pub unsafe fn new(base: *mut u8, len: usize, max_zones: u32) -> Result<Self, ZoneError> {
+        // SAFETY: forwarded contract.
+        Ok(Self {
+            view: unsafe { ConfigView::new(base, len, max_zones)? },
+        })
+    }
+
+    /// The header.
+    pub fn header(&self) -> &ConfigHeader {
+        self.view.header()
+    }
+
+    fn zone(&self, i: usize) -> &ZoneEntry {
+        self.view.zone(i)
+    }
+
+    fn zone_name(&self, i: usize) -> String {
+        layout::from_fixed(&self.view.zone_name(i))
+    }
+
+    fn set_zone_name(&self, i: usize, name: &[u8; layout::NAME_LEN]) {
+        self.view.set_zone_name(i, name)
+    }
+
+    fn max_zones(&self) -> usize {
+        self.view.max_zones
+    }
+
+    /// Take the table lock as `me`, replacing a holder that `liveness` reports dead. Gives up
+    /// after `timeout` (a live holder that never lets go is a bug elsewhere; nothing hangs).
+    pub fn lock<'a>(
+        &'a self,
+        me: MemberId,
+        liveness: &dyn Liveness,
+        timeout: Duration,
+    ) -> Result<TableGuard<'a>, ZoneError> {
+        let word: &AtomicU32 = &self.header().table_lock;
+        let mine = u32::from(me.0) + 1;
+        let start = Instant::now();
+        let mut spins = 0u32;
+        loop {
+            let cur = word.load(Ordering::Relaxed);
+            if cur == 0 {
+                if word
+                    .compare_exchange(0, mine, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    return Ok(TableGuard { word, mine });
+                }
+                continue;
+            }
+            spins += 1;
+            if spins < 200 {
+                std::hint::spin_loop();
+                continue;
+            }
+            // Slow path: is the holder still with us?
+            let holder = MemberId((cur - 1) as u16);
+            let st = if holder == me {
+                MemberState::Dead
+            } else {
+                liveness.member_state(holder)
+            };
+            // `holder == me`: a previous incarnation of this slot died holding the lock (we only
+            // get a slot after its previous occupant is gone).
+            if st != MemberState::Alive
+                && word
+                    .compare_exchange(cur, mine, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                return Ok(TableGuard { word, mine });
+            }
+            if start.elapsed() > timeout {
+                return Err(ZoneError::Corrupt(format!(
+                    "the table lock has been held by {holder} for over {timeout:?}"
+                )));
+            }
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+
+    /// Reserve a zone of `req.len` bytes in one of `segments` (segment index and length),
+    /// first fit, aligned as asked. The caller holds the lock.
+    pub fn reserve_zone(
+        &self,
+        _guard: &TableGuard<'_>,
+        name: &str,
+        kind: ZoneKind,
+        len: usize,
+        align: usize,
+        owner: MemberId,
+        segments: &[(u32, u64)],
+    ) -> Result<ZonePlace, ZoneError> {
+        check_zone_name(name)?;
+        if len == 0 {
+            return Err(ZoneError::BadRequest {
+                name: name.into(),
+                why: "length is zero".into(),
+            });
+        }
+        if !align.is_power_of_two() {
+            return Err(ZoneError::BadRequest {
+                name: name.into(),
+                why: format!("alignment {align} is not a power of two"),
+            });
+        }
+        let align = align.max(64) as u64;
+        let fixed: [u8; layout::NAME_LEN] =
+            layout::to_fixed(name).ok_or_else(|| ZoneError::NameTooLong(name.into()))?;
+        let mut free_slot = None;
+        let mut used: Vec<(u32, u64, u64)> = Vec::new();
+        for i in 0..self.max_zones() {
+            let z = self.zone(i);
+            if z.state.load(Ordering::Acquire) == zone_state::USED {
+                if self.zone_name(i) == name {
+                    return Err(ZoneError::Exists(name.into()));
+                }
+                used.push((
+                    z.segment.load(Ordering::Relaxed),
+                    z.offset.load(Ordering::Relaxed),
+                    z.len.load(Ordering::Relaxed),
+                ));
+            } else if free_slot.is_none() {
+                free_slot = Some(i);
+            }
+        }
+        let slot = free_slot.ok_or(ZoneError::TableFull(self.max_zones()))?;
+        used.sort_unstable();
+        let mut largest = 0u64;
+        for &(seg, seg_len) in segments {
+            let mut cursor = 0u64;
+            let mut found = None;
+            for &(s, off, l) in used.iter().filter(|u| u.0 == seg) {
+                let start = cursor.next_multiple_of(align);
+                if start + len as u64 <= off {
+                    found = Some(start);
+                    break;
+                }
+                largest = largest.max(off.saturating_sub(cursor));
+                cursor = cursor.max(off + l);
+                let _ = s;
+            }
+            if found.is_none() {
+                let start = cursor.next_multiple_of(align);
+                if start + len as u64 <= seg_len {
+                    found = Some(start);
+                } else {
+                    largest = largest.max(seg_len.saturating_sub(cursor));
+                }
+            }
+            if let Some(off) = found {
+                let z = self.zone(slot);
+                z.kind.store(kind as u32, Ordering::Relaxed);
+                z.segment.store(seg, Ordering::Relaxed);
+                z.owner.store(u32::from(owner.0), Ordering::Relaxed);
+                z.offset.store(off, Ordering::Relaxed);
+                z.len.store(len as u64, Ordering::Relaxed);
+                z.align.store(align, Ordering::Relaxed);
+                self.set_zone_name(slot, &fixed);
+                z.state.store(zone_state::USED, Ordering::Release);
+                self.header().zone_ops.fetch_add(1, Ordering::Relaxed);
+                return Ok(ZonePlace {
+                    index: slot,
+                    kind,
+                    offset: ShmOffset::new(seg, off),
+                    len,
+                });
+            }
+        }
+        Err(ZoneError::NoMemory {
+            name: name.into(),
+            len,
+            free: largest as usize,
+        })
+    }
+
+    /// Find a zone by name. The caller holds the lock.
+    pub fn find_zone(&self, _guard: &TableGuard<'_>, name: &str) -> Result<ZonePlace, ZoneError> {
+        check_zone_name(name)?;
+        for i in 0..self.max_zones() {
+            let z = self.zone(i);
+            if z.state.load(Ordering::Acquire) == zone_state::USED && self.zone_name(i) == name {
+                let kind = ZoneKind::from_u32(z.kind.load(Ordering::Relaxed)).ok_or_else(|| {
+                    ZoneError::Corrupt(format!("zone {name:?} has an unknown kind"))
+                })?;
+                return Ok(ZonePlace {
+                    index: i,
+                    kind,
+                    offset: ShmOffset::new(
+                        z.segment.load(Ordering::Relaxed),
+                        z.offset.load(Ordering::Relaxed),
+                    ),
+                    len: z.len.load(Ordering::Relaxed) as usize,
+                });
+            }
+        }
+        Err(ZoneError::NotFound(name.into()))
+    }
+
+    /// Free a zone by name. The caller holds the lock.
+    pub fn free_zone(&self, guard: &TableGuard<'_>, name: &str) -> Result<(), ZoneError> {
+        let p = self.find_zone(guard, name)?;
+        self.zone(p.index)
+            .state
+            .store(zone_state::FREE, Ordering::Release);
+        Ok(())
+    }
+
+    /// Every zone in use. The caller holds the lock.
+    pub fn list_zones(&self, _guard: &TableGuard<'_>) -> Vec<ZoneInfo> {
+        let mut out = Vec::new();
+        for i in 0..self.max_zones() {
+            let z = self.zone(i);
+            if z.state.load(Ordering::Acquire) == zone_state::USED {
+                out.push(ZoneInfo {
+                    name: self.zone_name(i),
+                    kind: ZoneKind::from_u32(z.kind.load(Ordering::Relaxed))
+                        .unwrap_or(ZoneKind::Other),
+                    len: z.len.load(Ordering::Relaxed) as usize,
+                    offset: ShmOffset::new(
+                        z.segment.load(Ordering::Relaxed),
+                        z.offset.load(Ordering::Relaxed),
+                    ),
+                    owner: MemberId(z.owner.load(Ordering::Relaxed) as u16),
+                });
+            }
+        }
+        out
+    }
+
+    /// Claim `lcores` for member `me`, all or none. On conflict, returns the lcore and its owner.
+    /// An owner that `liveness` reports not alive loses its claim. The caller holds the lock.
+    pub fn claim_lcores(
+        &self,
+        _guard: &TableGuard<'_>,
+        me: MemberId,
+        lcores: &[u32],
+        liveness: &dyn Liveness,
+    ) -> Result<(), (u32, MemberId)> {
+        let h = self.header();
+        let mine = u32::from(me.0) + 1;
+        for &l in lcores {
+            let cur = h.lcores[l as usize].load(Ordering::Acquire);
+            if cur != 0 && cur != mine {
+                let owner = MemberId((cur - 1) as u16);
+                if liveness.member_state(owner) == MemberState::Alive {
+                    return Err((l, owner));
+                }
+            }
+        }
+        let m = &h.members[me.0 as usize];
+        for &l in lcores {
+            h.lcores[l as usize].store(mine, Ordering::Release);
+            m.lcores[l as usize / 64].fetch_or(1 << (l % 64), Ordering::AcqRel);
+        }
+        Ok(())
+    }
+
+    /// Release every lcore `member` owns. The caller holds the lock.
+    pub fn release_lcores(&self, _guard: &TableGuard<'_>, member: MemberId) -> Vec<u32> {
+        let h = self.header();
+        let theirs = u32::from(member.0) + 1;
+        let mut freed = Vec::new();
+        for l in 0..MAX_LCORES {
+            if h.lcores[l]
+                .compare_exchange(theirs, 0, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                freed.push(l as u32);
+            }
+        }
+        for w in &h.members[member.0 as usize].lcores {
+            w.store(0, Ordering::Release);
+        }
+        freed
+    }
+
+    /// The lcores a member owns, from its slot's bitmap.
+    pub fn member_lcores(&self, member: MemberId) -> Vec<u32> {
+        let m = &self.header().members[member.0 as usize];
+        let mut out = Vec::new();
+        for (w, word) in m.lcores.iter().enumerate() {
+            let bits = word.load(Ordering::Acquire);
+            for b in 0..64 {
+                if bits & (1 << b) != 0 {
+                    out.push((w * 64 + b) as u32);
+                }
+            }
+        }
+        out
+    }
+
+    /// The member slots whose state is not FREE.
+    pub fn occupied_members(&self) -> Vec<MemberId> {
+        (0..MAX_MEMBERS)
+            .filter(|&i| {
+                self.header().members[i].state.load(Ordering::Acquire) != member_state::FREE
+            })
+            .map(|i| MemberId(i as u16))
+            .collect()
+    }
+
+    /// A member's process name, as it recorded it.
+    pub fn member_name(&self, member: MemberId) -> String {
+        let m = &self.header().members[member.0 as usize];
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&m.name[0].load(Ordering::Acquire).to_ne_bytes());
+        b[8..].copy_from_slice(&m.name[1].load(Ordering::Acquire).to_ne_bytes());
+        layout::from_fixed(&b)
+    }
+
+    /// Record a member's process name (first 15 bytes).
+    pub fn set_member_name(&self, member: MemberId, name: &str) {
+        let mut b = [0u8; 16];
+        let n = name.len().min(15);
+        b[..n].copy_from_slice(&name.as_bytes()[..n]);
+        let m = &self.header().members[member.0 as usize];
+        m.name[0].store(
+            u64::from_ne_bytes(b[..8].try_into().expect("8")),
+            Ordering::Release,
+        );
+        m.name[1].store(
+            u64::from_ne_bytes(b[8..].try_into().expect("8")),
+            Ordering::Release,
+        );
+    }
+}
+
+/// The table lock, held. Released on drop.
+#[derive(Debug)]
+pub struct TableGuard<'a> {
+    word: &'a AtomicU32,
+    mine: u32,
+}
+
+impl Drop for TableGuard<'_> {
+    fn drop(&mut self) {
+        // Only release what is still ours (a dead-holder takeover never happens to a live holder).
+        let _ = self
+            .word
+            .compare_exchange(self.mine, 0, Ordering::Release, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+#[allow(unsafe_code)]
+mod tests {
+    use super::*;
+    use crate::LocalZones;
+    use crate::Zones;
+
+    struct Heap(Vec<u64>);
+
+    fn tables(max_zones: u32) -> (Heap, Tables) {
+        let len = layout::config_len(max_zones);
+        let mut heap = Heap(vec![0u64; len / 8]);
+        // SAFETY: the buffer is `len` zeroed bytes, 8-aligned, and outlives the view in each test
+        // (it is returned alongside it and kept alive).
+        let t = unsafe { Tables::new(heap.0.as_mut_ptr().cast(), len, max_zones) }.unwrap();
+        (heap, t)
+    }
+
+    #[test]
+    fn zones_first_fit_aligned() {
+        let (_h, t) = tables(16);
+        let lz = LocalZones::new();
+        let live = lz.liveness();
+        let g = t.lock(MemberId(0), &*live, Duration::from_secs(1)).unwrap();
+        let segs = [(0u32, 4096u64), (1u32, 1 << 20)];
+        let a = t
+            .reserve_zone(&g, "a", ZoneKind::Ring, 100, 64, MemberId(0), &segs)
+            .unwrap();
+        assert_eq!(a.offset, ShmOffset::new(0, 0));
+        let b = t
+            .reserve_zone(&g, "b", ZoneKind::Memzone, 100, 1024, MemberId(0), &segs)
+            .unwrap();
+        assert_eq!(b.offset, ShmOffset::new(0, 1024));
+        // does not fit in segment 0 any more: goes to segment 1
+        let c = t
+            .reserve_zone(&g, "c", ZoneKind::Memzone, 4000, 64, MemberId(0), &segs)
+            .unwrap();
+        assert_eq!(c.offset.segment, 1);
+        assert_eq!(
+            t.reserve_zone(&g, "a", ZoneKind::Ring, 8, 64, MemberId(0), &segs),
+            Err(ZoneError::Exists("a".into()))
+        );
+        assert!(matches!(
+            t.reserve_zone(
+                &g,
+                "huge",
+                ZoneKind::Memzone,
+                2 << 20,
+                64,
+                MemberId(0),
+                &segs
+            ),
+            Err(ZoneError::NoMemory { .. })
+        ));
+        assert_eq!(t.find_zone(&g, "b").unwrap(), b);
+        t.free_zone(&g, "a").unwrap();
+        assert!(matches!(t.find_zone(&g, "a"), Err(ZoneError::NotFound(_))));
+        // the freed gap is reused
+        let d = t
+            .reserve_zone(&g, "d", ZoneKind::Memzone, 64, 64, MemberId(0), &segs)
+            .unwrap();
+        assert_eq!(d.offset, ShmOffset::new(0, 0));
+        assert_eq!(t.list_zones(&g).len(), 3);
+    }
+
+    #[test]
+    fn table_full() {
+        let (_h, t) = tables(16);
+        let live = LocalZones::new().liveness();
+        let g = t.lock(MemberId(0), &*live, Duration::from_secs(1)).unwrap();
+        for i in 0..16 {
+            t.reserve_zone(
+                &g,
+                &format!("z{i}"),
+                ZoneKind::Memzone,
+                64,
+                64,
+                MemberId(0),
+                &[(0, 1 << 20)],
+            )
+            .unwrap();
+        }
+        assert_eq!(
+            t.reserve_zone(
+                &g,
+                "z16",
+                ZoneKind::Memzone,
+                64,
+                64,
+                MemberId(0),
+                &[(0, 1 << 20)]
+            ),
+            Err(ZoneError::TableFull(16))
+        );
+    }
+
+    #[test]
+    fn dead_lock_holder_is_replaced() {
+        let (_h, t) = tables(16);
+        let lz = LocalZones::new();
+        let _b = lz.as_member(MemberId(3));
+        let live = lz.liveness();
+        let g = t.lock(MemberId(3), &*live, Duration::from_secs(1)).unwrap();
+        std::mem::forget(g); // member 3 "dies" holding the lock
+                             // alive: a waiter times out instead of hanging
+        assert!(t
+            .lock(MemberId(0), &*live, Duration::from_millis(50))
+            .is_err());
+        lz.set_member_state(MemberId(3), MemberState::Dead);
+        let g = t.lock(MemberId(0), &*live, Duration::from_secs(1)).unwrap();
+        drop(g);
+        assert_eq!(t.header().table_lock.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn lcore_claims_conflict_and_release() {
+        let (_h, t) = tables(16);
+        let lz = LocalZones::new();
+        let _b = lz.as_member(MemberId(1));
+        let live = lz.liveness();
+        let g = t.lock(MemberId(0), &*live, Duration::from_secs(1)).unwrap();
+        t.claim_lcores(&g, MemberId(0), &[0, 1, 70], &*live)
+            .unwrap();
+        assert_eq!(t.member_lcores(MemberId(0)), vec![0, 1, 70]);
+        assert_eq!(
+            t.claim_lcores(&g, MemberId(1), &[2, 70], &*live),
+            Err((70, MemberId(0)))
+        );
+        // all or none: lcore 2 was not taken
+        assert_eq!(t.member_lcores(MemberId(1)), Vec::<u32>::new());
+        lz.set_member_state(MemberId(0), MemberState::Dead);
+        t.claim_lcores(&g, MemberId(1), &[2, 70], &*live).unwrap();
+        assert_eq!(t.release_lcores(&g, MemberId(1)), vec![2, 70]);
+        t.set_member_name(MemberId(1), "a-very-long-process-name");
+        assert_eq!(t.member_name(MemberId(1)), "a-very-long-pro");
+    }
+}
