@@ -117,7 +117,7 @@ pub fn extend_32(state: &AtomicU64, low: u32) -> u64 {
 /// everywhere). A 64-bit HPET (QEMU's, and most modern chipsets) has none of these limits.
 ///
 /// An HPET read is an uncached MMIO load: about 0.5-1 µs, far slower than the TSC. Use it as a
-/// reference (see [`crate::compare`]) rather than for per-packet timestamps.
+/// reference (see [`compare`](crate::compare())) rather than for per-packet timestamps.
 #[derive(Debug)]
 pub struct Hpet {
     regs: RegisterWindow,

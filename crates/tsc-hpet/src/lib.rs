@@ -13,7 +13,7 @@
 //!   background thread ([`hpet::extend_32`]). When it cannot be used, [`HpetUnavailable`] says
 //!   exactly why. [`HpetTestPage`] is a page laid out like its registers, for tests.
 //! * [`Monotonic`]: `clock_gettime(CLOCK_MONOTONIC)`, the last resort, 1 tick = 1 ns.
-//! * [`compare`]: two clocks side by side over a known delay (the IVSHMEM guest's HPET-vs-TSC
+//! * [`compare()`]: two clocks side by side over a known delay (the IVSHMEM guest's HPET-vs-TSC
 //!   check).
 //!
 //! # How a group shares one clock

@@ -131,10 +131,11 @@ impl RegisterWindow {
         // when built), so the address is aligned.
         let p = unsafe { self.base.as_ptr().add(offset) };
         match self.owner {
-            // SAFETY: `p` is a valid, aligned pointer to the test page, which is only ever
-            // accessed through atomics.
             Owner::TestPage(_) => {
-                unsafe { AtomicU64::from_ptr(p.cast::<u64>()) }.load(Ordering::SeqCst)
+                // SAFETY: `p` is a valid, aligned pointer into the test page, which is only ever
+                // accessed through atomics.
+                let word = unsafe { AtomicU64::from_ptr(p.cast::<u64>()) };
+                word.load(Ordering::SeqCst)
             }
             // SAFETY: `p` is valid and aligned for a u64 read; device registers must be read with
             // one volatile access of the register's width, which this is.
