@@ -1,0 +1,85 @@
+//! A cuckoo hash table in shared memory, used with precomputed hashes: DPDK's `rte_hash` and its
+//! `*_with_hash` calls, made safe to share between processes built differently.
+//!
+//! * [`Hash<K, V, H>`]: create it in a [`shmconfig::Zones`] by name, open it by name from any
+//!   member with [`Hash::lookup`], add, look up (single and bulk) and delete with precomputed
+//!   hashes, iterate, count, reset.
+//! * [`HashFn`]: the hash function is a type parameter, never a code pointer in shared memory.
+//!   The table records the function's [`HashFnId`] (name, seed, and a check value from hashing
+//!   fixed test vectors) and refuses to be opened with another one. [`Crc32c`] (SSE4.2 `crc32`
+//!   where the CPU has it, a table otherwise, same values) and [`Murmur3`] ship with the crate.
+//!
+//! # Concurrency and the write protocol
+//!
+//! Readers take no lock. They read a change counter, search the key's primary bucket, its
+//! secondary bucket and the secondary's extendable chain, and, if they missed, read the counter
+//! again and retry if it moved. Every word of the table is read and written through atomics.
+//!
+//! Writers hold a lock word in shared memory recording the holder's `MemberId`. A waiter that
+//! finds the holder dead (per [`shmconfig::Liveness`]) takes the lock over and **repairs** the
+//! table before its own operation. The write protocol keeps one rule that makes every state a
+//! dying writer can leave repairable and invisible to readers:
+//!
+//! > **A key is never absent from the buckets while it is in the table, and a key slot is only
+//! > reachable from a bucket once it is completely written.**
+//!
+//! * *Add* fills a free key slot completely (state `FILLING`, then key and value, then `LIVE`
+//!   with release) before storing its index in a bucket entry (release). A writer dying before
+//!   the store leaves a live slot no bucket references: repair frees it.
+//! * *Cuckoo displacement* moves keys last first, each as **copy, then bump the change counter,
+//!   then overwrite the old entry**: a key in mid-move is in two places, never in none. A writer
+//!   dying mid-path leaves duplicates: repair keeps one copy of each key (bumping the counter
+//!   before it clears the others).
+//! * *Delete* clears the bucket entry, then marks the slot free (new generation) and pushes it on
+//!   the free stack. Dying in between leaves an unreferenced live slot: repair frees it.
+//!   With extendable buckets, the chain's last key is then moved into the hole (copy, bump,
+//!   clear) and an emptied last bucket is unlinked.
+//! * *Update* (re-adding a present key) writes the spare copy of the value and flips to it with
+//!   one store of the slot's state word, so a value is never seen half-written. Dying before the
+//!   flip leaves the old value.
+//! * The free stacks and the count are the writer's private bookkeeping; repair rebuilds them
+//!   from the buckets.
+//!
+//! Readers check each key slot's state word before and after reading it: a slot that is being
+//! refilled or updated while read is detected (new generation) and read again, so a reader
+//! never matches a half-written key or returns a torn value. The generation counter has 29 bits:
+//! a reader stalled for 2^29 changes of one slot could be fooled, which is not a practical risk.
+//!
+//! A member id that is reused by a new process before anyone takes over a dead holder's lock
+//! would look alive; the group's process table must not reuse a dead member's slot before its
+//! clean-up (procctl's job).
+//!
+//! ```
+//! use rte_hash_with_hash::{Crc32c, Hash, Murmur3, Params, HashError};
+//! use shmconfig::LocalZones;
+//!
+//! let zones = LocalZones::new();
+//! let t: Hash<[u8; 16], u64, Crc32c> =
+//!     Hash::create(&zones, "sessions", Params::new(4096), Crc32c::new(7)).unwrap();
+//! let key = *b"0123456789abcdef";
+//! let h = t.hash(&key);
+//! t.add_with_hash(&key, h, &99).unwrap();
+//!
+//! // Opening it with another function (or seed) is refused, naming both.
+//! let err = Hash::<[u8; 16], u64, Murmur3>::lookup(&zones, "sessions", Murmur3::new(7))
+//!     .unwrap_err();
+//! assert!(matches!(err, HashError::WrongHashFunction { .. }));
+//! assert!(err.to_string().contains("crc32c") && err.to_string().contains("murmur3-32"));
+//! ```
+#![deny(unsafe_code)]
+
+#[allow(unsafe_code)]
+mod raw;
+
+mod error;
+mod hashfn;
+mod layout;
+mod sync;
+mod table;
+
+pub use error::{HashError, TableFull};
+pub use hashfn::{Crc32c, HashFn, HashFnId, Murmur3, CHECK_VECTORS, HASH_NAME_MAX};
+pub use layout::{BUCKET_ENTRIES, ENTRIES_MAX};
+#[doc(hidden)]
+pub use table::StopAt;
+pub use table::{Hash, Iter, Params, Plain, LOOKUP_BULK_MAX};

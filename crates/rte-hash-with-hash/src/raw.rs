@@ -1,0 +1,162 @@
+//! The unsafe code of the crate, kept in one place: the view of a zone as an array of 64-bit
+//! atomic words, a cache prefetch, and the SSE4.2 CRC32-C instruction.
+
+use std::ptr::NonNull;
+
+use shmconfig::Zone;
+
+use crate::sync::AtomicU64;
+
+/// A zone seen as `len` 64-bit atomic words. Every byte of the table in shared memory is read
+/// and written through these atomics (never through `&[u8]`/`&mut [u8]`), so that concurrent
+/// access from other threads, processes or guests is never a data race.
+///
+/// Under `cfg(hugeshare_loom)` the words are loom atomics on the heap (loom cannot track raw
+/// memory); the zone is still reserved and kept, so the shipping code paths are the same.
+pub(crate) struct Mem {
+    #[cfg(not(hugeshare_loom))]
+    base: NonNull<AtomicU64>,
+    #[cfg(hugeshare_loom)]
+    words: Box<[AtomicU64]>,
+    len: usize,
+    zone: Zone,
+}
+
+// SAFETY: `Mem` only hands out `&AtomicU64` into memory that the `Zone` it owns keeps mapped;
+// atomics are safe to share between threads.
+#[cfg(not(hugeshare_loom))]
+unsafe impl Send for Mem {}
+// SAFETY: as for `Send`.
+#[cfg(not(hugeshare_loom))]
+unsafe impl Sync for Mem {}
+
+impl std::fmt::Debug for Mem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mem")
+            .field("zone", &self.zone)
+            .field("words", &self.len)
+            .finish()
+    }
+}
+
+impl Mem {
+    /// View `zone` as words. `None` if the zone is not 8-byte aligned.
+    pub(crate) fn new(zone: Zone) -> Option<Self> {
+        let len = zone.len() / 8;
+        if zone.as_ptr() as usize % 8 != 0 {
+            return None;
+        }
+        #[cfg(not(hugeshare_loom))]
+        {
+            let base = NonNull::new(zone.as_ptr().cast::<AtomicU64>())?;
+            Some(Self { base, len, zone })
+        }
+        #[cfg(hugeshare_loom)]
+        {
+            let words = (0..len).map(|_| AtomicU64::new(0)).collect();
+            Some(Self { words, len, zone })
+        }
+    }
+
+    /// The zone behind the words.
+    pub(crate) fn zone(&self) -> &Zone {
+        &self.zone
+    }
+
+    /// Number of words.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Word `i`. Panics if `i` is out of range (the table checks indexes read from shared memory
+    /// before it uses them, so this only fires on a bug).
+    #[inline(always)]
+    pub(crate) fn w(&self, i: usize) -> &AtomicU64 {
+        assert!(i < self.len, "word {i} outside the table's zone");
+        #[cfg(not(hugeshare_loom))]
+        {
+            // SAFETY: `i < len` and the zone (kept alive by `self.zone`) is `len * 8` bytes, 8-byte
+            // aligned (checked in `new`), mapped and writable; `AtomicU64` has the size and
+            // alignment of `u64`, and this memory is only ever accessed atomically.
+            unsafe { &*self.base.as_ptr().add(i) }
+        }
+        #[cfg(hugeshare_loom)]
+        {
+            &self.words[i]
+        }
+    }
+
+    /// Hint the CPU to bring word `i`'s cache line in. Does nothing if `i` is out of range.
+    #[inline(always)]
+    pub(crate) fn prefetch(&self, i: usize) {
+        #[cfg(all(target_arch = "x86_64", not(hugeshare_loom)))]
+        if i < self.len {
+            // SAFETY: prefetch never faults and reads nothing architecturally; the address is
+            // inside the mapped zone anyway (`i < len`).
+            #[allow(unused_unsafe)]
+            unsafe {
+                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+                _mm_prefetch::<_MM_HINT_T0>(self.base.as_ptr().add(i).cast::<i8>());
+            }
+        }
+        #[cfg(not(all(target_arch = "x86_64", not(hugeshare_loom))))]
+        let _ = i;
+    }
+}
+
+/// Whether this CPU has the SSE4.2 CRC32 instruction.
+pub(crate) fn has_crc32_instruction() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("sse4.2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// CRC32-C of `data` from state `crc` (no inversion before or after), with the CPU instruction.
+/// Must only be called when [`has_crc32_instruction`] returned true (it panics otherwise).
+#[inline]
+pub(crate) fn crc32c_hw(crc: u32, data: &[u8]) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        assert!(
+            has_crc32_instruction(),
+            "crc32c_hw called on a CPU without SSE4.2"
+        );
+        // SAFETY: the CPU supports SSE4.2 (checked just above; the check is a cached load).
+        unsafe { crc32c_sse42(crc, data) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (crc, data);
+        unreachable!("crc32c_hw called on a CPU without SSE4.2")
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse4.2")]
+fn crc32c_sse42(crc: u32, data: &[u8]) -> u32 {
+    use std::arch::x86_64::{_mm_crc32_u32, _mm_crc32_u64, _mm_crc32_u8};
+    let mut c = u64::from(crc);
+    let mut chunks = data.chunks_exact(8);
+    for ch in &mut chunks {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(ch);
+        c = _mm_crc32_u64(c, u64::from_le_bytes(b));
+    }
+    let mut c = c as u32;
+    let mut rest = chunks.remainder();
+    if rest.len() >= 4 {
+        let mut b = [0u8; 4];
+        b.copy_from_slice(&rest[..4]);
+        c = _mm_crc32_u32(c, u32::from_le_bytes(b));
+        rest = &rest[4..];
+    }
+    for &b in rest {
+        c = _mm_crc32_u8(c, b);
+    }
+    c
+}
