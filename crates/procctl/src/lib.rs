@@ -1,8 +1,47 @@
 //! Being a member of a hugeshare process group.
+//!
+//! A **primary** discovers hugepages, creates the group's memory segments and its shared
+//! configuration, and publishes them in a runtime directory per prefix. **Secondaries** attach to
+//! it and can create objects too. `--proc-type=auto` becomes secondary when a live primary exists.
+//!
+//! # Liveness comes from the kernel
+//! Every decision about who is alive is taken from open-file-description (OFD) locks on
+//! `<runtime dir>/<prefix>/lock`, never from whether a file exists:
+//! * byte 0 is held by the primary for its lifetime: the election (`primary`, `auto`) is a
+//!   non-blocking attempt to take it; a secondary checks it to know its primary lives;
+//! * byte `1 + s` is held by the member in slot `s` for its lifetime. A member whose slot is in use
+//!   but whose byte nobody holds is dead. Cleaning up after it requires taking that byte, so
+//!   exactly one survivor does it;
+//! * the configuration file is written under a temporary name, locked by the primary (byte 0 of
+//!   the file), and renamed into place; a `config` file nobody locks was left by a dead primary
+//!   and is never trusted. The next primary removes it, and the stale segment files of its prefix
+//!   (only those nobody holds), without manual clean-up.
+//!
+//! Each member runs a monitor thread (every 10 ms, `HUGESHARE_MONITOR_MS` to change) that reports
+//! [`Event`]s: members joining, leaving and dying, and the primary dying or exiting.
+//!
+//! # A new primary while an orphaned secondary still runs
+//! When the primary dies, its secondaries are told ([`Event::PrimaryDied`]) and keep their
+//! mappings of the old memory: nothing they do hangs (the table lock of the old group replaces
+//! dead holders), but the old group can admit no new member. A new primary started on the same
+//! prefix creates a **new** group: fresh configuration, fresh segment files whose indices do not
+//! collide with the files the orphan still holds (those are removed by the first primary that
+//! finds them unheld). The orphan and the new group never share memory; the orphan should exit
+//! (or restart and attach to the new primary). DPDK, in the same situation, fails with
+//! `Cannot init memzone` and later secondaries hang forever.
 #![deny(unsafe_code)]
 
+pub mod error;
 pub mod lcores;
 pub mod options;
+pub mod process;
+pub mod rundir;
+#[allow(unsafe_code)]
+mod sys;
 
+pub use error::{ProcError, Result};
 pub use lcores::LcoreMap;
 pub use options::{Options, OptionsError, ProcType, DEFAULT_PREFIX};
+pub use process::{
+    register_cleanup_hook, CleanupHook, Event, Process, Role, DEFAULT_BASE_VIRTADDR,
+};

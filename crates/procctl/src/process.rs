@@ -1,0 +1,1457 @@
+//! [`Process`]: this process as a member of a group.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hugemem::{BackingKind, HugepageInfo, MapOptions, Segment, SegmentSpec, VaWindow};
+use shmconfig::layout::{
+    self, backing, group_flags, member_state, ConfigHeader, ConfigState, SegmentEntry, MAX_MEMBERS,
+    MAX_SEGMENTS,
+};
+use shmconfig::{
+    Liveness, MemberId, MemberState, Tables, Zone, ZoneError, ZoneInfo, ZoneRequest, Zones,
+};
+
+use crate::error::{ProcError, Result};
+use crate::lcores::LcoreMap;
+use crate::options::{Options, ProcType, DEFAULT_PREFIX};
+use crate::rundir;
+use crate::sys::{self, LockKind, SharedMap};
+
+/// Where the primary asks to place the group's memory when `--base-virtaddr` is not given: high,
+/// far from the heap, the stacks and the shared libraries.
+pub const DEFAULT_BASE_VIRTADDR: u64 = 0x2000_0000_0000;
+/// Byte of the lock file the primary holds; member slot `s` holds byte `1 + s`.
+const PRIMARY_BYTE: u64 = 0;
+const TABLE_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The role this process plays in its group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Created the group.
+    Primary,
+    /// Attached to it.
+    Secondary,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Primary => "primary",
+            Role::Secondary => "secondary",
+        })
+    }
+}
+
+/// Something that happened to the group, as seen by this member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A member joined.
+    MemberJoined {
+        /// Its slot.
+        member: MemberId,
+        /// Its pid.
+        pid: u32,
+    },
+    /// A member left cleanly.
+    MemberLeft {
+        /// Its slot.
+        member: MemberId,
+        /// Its pid.
+        pid: u32,
+    },
+    /// A member died (its lifetime lock vanished) and its slot and lcores were freed.
+    MemberDied {
+        /// Its slot.
+        member: MemberId,
+        /// Its pid.
+        pid: u32,
+        /// Whether this process did the clean-up (exactly one member does).
+        cleaned_here: bool,
+        /// What the clean-up freed or reported (lcores, and what cleanup hooks said).
+        report: Vec<String>,
+    },
+    /// The primary died without leaving cleanly. The memory stays mapped in this process; the
+    /// group can no longer admit members. A new primary started now creates a new group.
+    PrimaryDied {
+        /// Its pid.
+        pid: u32,
+    },
+    /// The primary left cleanly.
+    PrimaryExited {
+        /// Its pid.
+        pid: u32,
+    },
+}
+
+/// A function run by the member that cleans up after a dead member, for each library that keeps
+/// per-member state in shared memory (a mempool flushing the dead member's caches, a ring
+/// abandoning its reservations). It returns a line for the report, if it did something.
+pub type CleanupHook = fn(&dyn Zones, MemberId) -> Option<String>;
+
+static CLEANUP_HOOKS: Mutex<Vec<CleanupHook>> = Mutex::new(Vec::new());
+
+/// Register a clean-up hook (once per hook; duplicates are ignored).
+pub fn register_cleanup_hook(hook: CleanupHook) {
+    let mut v = CLEANUP_HOOKS.lock().unwrap_or_else(|e| e.into_inner());
+    if !v.iter().any(|h| std::ptr::fn_addr_eq(*h, hook)) {
+        v.push(hook);
+    }
+}
+
+thread_local! {
+    static CURRENT_LCORE: std::cell::Cell<Option<u32>> = const { std::cell::Cell::new(None) };
+}
+
+/// The group's memory as mapped in this process; zones keep it alive.
+#[derive(Debug)]
+struct Memory {
+    // Field order is drop order: segments are unmapped before the window they sit in.
+    segments: Vec<Segment>,
+    _window: Option<VaWindow>,
+    config: SharedMap,
+    tables: Tables,
+    seg_bases: Vec<(usize, usize)>,
+}
+
+/// Liveness from the kernel's locks: a member whose slot is in use is alive exactly while some
+/// open file description holds its byte of the lock file.
+#[derive(Debug)]
+struct GroupLiveness {
+    probe: File,
+    mem: Arc<Memory>,
+}
+
+impl Liveness for GroupLiveness {
+    fn member_state(&self, member: MemberId) -> MemberState {
+        if member == MemberId::OUTSIDER {
+            return MemberState::Alive;
+        }
+        let i = member.0 as usize;
+        if i >= MAX_MEMBERS {
+            return MemberState::Free;
+        }
+        let st = self.mem.tables.header().members[i]
+            .state
+            .load(Ordering::Acquire);
+        if st != member_state::ALIVE {
+            return MemberState::Free;
+        }
+        match sys::ofd_is_locked(&self.probe, 1 + i as u64) {
+            Ok(true) | Err(_) => MemberState::Alive,
+            Ok(false) => MemberState::Dead,
+        }
+    }
+}
+
+/// What a member is made of; shared with the monitor thread.
+#[derive(Debug)]
+struct Shared {
+    prefix: String,
+    dir: PathBuf,
+    role: Role,
+    slot: MemberId,
+    mem: Arc<Memory>,
+    liveness: Arc<GroupLiveness>,
+    lock_file: File,
+    _config_file: Option<File>,
+    config_path: Option<PathBuf>,
+    lcores: Vec<u32>,
+    lcore_map: Option<LcoreMap>,
+    backing: BackingKind,
+    page_size: u64,
+    same_address: bool,
+    in_memory: bool,
+    notices: Vec<String>,
+    stop: AtomicBool,
+    primary_pid: u32,
+}
+
+/// This process as a member (primary or secondary) of a group.
+///
+/// `Process` implements [`Zones`], so rings, mempools and hashes are created and found through it.
+/// Dropping it leaves the group cleanly (a primary's files are removed).
+///
+/// ```no_run
+/// use procctl::{Options, Process};
+/// use shmconfig::{ZoneKind, ZoneRequest, Zones};
+/// let (opts, _rest) = Options::parse_args(["--proc-type=auto", "--no-huge", "-m", "16"])?;
+/// let p = Process::init(opts)?;
+/// let z = match p.lookup("counters") {
+///     Ok(z) => z,
+///     Err(_) => p.reserve(&ZoneRequest::new("counters", 4096, ZoneKind::Memzone))?,
+/// };
+/// println!("{} sees {} at {:p}", p.role(), z.name(), z.as_ptr());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Process {
+    shared: Arc<Shared>,
+    events: Mutex<Receiver<Event>>,
+    monitor: Option<JoinHandle<()>>,
+    server: Option<JoinHandle<()>>,
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+fn comm() -> String {
+    std::fs::read_to_string("/proc/self/comm")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn same_inode(f: &File, path: &Path) -> bool {
+    match (f.metadata(), std::fs::symlink_metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+fn pid_from_config(path: &Path) -> u32 {
+    let Ok(mut f) = File::open(path) else {
+        return 0;
+    };
+    let mut buf = vec![0u8; std::mem::offset_of!(ConfigHeader, primary_pid) + 4];
+    if f.read_exact(&mut buf).is_err() || buf[..8] != layout::MAGIC {
+        return 0;
+    }
+    let o = std::mem::offset_of!(ConfigHeader, primary_pid);
+    u32::from_ne_bytes(buf[o..o + 4].try_into().expect("4 bytes"))
+}
+
+/// The election: open the lock file and try for the primary byte. Returns the lock file and
+/// whether we hold the primary byte. Retries if the file was replaced under us.
+fn open_lock(dir: &Path, create: bool) -> Result<Option<(File, bool)>> {
+    let path = dir.join("lock");
+    for _ in 0..100 {
+        let f = match rundir::open_file(&path, create) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create => return Ok(None),
+            Err(e) => return Err(ProcError::io("opening lock file", &path, e)),
+        };
+        let got = sys::ofd_try_lock(&f, PRIMARY_BYTE, LockKind::Write)
+            .map_err(|e| ProcError::io("locking", &path, e))?;
+        if same_inode(&f, &path) {
+            return Ok(Some((f, got)));
+        }
+    }
+    Err(ProcError::RuntimeDir {
+        path: dir.into(),
+        why: "the lock file keeps being replaced; is something deleting files in it?".into(),
+    })
+}
+
+impl Process {
+    /// Parse EAL-style arguments and join (or create) the group. Returns the process and the
+    /// arguments after `--`.
+    pub fn from_args<I, S>(args: I) -> Result<(Process, Vec<String>)>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let (o, rest) = Options::parse_args(args)?;
+        Ok((Self::init(o)?, rest))
+    }
+
+    /// Join the group named by `opts.file_prefix` as `opts.proc_type` asks.
+    pub fn init(opts: Options) -> Result<Process> {
+        opts.validate()?;
+        if let Some(m) = &opts.lcores {
+            m.check_cpus(sys::ncpus())?;
+        }
+        let dir = rundir::group_dir(opts.runtime_dir.as_deref(), &opts.file_prefix);
+        let quiet = std::env::var_os("HUGESHARE_QUIET").is_some();
+        // Bounded retries: a primary that dies during our attach sends `auto` back to the election.
+        let mut last_err = None;
+        for _ in 0..3 {
+            let r = match opts.proc_type {
+                ProcType::Primary => Self::init_primary(&opts, &dir),
+                ProcType::Secondary => Self::init_secondary(&opts, &dir, None),
+                ProcType::Auto => {
+                    rundir::ensure_dir(&dir)?;
+                    let (lock, got) = open_lock(&dir, true)?.expect("created");
+                    if got {
+                        Self::init_primary_locked(&opts, &dir, lock)
+                    } else {
+                        Self::init_secondary(&opts, &dir, Some(lock))
+                    }
+                }
+            };
+            match r {
+                Err(ProcError::NoPrimary { .. }) if opts.proc_type == ProcType::Auto => {
+                    last_err = Some(r.unwrap_err());
+                    continue;
+                }
+                Ok(p) => {
+                    if !quiet {
+                        eprintln!("{}", p.banner());
+                    }
+                    return Ok(p);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_err.expect("loop ran"))
+    }
+
+    fn init_primary(opts: &Options, dir: &Path) -> Result<Process> {
+        rundir::ensure_dir(dir)?;
+        let (lock, got) = open_lock(dir, true)?.expect("created");
+        if !got {
+            return Err(ProcError::PrimaryExists {
+                prefix: opts.file_prefix.clone(),
+                pid: pid_from_config(&dir.join("config")),
+                lock: dir.join("lock"),
+            });
+        }
+        Self::init_primary_locked(opts, dir, lock)
+    }
+
+    fn init_primary_locked(opts: &Options, dir: &Path, lock: File) -> Result<Process> {
+        let prefix = opts.file_prefix.clone();
+        let mut notices = Vec::new();
+        // We hold the primary byte: whatever is here was left by a dead primary of this prefix.
+        for name in ["config", "socket"] {
+            let p = dir.join(name);
+            if std::fs::symlink_metadata(&p).is_ok() {
+                std::fs::remove_file(&p).map_err(|e| ProcError::io("removing stale", &p, e))?;
+            }
+        }
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().starts_with("config.tmp.") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        // Memory: what, where, how much.
+        let info = HugepageInfo::discover()?;
+        let page_hint = None;
+        let total_mb = match (&opts.memory_mb, &opts.socket_mem) {
+            (Some(m), _) => *m,
+            (None, Some(v)) => v.iter().sum(),
+            (None, None) => crate::options::DEFAULT_MEMORY_MB,
+        };
+        if let Some(v) = &opts.socket_mem {
+            let nodes = count_nodes();
+            if v.len() > nodes {
+                return Err(crate::OptionsError::Invalid {
+                    option: "--socket-mem",
+                    value: v.iter().map(u64::to_string).collect::<Vec<_>>().join(","),
+                    why: format!(
+                        "{} values given but this machine has {nodes} NUMA node(s)",
+                        v.len()
+                    ),
+                }
+                .into());
+            }
+            if total_mb == 0 {
+                return Err(crate::OptionsError::Invalid {
+                    option: "--socket-mem",
+                    value: "0".into(),
+                    why: "a primary needs some memory on at least one node".into(),
+                }
+                .into());
+            }
+        }
+        let per_node: Option<Vec<u64>> = opts
+            .socket_mem
+            .as_ref()
+            .map(|v| v.iter().map(|m| m << 20).collect());
+        let req = hugemem::BackingRequest {
+            no_huge: opts.no_huge,
+            in_memory: opts.in_memory,
+            huge_dir: opts.huge_dir.as_deref(),
+            page_size: page_hint,
+            bytes: total_mb << 20,
+            per_node: per_node.as_deref(),
+        };
+        let choice = hugemem::choose_backing(&info, &req)?;
+        if let Some(n) = &choice.notice {
+            notices.push(n.clone());
+        }
+        let source = hugemem::source_for(&choice.backing);
+        let page_size = source.page_size();
+        let seg_dir: Option<PathBuf> = match &choice.backing {
+            hugemem::Backing::Hugetlbfs { dir, .. } | hugemem::Backing::Shm { dir } => {
+                Some(dir.clone())
+            }
+            hugemem::Backing::Memfd { .. } => None,
+        };
+        if let Some(d) = &seg_dir {
+            let removed = hugemem::remove_stale(d, &prefix)?;
+            if !removed.is_empty() {
+                notices.push(format!(
+                    "removed {} stale segment file(s) of prefix {prefix:?} left by a dead primary in {}",
+                    removed.len(),
+                    d.display()
+                ));
+            }
+        }
+        // Segments: one per node asked with --socket-mem, otherwise one.
+        let sizes: Vec<(u32, u64)> = match &per_node {
+            Some(v) => v
+                .iter()
+                .enumerate()
+                .filter(|(_, &b)| b > 0)
+                .map(|(n, &b)| (n as u32, b))
+                .collect(),
+            None => vec![(u32::MAX, total_mb << 20)],
+        };
+        let sizes: Vec<(u32, u64)> = sizes
+            .into_iter()
+            .map(|(n, b)| (n, b.div_ceil(page_size) * page_size))
+            .collect();
+        if sizes.len() > MAX_SEGMENTS {
+            return Err(ProcError::Full(format!(
+                "{} segments asked, at most {MAX_SEGMENTS}",
+                sizes.len()
+            )));
+        }
+        let window_len: u64 = sizes.iter().map(|s| s.1).sum();
+        let hint = opts.base_virtaddr.unwrap_or(DEFAULT_BASE_VIRTADDR) as usize;
+        let window = VaWindow::reserve_aligned(
+            window_len as usize,
+            Some(hint),
+            page_size.max(4096) as usize,
+        )?;
+        if window.base() != hint && opts.base_virtaddr.is_some() {
+            notices.push(format!(
+                "--base-virtaddr {hint:#x} was not free here; the group's memory is at {:#x} instead (shared structures use offsets, so nothing breaks; raw pointers stored in shared memory would)",
+                window.base()
+            ));
+        }
+        // Pick file indices that no live file of this prefix uses (an orphaned secondary of a dead
+        // primary may still hold old ones).
+        let mut next_index = 0u32;
+        if let Some(d) = &seg_dir {
+            if let Ok(rd) = std::fs::read_dir(d) {
+                for e in rd.flatten() {
+                    if let Some(i) =
+                        hugemem::segment_index(&e.file_name().to_string_lossy(), &prefix)
+                    {
+                        next_index = next_index.max(i + 1);
+                    }
+                }
+            }
+        }
+        let mut segments = Vec::new();
+        let mut seg_bases = Vec::new();
+        let mut entries = Vec::new();
+        let mut off = 0u64;
+        for (i, &(node, len)) in sizes.iter().enumerate() {
+            let addr = window.base() + off as usize;
+            let spec = SegmentSpec {
+                prefix: &prefix,
+                index: next_index + i as u32,
+                len,
+                pow2: false,
+                map: MapOptions {
+                    populate: !opts.lazy_pages,
+                    addr: Some(addr),
+                },
+            };
+            let seg = source.create(&spec)?;
+            seg_bases.push((seg.as_ptr() as usize, seg.len()));
+            entries.push((
+                node,
+                next_index + i as u32,
+                off,
+                seg.len() as u64,
+                seg.path().map(Path::to_path_buf),
+            ));
+            off += seg.len() as u64;
+            segments.push(seg);
+        }
+        // The configuration: written under a temporary name, locked, then renamed into place.
+        let max_zones = opts.max_zones;
+        let cfg_len = layout::config_len(max_zones);
+        let (cfg_file, tmp_path) = if opts.in_memory {
+            (
+                sys::memfd("hugeshare-config")
+                    .map_err(|e| ProcError::io("creating config memfd", dir, e))?,
+                None,
+            )
+        } else {
+            let tmp = dir.join(format!("config.tmp.{}", std::process::id()));
+            let f = rundir::create_new(&tmp).map_err(|e| ProcError::io("creating", &tmp, e))?;
+            (f, Some(tmp))
+        };
+        let cleanup_tmp = |e: ProcError| {
+            if let Some(t) = &tmp_path {
+                let _ = std::fs::remove_file(t);
+            }
+            e
+        };
+        cfg_file
+            .set_len(cfg_len as u64)
+            .map_err(|e| cleanup_tmp(ProcError::io("sizing config", dir, e)))?;
+        sys::ofd_try_lock(&cfg_file, 0, LockKind::Write)
+            .map_err(|e| cleanup_tmp(ProcError::io("locking config", dir, e)))?;
+        let map = SharedMap::new(cfg_file.as_raw_fd(), cfg_len)
+            .map_err(|e| cleanup_tmp(ProcError::io("mapping config", dir, e)))?;
+        let generation = now_ns() ^ (u64::from(std::process::id()) << 32);
+        {
+            use std::mem::offset_of as off_of;
+            type H = ConfigHeader;
+            map.write_at(off_of!(H, magic), &layout::MAGIC);
+            map.write_at(
+                off_of!(H, layout_version),
+                &layout::LAYOUT_VERSION.to_ne_bytes(),
+            );
+            map.write_at(
+                off_of!(H, header_size),
+                &(std::mem::size_of::<H>() as u32).to_ne_bytes(),
+            );
+            map.write_at(off_of!(H, fingerprint), &layout::FINGERPRINT.to_ne_bytes());
+            let bv: [u8; 32] = layout::to_fixed(layout::BUILD_VERSION).expect("short version");
+            map.write_at(off_of!(H, build_version), &bv);
+            map.write_at(
+                off_of!(H, state),
+                &(ConfigState::Creating as u32).to_ne_bytes(),
+            );
+            let mut flags = 0u32;
+            if matches!(choice.backing, hugemem::Backing::Shm { .. }) || opts.no_huge {
+                flags |= group_flags::NO_HUGE;
+            }
+            if opts.in_memory {
+                flags |= group_flags::IN_MEMORY;
+            }
+            if opts.lazy_pages {
+                flags |= group_flags::LAZY;
+            }
+            map.write_at(off_of!(H, flags), &flags.to_ne_bytes());
+            map.write_at(off_of!(H, generation), &generation.to_ne_bytes());
+            map.write_at(off_of!(H, primary_pid), &std::process::id().to_ne_bytes());
+            map.write_at(off_of!(H, max_zones), &max_zones.to_ne_bytes());
+            map.write_at(
+                off_of!(H, zones_off),
+                &(layout::zones_off() as u64).to_ne_bytes(),
+            );
+            map.write_at(off_of!(H, total_len), &(cfg_len as u64).to_ne_bytes());
+            map.write_at(off_of!(H, mem_limit), &(total_mb << 20).to_ne_bytes());
+            map.write_at(
+                off_of!(H, window_base),
+                &(window.base() as u64).to_ne_bytes(),
+            );
+            map.write_at(off_of!(H, window_len), &window_len.to_ne_bytes());
+            let pf: [u8; layout::NAME_LEN] = layout::to_fixed(&prefix).expect("prefix checked");
+            map.write_at(off_of!(H, prefix), &pf);
+            if let Some(d) = &seg_dir {
+                let sd: [u8; layout::PATH_LEN] = layout::to_fixed(&d.to_string_lossy())
+                    .ok_or_else(|| {
+                        cleanup_tmp(ProcError::RuntimeDir {
+                            path: d.clone(),
+                            why: "path is too long".into(),
+                        })
+                    })?;
+                map.write_at(off_of!(H, seg_dir), &sd);
+            }
+            let bk = match choice.backing {
+                hugemem::Backing::Hugetlbfs { .. } => backing::HUGETLBFS,
+                hugemem::Backing::Shm { .. } => backing::SHM,
+                hugemem::Backing::Memfd { .. } => backing::MEMFD,
+            };
+            for (i, (node, index, woff, len, path)) in entries.iter().enumerate() {
+                let base = off_of!(H, segments) + i * std::mem::size_of::<SegmentEntry>();
+                type S = SegmentEntry;
+                map.write_at(base + off_of!(S, used), &1u32.to_ne_bytes());
+                map.write_at(base + off_of!(S, backing), &bk.to_ne_bytes());
+                map.write_at(base + off_of!(S, page_size), &page_size.to_ne_bytes());
+                map.write_at(base + off_of!(S, len), &len.to_ne_bytes());
+                map.write_at(base + off_of!(S, window_offset), &woff.to_ne_bytes());
+                map.write_at(base + off_of!(S, node), &node.to_ne_bytes());
+                map.write_at(base + off_of!(S, file_index), &index.to_ne_bytes());
+                if let Some(p) = path {
+                    let pb: [u8; layout::PATH_LEN] = layout::to_fixed(&p.to_string_lossy())
+                        .ok_or_else(|| {
+                            cleanup_tmp(ProcError::RuntimeDir {
+                                path: p.clone(),
+                                why: "path is too long".into(),
+                            })
+                        })?;
+                    map.write_at(base + off_of!(S, path), &pb);
+                }
+            }
+            map.write_at(
+                off_of!(H, n_segments),
+                &(entries.len() as u32).to_ne_bytes(),
+            );
+        }
+        // SAFETY: the mapping is `cfg_len` bytes laid out by this build, page-aligned, and lives in
+        // `Memory` as long as the view.
+        #[allow(unsafe_code)]
+        let tables = unsafe { Tables::new(map.as_ptr(), map.len(), max_zones) }
+            .map_err(|e| cleanup_tmp(e.into()))?;
+        let config_path = if let Some(tmp) = &tmp_path {
+            let final_path = dir.join("config");
+            std::fs::rename(tmp, &final_path)
+                .map_err(|e| cleanup_tmp(ProcError::io("publishing config", &final_path, e)))?;
+            Some(final_path)
+        } else {
+            None
+        };
+        let mem = Arc::new(Memory {
+            segments,
+            _window: Some(window),
+            config: map,
+            tables,
+            seg_bases,
+        });
+        let backing_kind = mem
+            .segments
+            .first()
+            .map(|s| s.kind())
+            .unwrap_or(BackingKind::Shm);
+        let shared = Self::join(JoinArgs {
+            opts,
+            dir,
+            lock,
+            mem,
+            role: Role::Primary,
+            config_file: Some(cfg_file),
+            config_path,
+            backing: backing_kind,
+            page_size,
+            same_address: true,
+            notices,
+        })?;
+        shared
+            .mem
+            .tables
+            .header()
+            .state
+            .store(ConfigState::Ready as u32, Ordering::Release);
+        let mut p = Self::start(shared);
+        if opts.in_memory {
+            p.server = Some(start_server(p.shared.clone())?);
+        }
+        Ok(p)
+    }
+
+    fn init_secondary(opts: &Options, dir: &Path, lock: Option<File>) -> Result<Process> {
+        let prefix = &opts.file_prefix;
+        let no_primary = |why: String| ProcError::NoPrimary {
+            prefix: prefix.clone(),
+            why,
+        };
+        let lock = match lock {
+            Some(l) => l,
+            None => {
+                if !dir.exists() {
+                    return Err(no_primary(format!("{} does not exist", dir.display())));
+                }
+                match open_lock(dir, false)? {
+                    None => return Err(no_primary(format!("{} has no lock file", dir.display()))),
+                    Some((f, got)) => {
+                        if got {
+                            // We got the primary byte: nobody holds it. Give it back.
+                            sys::ofd_unlock(&f, PRIMARY_BYTE)
+                                .map_err(|e| ProcError::io("unlocking", dir.join("lock"), e))?;
+                            return Err(no_primary(format!(
+                                "the primary's lock in {} is free: a primary ran here and is gone",
+                                dir.join("lock").display()
+                            )));
+                        }
+                        f
+                    }
+                }
+            }
+        };
+        let probe = rundir::open_file(&dir.join("lock"), false)
+            .map_err(|e| ProcError::io("opening", dir.join("lock"), e))?;
+        let start = Instant::now();
+        let deadline = start + opts.attach_timeout;
+        let cfg_path = dir.join("config");
+        let mut waiting_for = String::from("its configuration to appear");
+        let (cfg_file, map, config_path, via_socket) = loop {
+            if !sys::ofd_is_locked(&probe, PRIMARY_BYTE)
+                .map_err(|e| ProcError::io("probing", dir.join("lock"), e))?
+            {
+                return Err(no_primary(
+                    "its primary died while this process was attaching".into(),
+                ));
+            }
+            if let Ok(f) = rundir::open_file(&cfg_path, false) {
+                let locked = sys::ofd_is_locked(&f, 0).unwrap_or(false);
+                let len = f.metadata().map(|m| m.len() as usize).unwrap_or(0);
+                if locked && len >= std::mem::size_of::<ConfigHeader>() {
+                    let map = SharedMap::new(f.as_raw_fd(), len)
+                        .map_err(|e| ProcError::io("mapping", &cfg_path, e))?;
+                    layout::check_header_bytes(
+                        &map.copy_prefix(64),
+                        &cfg_path.display().to_string(),
+                    )?;
+                    let st = Self::header_state(&map);
+                    if st == Some(ConfigState::Ready) {
+                        break (f, map, Some(cfg_path.clone()), None);
+                    }
+                    waiting_for =
+                        format!("{} to be marked ready (state {st:?})", cfg_path.display());
+                } else {
+                    waiting_for =
+                        format!("{} to be published by the live primary", cfg_path.display());
+                }
+            } else if let Ok(sock) = UnixStream::connect(dir.join("socket")) {
+                let (f, map, segs) = fetch_in_memory(&sock, dir)?;
+                layout::check_header_bytes(&map.copy_prefix(64), "the in-memory configuration")?;
+                if Self::header_state(&map) == Some(ConfigState::Ready) {
+                    break (f, map, None, Some(segs));
+                }
+                waiting_for = "the in-memory group to be ready".into();
+            }
+            if Instant::now() >= deadline {
+                return Err(ProcError::AttachTimeout {
+                    prefix: prefix.clone(),
+                    waited_ms: start.elapsed().as_millis(),
+                    why: format!("still waiting for {waiting_for}"),
+                });
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        };
+        let file_label = config_path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "in-memory configuration".into());
+        let corrupt = |why: String| ProcError::Corrupt {
+            file: file_label.clone(),
+            why,
+        };
+        // SAFETY: the header was checked (magic, version, layout fingerprint); the mapping lives in
+        // `Memory` as long as the view.
+        let max_zones = u32::from_ne_bytes(
+            map.copy_prefix(std::mem::offset_of!(ConfigHeader, max_zones) + 4)
+                [std::mem::offset_of!(ConfigHeader, max_zones)..]
+                .try_into()
+                .expect("4"),
+        );
+        #[allow(unsafe_code)]
+        let tables = unsafe { Tables::new(map.as_ptr(), map.len(), max_zones) }
+            .map_err(|e| corrupt(e.to_string()))?;
+        let h = tables.header();
+        let n = h.n_segments.load(Ordering::Acquire) as usize;
+        if n > MAX_SEGMENTS {
+            return Err(corrupt(format!(
+                "n_segments is {n}, at most {MAX_SEGMENTS}"
+            )));
+        }
+        let window_len = h.window_len as usize;
+        let want_base = h.window_base as usize;
+        let window = VaWindow::reserve_aligned(window_len, Some(want_base), 1 << 21)?;
+        let same_address = window.base() == want_base;
+        let mut notices = Vec::new();
+        if !same_address {
+            notices.push(format!(
+                "the primary's address range {want_base:#x}..{:#x} is taken in this process; mapped the group at {:#x} instead (shared structures use offsets, so they work; raw pointers stored in shared memory would not)",
+                want_base + window_len,
+                window.base()
+            ));
+        }
+        let mut segments = Vec::new();
+        let mut seg_bases = Vec::new();
+        let mut fds = via_socket.unwrap_or_default().into_iter();
+        let mut page_size = 4096;
+        for (i, e) in h.segments.iter().enumerate().take(n) {
+            if e.window_offset
+                .checked_add(e.len)
+                .is_none_or(|end| end as usize > window_len)
+            {
+                return Err(corrupt(format!("segment {i} lies outside the window")));
+            }
+            page_size = e.page_size;
+            let addr = window.base() + e.window_offset as usize;
+            let mo = MapOptions {
+                populate: false,
+                addr: Some(addr),
+            };
+            let seg = if e.backing == backing::MEMFD {
+                let fd = fds
+                    .next()
+                    .ok_or_else(|| corrupt(format!("no descriptor was passed for segment {i}")))?;
+                Segment::open_fd(fd, &mo)?
+            } else {
+                let path = PathBuf::from(layout::from_fixed(&e.path));
+                Segment::open_path(&path, &mo)?
+            };
+            if seg.len() as u64 != e.len {
+                return Err(corrupt(format!(
+                    "segment {i} is {} bytes, the table says {}",
+                    seg.len(),
+                    e.len
+                )));
+            }
+            seg_bases.push((seg.as_ptr() as usize, seg.len()));
+            segments.push(seg);
+        }
+        let backing_kind = segments
+            .first()
+            .map(|s| s.kind())
+            .unwrap_or(BackingKind::Shm);
+        let mem = Arc::new(Memory {
+            segments,
+            _window: Some(window),
+            config: map,
+            tables,
+            seg_bases,
+        });
+        let shared = Self::join(JoinArgs {
+            opts,
+            dir,
+            lock,
+            mem,
+            role: Role::Secondary,
+            config_file: Some(cfg_file),
+            config_path,
+            backing: backing_kind,
+            page_size,
+            same_address,
+            notices,
+        })?;
+        let _ = probe;
+        Ok(Self::start(shared))
+    }
+
+    fn header_state(map: &SharedMap) -> Option<ConfigState> {
+        let o = std::mem::offset_of!(ConfigHeader, state);
+        let b = map.copy_prefix(o + 4);
+        ConfigState::from_u32(u32::from_ne_bytes(b[o..o + 4].try_into().ok()?))
+    }
+
+    /// Take a member slot and lcores; common to both roles.
+    fn join(a: JoinArgs<'_>) -> Result<Arc<Shared>> {
+        let probe = rundir::open_file(&a.dir.join("lock"), false)
+            .map_err(|e| ProcError::io("opening", a.dir.join("lock"), e))?;
+        let liveness = Arc::new(GroupLiveness {
+            probe,
+            mem: a.mem.clone(),
+        });
+        let tables = a.mem.tables;
+        let h = tables.header();
+        // A slot is ours once we hold its byte; a previous occupant that did not leave is dead,
+        // and holding the byte makes us its one cleaner.
+        let mut slot = None;
+        let first = if a.role == Role::Primary { 0 } else { 1 };
+        for s in first..MAX_MEMBERS {
+            if sys::ofd_try_lock(&a.lock, 1 + s as u64, LockKind::Write)
+                .map_err(|e| ProcError::io("locking", a.dir.join("lock"), e))?
+            {
+                if h.members[s].state.load(Ordering::Acquire) == member_state::ALIVE {
+                    cleanup_member(&tables, &*liveness, a.dir, MemberId(s as u16), None);
+                }
+                slot = Some(MemberId(s as u16));
+                break;
+            }
+        }
+        let slot = slot
+            .ok_or_else(|| ProcError::Full(format!("all {MAX_MEMBERS} member slots are in use")))?;
+        let m = &h.members[slot.0 as usize];
+        m.pid.store(std::process::id(), Ordering::Relaxed);
+        m.role.store(
+            if a.role == Role::Primary { 1 } else { 2 },
+            Ordering::Relaxed,
+        );
+        m.joined_ns.store(now_ns(), Ordering::Relaxed);
+        m.exit_kind.store(0, Ordering::Relaxed);
+        tables.set_member_name(slot, &comm());
+        for w in &m.lcores {
+            w.store(0, Ordering::Relaxed);
+        }
+        // lcores
+        let guard = tables.lock(slot, &*liveness, TABLE_LOCK_TIMEOUT)?;
+        let wanted: Vec<u32> = match &a.opts.lcores {
+            Some(map) => map.lcores(),
+            None => {
+                let free = (0..layout::MAX_LCORES as u32).find(|&l| {
+                    let owner = h.lcores[l as usize].load(Ordering::Acquire);
+                    owner == 0
+                        || liveness.member_state(MemberId((owner - 1) as u16)) != MemberState::Alive
+                });
+                vec![free.ok_or_else(|| {
+                    ProcError::Full("every lcore is owned by a live member".into())
+                })?]
+            }
+        };
+        if let Err((lcore, owner)) = tables.claim_lcores(&guard, slot, &wanted, &*liveness) {
+            let om = &h.members[owner.0 as usize];
+            let suggest = (0..layout::MAX_LCORES as u32)
+                .find(|&l| h.lcores[l as usize].load(Ordering::Acquire) == 0)
+                .unwrap_or(0);
+            let err = ProcError::LcoreTaken {
+                lcore,
+                member: owner.0,
+                pid: om.pid.load(Ordering::Relaxed),
+                name: tables.member_name(owner),
+                suggest,
+            };
+            drop(guard);
+            let _ = sys::ofd_unlock(&a.lock, 1 + slot.0 as u64);
+            return Err(err);
+        }
+        m.generation.fetch_add(1, Ordering::AcqRel);
+        m.state.store(member_state::ALIVE, Ordering::Release);
+        drop(guard);
+        let primary_pid = h.primary_pid.load(Ordering::Relaxed);
+        let shared = Arc::new(Shared {
+            prefix: a.opts.file_prefix.clone(),
+            dir: a.dir.to_path_buf(),
+            role: a.role,
+            slot,
+            mem: a.mem,
+            liveness,
+            lock_file: a.lock,
+            _config_file: a.config_file,
+            config_path: a.config_path,
+            lcores: wanted,
+            lcore_map: a.opts.lcores.clone(),
+            backing: a.backing,
+            page_size: a.page_size,
+            same_address: a.same_address,
+            in_memory: a.opts.in_memory || h.flags & group_flags::IN_MEMORY != 0,
+            notices: a.notices,
+            stop: AtomicBool::new(false),
+            primary_pid,
+        });
+        // The main thread runs as the first lcore.
+        let main = shared.lcores[0];
+        if let Some(cpus) = shared.lcore_map.as_ref().and_then(|m| m.cpus_of(main)) {
+            let _ = sys::set_affinity(cpus);
+        }
+        CURRENT_LCORE.with(|c| c.set(Some(main)));
+        let _ = a.opts.monitor_interval;
+        Ok(shared)
+    }
+
+    fn start(shared: Arc<Shared>) -> Process {
+        let (tx, rx) = mpsc::channel();
+        let interval = Duration::from_millis(
+            std::env::var("HUGESHARE_MONITOR_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(10),
+        );
+        let s2 = shared.clone();
+        let monitor = std::thread::Builder::new()
+            .name("hugeshare-monitor".into())
+            .spawn(move || monitor_loop(s2, tx, interval))
+            .expect("spawning the monitor thread");
+        Process {
+            shared,
+            events: Mutex::new(rx),
+            monitor: Some(monitor),
+            server: None,
+        }
+    }
+
+    /// This process's role.
+    pub fn role(&self) -> Role {
+        self.shared.role
+    }
+    /// The group's prefix.
+    pub fn prefix(&self) -> &str {
+        &self.shared.prefix
+    }
+    /// The group's runtime directory.
+    pub fn runtime_dir(&self) -> &Path {
+        &self.shared.dir
+    }
+    /// The configuration file (`None` with `--in-memory`).
+    pub fn config_path(&self) -> Option<&Path> {
+        self.shared.config_path.as_deref()
+    }
+    /// The lcores this process owns; the first is the main thread's.
+    pub fn lcores(&self) -> &[u32] {
+        &self.shared.lcores
+    }
+    /// What backs the group's memory here.
+    pub fn backing(&self) -> BackingKind {
+        self.shared.backing
+    }
+    /// The page size of the group's memory.
+    pub fn page_size(&self) -> u64 {
+        self.shared.page_size
+    }
+    /// Whether the memory is mapped at the primary's addresses in this process.
+    pub fn same_address(&self) -> bool {
+        self.shared.same_address
+    }
+    /// Messages worth showing the user (fallbacks, address changes, stale files removed).
+    pub fn notices(&self) -> &[String] {
+        &self.shared.notices
+    }
+    /// Whether the group keeps nothing on disk (`--in-memory`).
+    pub fn in_memory(&self) -> bool {
+        self.shared.in_memory
+    }
+    /// The primary's pid.
+    pub fn primary_pid(&self) -> u32 {
+        self.shared.primary_pid
+    }
+    /// A number unique to the primary's run.
+    pub fn generation(&self) -> u64 {
+        self.shared.mem.tables.header().generation
+    }
+    /// The paths of the segment files (empty with `--in-memory`).
+    pub fn segment_paths(&self) -> Vec<PathBuf> {
+        self.shared
+            .mem
+            .segments
+            .iter()
+            .filter_map(|s| s.path().map(Path::to_path_buf))
+            .collect()
+    }
+    /// The shared tables, for inspection tools.
+    pub fn tables(&self) -> &Tables {
+        &self.shared.mem.tables
+    }
+    /// Whether the primary still holds its lock.
+    pub fn primary_alive(&self) -> bool {
+        sys::ofd_is_locked(&self.shared.liveness.probe, PRIMARY_BYTE).unwrap_or(true)
+            || self.shared.role == Role::Primary
+    }
+
+    /// One line saying who we are (printed at start unless `HUGESHARE_QUIET` is set).
+    pub fn banner(&self) -> String {
+        let s = &self.shared;
+        let dflt = if s.prefix == DEFAULT_PREFIX {
+            " (the default prefix; --file-prefix picks another group)"
+        } else {
+            ""
+        };
+        let mut b = format!(
+            "hugeshare: {} of group {:?}{dflt}, member {}, lcores {:?}, {} memory with {} KiB pages, runtime dir {}",
+            s.role,
+            s.prefix,
+            s.slot.0,
+            s.lcores,
+            s.backing,
+            s.page_size / 1024,
+            s.dir.display()
+        );
+        for n in &s.notices {
+            b.push_str("\nhugeshare: ");
+            b.push_str(n);
+        }
+        b
+    }
+
+    /// Wait up to `timeout` for the next event.
+    pub fn next_event(&self, timeout: Duration) -> Option<Event> {
+        let rx = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        match rx.recv_timeout(timeout) {
+            Ok(e) => Some(e),
+            Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => None,
+        }
+    }
+
+    /// The next event if one is waiting.
+    pub fn try_event(&self) -> Option<Event> {
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .try_recv()
+            .ok()
+    }
+
+    /// Bind the calling thread to `lcore` (one this process owns): it runs on the lcore's CPUs and
+    /// [`Zones::current_lcore`] returns `lcore` in it.
+    pub fn bind_thread(&self, lcore: u32) -> Result<()> {
+        if !self.shared.lcores.contains(&lcore) {
+            return Err(crate::OptionsError::Invalid {
+                option: "lcore",
+                value: lcore.to_string(),
+                why: format!("this process owns lcores {:?} only", self.shared.lcores),
+            }
+            .into());
+        }
+        if let Some(cpus) = self
+            .shared
+            .lcore_map
+            .as_ref()
+            .and_then(|m| m.cpus_of(lcore))
+        {
+            sys::set_affinity(cpus)
+                .map_err(|e| ProcError::io("binding thread to CPUs of lcore", PathBuf::new(), e))?;
+        }
+        CURRENT_LCORE.with(|c| c.set(Some(lcore)));
+        Ok(())
+    }
+}
+
+struct JoinArgs<'a> {
+    opts: &'a Options,
+    dir: &'a Path,
+    lock: File,
+    mem: Arc<Memory>,
+    role: Role,
+    config_file: Option<File>,
+    config_path: Option<PathBuf>,
+    backing: BackingKind,
+    page_size: u64,
+    same_address: bool,
+    notices: Vec<String>,
+}
+
+fn count_nodes() -> usize {
+    std::fs::read_dir("/sys/devices/system/node")
+        .map(|d| {
+            d.flatten()
+                .filter(|e| {
+                    let n = e.file_name();
+                    let n = n.to_string_lossy();
+                    n.starts_with("node") && n[4..].parse::<u32>().is_ok()
+                })
+                .count()
+        })
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// Free a dead member's slot and lcores and run the clean-up hooks. The caller holds the slot's
+/// byte (so it is the only cleaner).
+fn cleanup_member(
+    tables: &Tables,
+    liveness: &dyn Liveness,
+    _dir: &Path,
+    dead: MemberId,
+    zones: Option<&dyn Zones>,
+) -> Vec<String> {
+    let mut report = Vec::new();
+    let h = tables.header();
+    if let Ok(g) = tables.lock(MemberId(u16::MAX - 1), liveness, TABLE_LOCK_TIMEOUT) {
+        let freed = tables.release_lcores(&g, dead);
+        if !freed.is_empty() {
+            report.push(format!("freed lcores {freed:?}"));
+        }
+    }
+    if let Some(z) = zones {
+        let hooks = CLEANUP_HOOKS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for hook in hooks {
+            if let Some(line) = hook(z, dead) {
+                report.push(line);
+            }
+        }
+    }
+    let m = &h.members[dead.0 as usize];
+    m.exit_kind.store(2, Ordering::Relaxed);
+    m.state.store(member_state::FREE, Ordering::Release);
+    report
+}
+
+/// The member table as the monitor last saw it: slot → (generation, pid) of live occupants.
+type Seen = Vec<Option<(u32, u32)>>;
+
+fn monitor_loop(s: Arc<Shared>, tx: Sender<Event>, interval: Duration) {
+    let tables = s.mem.tables;
+    let h = tables.header();
+    let mut seen: Seen = vec![None; MAX_MEMBERS];
+    let mut first = true;
+    let mut primary_reported = s.role == Role::Primary;
+    while !s.stop.load(Ordering::Acquire) {
+        if !primary_reported {
+            let alive = sys::ofd_is_locked(&s.liveness.probe, PRIMARY_BYTE).unwrap_or(true);
+            if !alive {
+                primary_reported = true;
+                let ev = if h.state.load(Ordering::Acquire) == ConfigState::Closed as u32 {
+                    Event::PrimaryExited { pid: s.primary_pid }
+                } else {
+                    Event::PrimaryDied { pid: s.primary_pid }
+                };
+                let _ = tx.send(ev);
+            }
+        }
+        for i in 0..MAX_MEMBERS {
+            if i == s.slot.0 as usize {
+                continue;
+            }
+            let m = &h.members[i];
+            let st = m.state.load(Ordering::Acquire);
+            let gen = m.generation.load(Ordering::Acquire);
+            let pid = m.pid.load(Ordering::Relaxed);
+            let id = MemberId(i as u16);
+            if st == member_state::ALIVE {
+                let locked = sys::ofd_is_locked(&s.liveness.probe, 1 + i as u64).unwrap_or(true);
+                if locked {
+                    if seen[i].map(|x| x.0) != Some(gen) {
+                        if let Some((_, old_pid)) = seen[i] {
+                            // A new occupant replaced one we never saw leave: the old one died.
+                            let _ = tx.send(Event::MemberDied {
+                                member: id,
+                                pid: old_pid,
+                                cleaned_here: false,
+                                report: vec![],
+                            });
+                        }
+                        if !first {
+                            let _ = tx.send(Event::MemberJoined { member: id, pid });
+                        }
+                        seen[i] = Some((gen, pid));
+                    }
+                } else if sys::ofd_try_lock(&s.liveness.probe, 1 + i as u64, LockKind::Write)
+                    .unwrap_or(false)
+                {
+                    // Dead, and we are its one cleaner. Re-check under the byte: it may have been
+                    // cleaned and re-taken meanwhile.
+                    if m.state.load(Ordering::Acquire) == member_state::ALIVE
+                        && m.generation.load(Ordering::Acquire) == gen
+                    {
+                        let view = ZonesView(s.clone());
+                        let report = cleanup_member(&tables, &*s.liveness, &s.dir, id, Some(&view));
+                        let _ = tx.send(Event::MemberDied {
+                            member: id,
+                            pid,
+                            cleaned_here: true,
+                            report,
+                        });
+                        seen[i] = None;
+                    }
+                    let _ = sys::ofd_unlock(&s.liveness.probe, 1 + i as u64);
+                }
+            } else if let Some((_, old_pid)) = seen[i].take() {
+                let ev = if m.exit_kind.load(Ordering::Acquire) == 1 {
+                    Event::MemberLeft {
+                        member: id,
+                        pid: old_pid,
+                    }
+                } else {
+                    Event::MemberDied {
+                        member: id,
+                        pid: old_pid,
+                        cleaned_here: false,
+                        report: vec![],
+                    }
+                };
+                let _ = tx.send(ev);
+            }
+        }
+        first = false;
+        std::thread::sleep(interval);
+    }
+}
+
+/// `Zones` over a member's shared state (used by the monitor for clean-up hooks).
+#[derive(Debug)]
+struct ZonesView(Arc<Shared>);
+
+fn zone_from_place(
+    s: &Arc<Shared>,
+    name: &str,
+    p: shmconfig::ZonePlace,
+) -> Result<Zone, ZoneError> {
+    let (base, len) = *s
+        .mem
+        .seg_bases
+        .get(p.offset.segment as usize)
+        .ok_or_else(|| {
+            ZoneError::Corrupt(format!(
+                "zone {name:?} names segment {} which does not exist",
+                p.offset.segment
+            ))
+        })?;
+    if p.offset.offset as usize + p.len > len {
+        return Err(ZoneError::Corrupt(format!(
+            "zone {name:?} runs past the end of its segment"
+        )));
+    }
+    let ptr = std::ptr::NonNull::new((base + p.offset.offset as usize) as *mut u8)
+        .expect("segment base is not null");
+    let keep: Arc<dyn std::any::Any + Send + Sync> = s.mem.clone();
+    // SAFETY: the range lies inside a segment mapping (checked above) that `Memory` keeps mapped
+    // for as long as the zone holds its `Arc`; shared memory is never handed out as references.
+    #[allow(unsafe_code)]
+    let z = unsafe { Zone::from_raw_parts(name, p.kind, ptr, p.len, p.offset, keep) };
+    Ok(z)
+}
+
+impl Zones for ZonesView {
+    fn reserve(&self, req: &ZoneRequest<'_>) -> Result<Zone, ZoneError> {
+        shared_reserve(&self.0, req)
+    }
+    fn lookup(&self, name: &str) -> Result<Zone, ZoneError> {
+        shared_lookup(&self.0, name)
+    }
+    fn free(&self, name: &str) -> Result<(), ZoneError> {
+        shared_free(&self.0, name)
+    }
+    fn list(&self) -> Vec<ZoneInfo> {
+        shared_list(&self.0)
+    }
+    fn member(&self) -> MemberId {
+        self.0.slot
+    }
+    fn liveness(&self) -> Arc<dyn Liveness> {
+        self.0.liveness.clone()
+    }
+}
+
+fn shared_reserve(s: &Arc<Shared>, req: &ZoneRequest<'_>) -> Result<Zone, ZoneError> {
+    let t = &s.mem.tables;
+    let g = t.lock(s.slot, &*s.liveness, TABLE_LOCK_TIMEOUT)?;
+    let segs: Vec<(u32, u64)> = s
+        .mem
+        .seg_bases
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (i as u32, b.1 as u64))
+        .collect();
+    let p = t.reserve_zone(&g, req.name, req.kind, req.len, req.align, s.slot, &segs)?;
+    drop(g);
+    zone_from_place(s, req.name, p)
+}
+
+fn shared_lookup(s: &Arc<Shared>, name: &str) -> Result<Zone, ZoneError> {
+    let t = &s.mem.tables;
+    let g = t.lock(s.slot, &*s.liveness, TABLE_LOCK_TIMEOUT)?;
+    let p = t.find_zone(&g, name)?;
+    drop(g);
+    zone_from_place(s, name, p)
+}
+
+fn shared_free(s: &Arc<Shared>, name: &str) -> Result<(), ZoneError> {
+    let t = &s.mem.tables;
+    let g = t.lock(s.slot, &*s.liveness, TABLE_LOCK_TIMEOUT)?;
+    t.free_zone(&g, name)
+}
+
+fn shared_list(s: &Arc<Shared>) -> Vec<ZoneInfo> {
+    let t = &s.mem.tables;
+    match t.lock(s.slot, &*s.liveness, TABLE_LOCK_TIMEOUT) {
+        Ok(g) => t.list_zones(&g),
+        Err(_) => Vec::new(),
+    }
+}
+
+impl Zones for Process {
+    fn reserve(&self, req: &ZoneRequest<'_>) -> Result<Zone, ZoneError> {
+        shared_reserve(&self.shared, req)
+    }
+    fn lookup(&self, name: &str) -> Result<Zone, ZoneError> {
+        shared_lookup(&self.shared, name)
+    }
+    fn free(&self, name: &str) -> Result<(), ZoneError> {
+        shared_free(&self.shared, name)
+    }
+    fn list(&self) -> Vec<ZoneInfo> {
+        shared_list(&self.shared)
+    }
+    fn member(&self) -> MemberId {
+        self.shared.slot
+    }
+    fn liveness(&self) -> Arc<dyn Liveness> {
+        self.shared.liveness.clone()
+    }
+    fn current_lcore(&self) -> Option<u32> {
+        CURRENT_LCORE
+            .with(|c| c.get())
+            .filter(|l| self.shared.lcores.contains(l))
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let s = &self.shared;
+        s.stop.store(true, Ordering::Release);
+        if let Some(t) = self.monitor.take() {
+            let _ = t.join();
+        }
+        if let Some(t) = self.server.take() {
+            let _ = UnixStream::connect(s.dir.join("socket")); // wake the accept loop
+            let _ = t.join();
+        }
+        let t = &s.mem.tables;
+        let h = t.header();
+        if let Ok(g) = t.lock(s.slot, &*s.liveness, Duration::from_secs(2)) {
+            t.release_lcores(&g, s.slot);
+        }
+        let m = &h.members[s.slot.0 as usize];
+        m.exit_kind.store(1, Ordering::Release);
+        m.state.store(member_state::LEFT, Ordering::Release);
+        if s.role == Role::Primary {
+            h.state.store(ConfigState::Closed as u32, Ordering::Release);
+            for seg in &s.mem.segments {
+                if let Some(p) = seg.path() {
+                    let _ = std::fs::remove_file(p);
+                }
+            }
+            if let Some(p) = &s.config_path {
+                let _ = std::fs::remove_file(p);
+            }
+            let _ = std::fs::remove_file(s.dir.join("socket"));
+        }
+        let _ = sys::ofd_unlock(&s.lock_file, 1 + s.slot.0 as u64);
+        if s.role == Role::Primary {
+            let _ = sys::ofd_unlock(&s.lock_file, PRIMARY_BYTE);
+        }
+    }
+}
+
+// ---- --in-memory: the primary hands its descriptors to secondaries over a Unix socket ----
+
+const HELLO: &[u8; 4] = b"HSv1";
+
+fn start_server(s: Arc<Shared>) -> Result<JoinHandle<()>> {
+    let path = s.dir.join("socket");
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path).map_err(|e| ProcError::io("binding", &path, e))?;
+    Ok(std::thread::Builder::new()
+        .name("hugeshare-fdserver".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                if s.stop.load(Ordering::Acquire) {
+                    break;
+                }
+                let Ok(mut c) = conn else { continue };
+                let _ = c.set_read_timeout(Some(Duration::from_secs(1)));
+                let mut req = [0u8; 4];
+                if c.read_exact(&mut req).is_err() || &req != HELLO {
+                    continue;
+                }
+                let mut fds = vec![s
+                    ._config_file
+                    .as_ref()
+                    .expect("primary has its config")
+                    .as_raw_fd()];
+                fds.extend(s.mem.segments.iter().map(|g| g.fd().as_raw_fd()));
+                let mut msg = HELLO.to_vec();
+                msg.extend_from_slice(&(s.mem.config.len() as u64).to_ne_bytes());
+                let _ = sys::send_fds(&c, &msg, &fds);
+            }
+        })
+        .expect("spawning the descriptor server"))
+}
+
+fn fetch_in_memory(sock: &UnixStream, dir: &Path) -> Result<(File, SharedMap, Vec<OwnedFd>)> {
+    let path = dir.join("socket");
+    let io = |e| ProcError::io("talking to the primary over", &path, e);
+    let mut w = sock;
+    w.write_all(HELLO).map_err(io)?;
+    sock.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(io)?;
+    let (msg, mut fds) = sys::recv_fds(sock, 64).map_err(io)?;
+    if msg.len() != 12 || &msg[..4] != HELLO || fds.is_empty() {
+        return Err(ProcError::Corrupt {
+            file: path.display().to_string(),
+            why: "unexpected answer from the primary".into(),
+        });
+    }
+    let len = u64::from_ne_bytes(msg[4..12].try_into().expect("8")) as usize;
+    let cfg = File::from(fds.remove(0));
+    let map = SharedMap::new(cfg.as_raw_fd(), len).map_err(io)?;
+    Ok((cfg, map, fds))
+}

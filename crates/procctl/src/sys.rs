@@ -1,0 +1,295 @@
+//! The unsafe code of `procctl`: OFD byte-range locks, shared mappings, CPU affinity, memfds and
+//! descriptor passing. Everything else in the crate is safe code over these functions.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::ptr::NonNull;
+
+/// The kind of an OFD lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LockKind {
+    Write,
+}
+
+fn flock_struct(byte: u64, kind: Option<LockKind>) -> libc::flock {
+    // SAFETY: `flock` is a plain C struct for which all-zero bytes are a valid value.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = match kind {
+        Some(LockKind::Write) => libc::F_WRLCK as _,
+        None => libc::F_UNLCK as _,
+    };
+    fl.l_whence = libc::SEEK_SET as _;
+    fl.l_start = byte as _;
+    fl.l_len = 1;
+    fl.l_pid = 0; // required for OFD locks
+    fl
+}
+
+/// Take an open-file-description lock on one byte without waiting. `Ok(false)` when another open
+/// file description holds a conflicting lock. OFD locks belong to the open file description, so
+/// they vanish when the process dies, whatever its pid file says.
+pub(crate) fn ofd_try_lock(file: &File, byte: u64, kind: LockKind) -> io::Result<bool> {
+    let fl = flock_struct(byte, Some(kind));
+    // SAFETY: valid fd and a pointer to a properly initialised `flock` for F_OFD_SETLK.
+    let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
+    if r == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EAGAIN) | Some(libc::EACCES) => Ok(false),
+        _ => Err(e),
+    }
+}
+
+/// Release an OFD lock on one byte.
+pub(crate) fn ofd_unlock(file: &File, byte: u64) -> io::Result<()> {
+    let fl = flock_struct(byte, None);
+    // SAFETY: as in `ofd_try_lock`.
+    let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Whether another open file description holds any lock on `byte`.
+pub(crate) fn ofd_is_locked(file: &File, byte: u64) -> io::Result<bool> {
+    let mut fl = flock_struct(byte, Some(LockKind::Write));
+    // SAFETY: valid fd; F_OFD_GETLK writes into the `flock` we pass, which is ours and valid.
+    let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut fl) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fl.l_type != libc::F_UNLCK as _)
+}
+
+/// A shared read-write mapping of a whole file, unmapped on drop.
+#[derive(Debug)]
+pub(crate) struct SharedMap {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain shared memory; all access to it goes through atomics or is
+// synchronised by the table lock (see shmconfig::tables).
+unsafe impl Send for SharedMap {}
+// SAFETY: see `Send`.
+unsafe impl Sync for SharedMap {}
+
+impl SharedMap {
+    /// Map `len` bytes of `fd` shared, readable and writable.
+    pub(crate) fn new(fd: RawFd, len: usize) -> io::Result<Self> {
+        // SAFETY: a fresh mapping chosen by the kernel (no fixed address), of a file we hold open.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Self {
+            ptr: NonNull::new(p.cast()).expect("mmap never returns null on success"),
+            len,
+        })
+    }
+
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Copy the first `n` bytes (for header checks before trusting the mapping).
+    pub(crate) fn copy_prefix(&self, n: usize) -> Vec<u8> {
+        let n = n.min(self.len);
+        let mut v = vec![0u8; n];
+        // SAFETY: `n <= len` bytes of our mapping; `v` is a fresh buffer that does not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr(), v.as_mut_ptr(), n) };
+        v
+    }
+
+    /// Write bytes at an offset (only while nobody else can see the mapping: the primary's
+    /// initialisation before publication).
+    pub(crate) fn write_at(&self, off: usize, bytes: &[u8]) {
+        assert!(
+            off + bytes.len() <= self.len,
+            "write past the end of the mapping"
+        );
+        // SAFETY: in bounds (asserted); the caller guarantees no concurrent access.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.as_ptr().add(off), bytes.len())
+        };
+    }
+}
+
+impl Drop for SharedMap {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly the mapping we created; nobody uses it after drop (every
+        // user holds an `Arc` to the owner of this value).
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// Bind the calling thread to `cpus`.
+pub(crate) fn set_affinity(cpus: &[usize]) -> io::Result<()> {
+    // SAFETY: `cpu_set_t` is a plain bit set; all-zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &c in cpus {
+        // SAFETY: CPU_SET writes one bit inside `set`; `c` is below CPU_SETSIZE (checked).
+        if c >= libc::CPU_SETSIZE as usize {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("CPU {c} is out of range"),
+            ));
+        }
+        unsafe { libc::CPU_SET(c, &mut set) };
+    }
+    // SAFETY: pid 0 = calling thread; `set` is a valid cpu_set_t of the size we pass.
+    let r = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// A memfd (for the configuration in `--in-memory` mode).
+pub(crate) fn memfd(name: &str) -> io::Result<File> {
+    let c = std::ffi::CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in name"))?;
+    // SAFETY: `c` is a valid NUL-terminated string; flags are valid for memfd_create.
+    let fd = unsafe { libc::memfd_create(c.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a new descriptor that we own.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// Most descriptors one message carries.
+pub(crate) const MAX_FDS: usize = 64;
+
+/// Send `data` and `fds` over a Unix stream socket (SCM_RIGHTS).
+pub(crate) fn send_fds(sock: &UnixStream, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    assert!(fds.len() <= MAX_FDS && !data.is_empty());
+    let space = (std::mem::size_of::<RawFd>() * fds.len()) as u32;
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let cap = unsafe { libc::CMSG_SPACE(space) } as usize;
+    let mut cbuf = vec![0u64; cap.div_ceil(8)];
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut _,
+        iov_len: data.len(),
+    };
+    // SAFETY: `msghdr` is a plain C struct; zeroed is valid before we fill it in.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if !fds.is_empty() {
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = cap as _;
+        // SAFETY: msg_control points at `cap` bytes we own; CMSG_FIRSTHDR returns a pointer into
+        // it (non-null since cap >= CMSG_SPACE(space)); we write the header and `fds` payload,
+        // which fit in CMSG_SPACE(space) bytes.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(space) as _;
+            std::ptr::copy_nonoverlapping(
+                fds.as_ptr(),
+                libc::CMSG_DATA(c).cast::<RawFd>(),
+                fds.len(),
+            );
+        }
+    }
+    // SAFETY: `msg` points at valid iovec and control buffers that outlive the call.
+    let r = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if r as usize != data.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            "short send of a group message",
+        ));
+    }
+    Ok(())
+}
+
+/// Receive one message of at most `max` bytes and its descriptors.
+pub(crate) fn recv_fds(sock: &UnixStream, max: usize) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
+    let mut data = vec![0u8; max];
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let cap = unsafe { libc::CMSG_SPACE((std::mem::size_of::<RawFd>() * MAX_FDS) as u32) } as usize;
+    let mut cbuf = vec![0u64; cap.div_ceil(8)];
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
+    };
+    // SAFETY: zeroed `msghdr` is valid before we fill it in.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = cap as _;
+    // SAFETY: buffers are valid and outlive the call; MSG_CMSG_CLOEXEC marks received fds CLOEXEC.
+    let r = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    data.truncate(r as usize);
+    let mut fds = Vec::new();
+    // SAFETY: we walk the control messages the kernel wrote into `cbuf` with the CMSG macros,
+    // which stay inside `msg_controllen`; each SCM_RIGHTS payload holds whole RawFds that are new
+    // descriptors now owned by this process.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let payload = (*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                let n = payload / std::mem::size_of::<RawFd>();
+                let p = libc::CMSG_DATA(c).cast::<RawFd>();
+                for i in 0..n {
+                    fds.push(OwnedFd::from_raw_fd(p.add(i).read_unaligned()));
+                }
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "too many descriptors in a group message",
+        ));
+    }
+    Ok((data, fds))
+}
+
+/// Number of CPUs online.
+pub(crate) fn ncpus() -> usize {
+    // SAFETY: sysconf with a valid name has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    if n < 1 {
+        1
+    } else {
+        n as usize
+    }
+}
+
+/// Effective uid.
+pub(crate) fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
