@@ -1,7 +1,7 @@
 //! A cuckoo hash table in shared memory, used with precomputed hashes: DPDK's `rte_hash` and its
 //! `*_with_hash` calls, made safe to share between processes built differently.
 //!
-//! * [`Hash<K, V, H>`]: create it in a [`shmconfig::Zones`] by name, open it by name from any
+//! * [`Hash<K, V, H>`](struct@Hash): create it in a [`shmconfig::Zones`] by name, open it by name from any
 //!   member with [`Hash::lookup`], add, look up (single and bulk) and delete with precomputed
 //!   hashes, iterate, count, reset.
 //! * [`HashFn`]: the hash function is a type parameter, never a code pointer in shared memory.

@@ -1,6 +1,7 @@
 //! The unsafe code of the crate, kept in one place: the view of a zone as an array of 64-bit
 //! atomic words, a cache prefetch, and the SSE4.2 CRC32-C instruction.
 
+#[cfg(not(hugeshare_loom))]
 use std::ptr::NonNull;
 
 use shmconfig::Zone;

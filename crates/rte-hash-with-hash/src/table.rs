@@ -744,6 +744,12 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
         (w != 0 && w != LOCK_REPAIR).then(|| MemberId(((w & 0xffff_ffff) - 1) as u16))
     }
 
+    /// Test hook: the change counter (how many times readers were told a key moved).
+    #[doc(hidden)]
+    pub fn debug_change_count(&self) -> u64 {
+        self.mem.w(H_CHNG).load(Relaxed)
+    }
+
     /// Check every invariant the writer keeps (run with writers stopped): each key in exactly
     /// one place, in one of its two buckets or its secondary's chain, signatures right, slots
     /// live exactly when referenced, free lists and count consistent. Returns what is wrong.
