@@ -2,11 +2,11 @@
 //! hardware says so, otherwise extended across 32-bit wraps without a background thread).
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::error::HpetUnavailable;
 use crate::raw::{self, RegisterWindow, TestPage};
+use crate::sync::{AtomicU64, Ordering};
 use crate::{Clock, ClockKind, FrequencySource};
 
 /// Offset of the General Capabilities and ID register.

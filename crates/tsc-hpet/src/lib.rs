@@ -67,6 +67,7 @@ pub mod compare;
 pub mod error;
 pub mod hpet;
 pub mod monotonic;
+mod sync;
 pub mod tsc;
 
 use std::time::Duration;

@@ -1,5 +1,6 @@
 //! Cycle/time arithmetic with awkward frequencies, and the CPUID frequency formulas as pure
 //! functions (the values VMs report).
+#![cfg(not(loom))] // these use std atomics; `tests/loom_wrap.rs` is the loom model
 
 use std::time::Duration;
 

@@ -1,5 +1,6 @@
 //! The TSC and Monotonic on this machine: frequency, calibration, the kernel's view,
 //! monotonicity, delays, and the group agreement (choose / record / from_record).
+#![cfg(not(loom))] // these use std atomics; `tests/loom_wrap.rs` is the loom model
 
 use std::path::Path;
 use std::sync::mpsc;

@@ -1,5 +1,6 @@
 //! The HPET: the typed reasons on this machine (no /dev/hpet), and the register decoding over a
 //! page (anonymous, or a file) laid out like the hardware, with a counter advanced by hand.
+#![cfg(not(loom))] // these use std atomics; `tests/loom_wrap.rs` is the loom model
 
 use std::io::Write;
 use std::path::Path;
