@@ -1,8 +1,11 @@
 /* DPDK's side of `cargo xtask bench clock`: reads of the TSC through DPDK's public inline
  * functions, and DPDK's own TSC frequency estimate (rte_eal_init, then rte_get_tsc_hz).
  * Our own code calling DPDK's public API; every symbol is prefixed `clock_`. */
+#include <limits.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <rte_cycles.h>
 #include <rte_eal.h>
@@ -49,6 +52,10 @@ int clock_dpdk_eal_tsc_hz(uint64_t *hz, double *init_ms)
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	*init_ms = (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6;
 	*hz = rte_get_tsc_hz();
+	/* Leave nothing behind: the EAL creates an (empty, with --no-shconf) runtime directory. */
+	char dir[PATH_MAX];
+	snprintf(dir, sizeof(dir), "%s", rte_eal_get_runtime_dir());
 	rte_eal_cleanup();
+	rmdir(dir);
 	return 0;
 }
