@@ -1,11 +1,649 @@
-//! `cargo xtask test-mp`: not built yet (issue 3).
-use anyhow::{bail, Result};
+//! `cargo xtask test-mp`: multi-process scenarios run as real OS processes.
+//!
+//! Each scenario is a TOML file in `tests/scenarios/`: a list of steps that start
+//! `hugeshare-agent` processes (a group member obeying line commands), send them commands, expect
+//! their answers, kill them with signals and check how they exit. Every scenario runs once per
+//! memory mode: on real hugepages (`huge`: as root the runner reserves pages and mounts a private
+//! hugetlbfs, and gives both back at the end) and with `--no-huge` (`/dev/shm`). The backing each
+//! scenario used is read from `/proc/<pid>/smaps` of its processes; when hugepages were reserved
+//! but a scenario's memory is not on 2 MiB pages, the scenario fails.
+//!
+//! Step keys: `proc` (a name), `start` (arguments; `{prefix}`, `{prefix2}`, `{mem}` (the mode's
+//! memory option) and `{mem-inmem}` (the same for `--in-memory`) are replaced,
+//! and `--file-prefix={prefix}` is added when absent), `binary = "variant"` (the agent built with a
+//! different shared layout), `send` (a command line), `expect` (substrings that one output line
+//! must all contain; other lines are skipped, an `ERR` line fails unless expected), `timeout_ms`,
+//! `signal` (`KILL`, `TERM`, ...), `exit` (expected exit code), `close` (close its stdin, so it
+//! leaves cleanly), `sleep_ms`, `repeat` (run the steps in `[[repeat.step]]` N times).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Deserialize;
+
+use crate::{run, workspace_root};
 
 /// Arguments of `cargo xtask test-mp`.
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Run only scenarios whose file name or title contains this.
+    #[arg(long)]
+    filter: Option<String>,
+    /// Memory modes: `huge`, `nohuge`, or `all` (default: all; `huge` is skipped with a notice
+    /// when hugepages cannot be had, and fails when HUGESHARE_REQUIRE_HUGEPAGES=1).
+    #[arg(long, default_value = "all")]
+    mode: String,
+    /// Print every line the processes write.
+    #[arg(long, short)]
+    verbose: bool,
+    /// Hugepages (2 MiB) to reserve for the run when running as root.
+    #[arg(long, default_value_t = 512)]
+    pages: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Scenario {
+    title: String,
+    #[serde(default)]
+    modes: Option<Vec<String>>,
+    step: Vec<Step>,
+}
+
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
+struct Step {
+    proc: Option<String>,
+    start: Option<String>,
+    binary: Option<String>,
+    send: Option<String>,
+    expect: Option<Expect>,
+    timeout_ms: Option<u64>,
+    signal: Option<String>,
+    exit: Option<i32>,
+    close: Option<bool>,
+    sleep_ms: Option<u64>,
+    repeat: Option<Repeat>,
+    note: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct Repeat {
+    times: u32,
+    step: Vec<Step>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(untagged)]
+enum Expect {
+    One(String),
+    All(Vec<String>),
+}
+
+impl Expect {
+    fn parts(&self) -> Vec<String> {
+        match self {
+            Expect::One(s) => vec![s.clone()],
+            Expect::All(v) => v.clone(),
+        }
+    }
+}
+
+struct Proc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    transcript: Vec<String>,
+}
+
+struct Ctx<'a> {
+    mode: &'a Mode,
+    prefix: String,
+    prefix2: String,
+    rundir: PathBuf,
+    agent: PathBuf,
+    variant: PathBuf,
+    verbose: bool,
+    procs: BTreeMap<String, Proc>,
+    started: usize,
+    backing: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone)]
+struct Mode {
+    name: &'static str,
+    mem: String,
+    huge_dir: Option<PathBuf>,
+}
+
+fn subst(ctx: &Ctx<'_>, s: &str) -> String {
+    let inmem = if ctx.mode.huge_dir.is_some() {
+        ""
+    } else {
+        "--no-huge"
+    };
+    s.replace("{prefix}", &ctx.prefix)
+        .replace("{prefix2}", &ctx.prefix2)
+        .replace("{mem-inmem}", inmem)
+        .replace("{mem}", &ctx.mode.mem)
+}
+
+/// KernelPageSize of the group's segment mappings in `/proc/<pid>/smaps`.
+fn smaps_backing(pid: u32, prefixes: &[&str]) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps")).ok()?;
+    let mut found: Option<(String, u64)> = None;
+    let mut cur: Option<String> = None;
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() >= 5 && f[0].contains('-') && !line.ends_with(" kB") {
+            cur = f.get(5).and_then(|path| {
+                let name = Path::new(path).file_name()?.to_string_lossy().to_string();
+                let is_seg = prefixes
+                    .iter()
+                    .any(|p| name.starts_with(&format!("{p}map_")))
+                    || (path.starts_with("/memfd:") && !path.contains("config"));
+                is_seg.then(|| {
+                    if path.starts_with("/memfd:") {
+                        "memfd".to_string()
+                    } else if path.starts_with("/dev/shm") {
+                        "shm".to_string()
+                    } else {
+                        "hugetlbfs".to_string()
+                    }
+                })
+            });
+        } else if let (Some(kind), true) = (&cur, line.starts_with("KernelPageSize:")) {
+            let kb: u64 = f.get(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+            found = Some((kind.clone(), kb));
+        }
+    }
+    found.map(|(k, kb)| format!("{k} {kb}kB"))
+}
+
+impl Ctx<'_> {
+    fn proc_mut(&mut self, name: &str) -> Result<&mut Proc> {
+        self.procs
+            .get_mut(name)
+            .ok_or_else(|| anyhow!("no process named {name:?} was started"))
+    }
+
+    fn step(&mut self, s: &Step) -> Result<()> {
+        if let Some(r) = &s.repeat {
+            for _ in 0..r.times {
+                for st in &r.step {
+                    self.step(st)?;
+                }
+            }
+            return Ok(());
+        }
+        if let Some(ms) = s.sleep_ms {
+            std::thread::sleep(Duration::from_millis(ms));
+        }
+        let timeout = Duration::from_millis(s.timeout_ms.unwrap_or(10_000));
+        let Some(name) = s.proc.clone() else {
+            return Ok(());
+        };
+        if let Some(args) = &s.start {
+            let mut argv: Vec<String> = subst(self, args)
+                .split_whitespace()
+                .map(String::from)
+                .collect();
+            if !argv.iter().any(|a| a.starts_with("--file-prefix")) {
+                argv.push(format!("--file-prefix={}", self.prefix));
+            }
+            let bin = if s.binary.as_deref() == Some("variant") {
+                &self.variant
+            } else {
+                &self.agent
+            };
+            let mut child = Command::new(bin)
+                .args(&argv)
+                .env("HUGESHARE_RUNTIME_DIR", &self.rundir)
+                .env("HUGESHARE_QUIET", "1")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .with_context(|| format!("starting {}", bin.display()))?;
+            self.started += 1;
+            let stdout = child.stdout.take().expect("piped");
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    if tx.send(l).is_err() {
+                        break;
+                    }
+                }
+            });
+            let stdin = child.stdin.take();
+            if let Some(old) = self.procs.insert(
+                name.clone(),
+                Proc {
+                    child,
+                    stdin,
+                    lines: rx,
+                    transcript: vec![],
+                },
+            ) {
+                let mut old = old;
+                let _ = old.child.kill();
+                let _ = old.child.wait();
+            }
+        }
+        if let Some(cmd) = &s.send {
+            let cmd = subst(self, cmd);
+            let p = self.proc_mut(&name)?;
+            let w = p
+                .stdin
+                .as_mut()
+                .ok_or_else(|| anyhow!("stdin of {name} is closed"))?;
+            writeln!(w, "{cmd}")
+                .and_then(|_| w.flush())
+                .with_context(|| format!("sending {cmd:?} to {name}"))?;
+            p.transcript.push(format!("> {cmd}"));
+        }
+        if let Some(exp) = &s.expect {
+            let parts: Vec<String> = exp.parts().iter().map(|x| subst(self, x)).collect();
+            let verbose = self.verbose;
+            let p = self.proc_mut(&name)?;
+            let deadline = Instant::now() + timeout;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match p.lines.recv_timeout(left) {
+                    Ok(l) => {
+                        if verbose {
+                            println!("      [{name}] {l}");
+                        }
+                        p.transcript.push(l.clone());
+                        if parts.iter().all(|x| l.contains(x.as_str())) {
+                            break;
+                        }
+                        let expects_err = parts.iter().any(|x| x.starts_with("ERR"));
+                        if (l.starts_with("ERR") || l.starts_with("ERROR")) && !expects_err {
+                            bail!("{name}: expected a line with {parts:?}, got {l:?}");
+                        }
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        bail!("{name}: no line with {parts:?} within {timeout:?}")
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        bail!("{name}: exited before printing a line with {parts:?}")
+                    }
+                }
+            }
+            // The first READY of a process: record which memory backs it.
+            if parts.iter().any(|x| x.starts_with("READY")) {
+                let pid = p.child.id();
+                let prefixes = [self.prefix.as_str(), self.prefix2.as_str()];
+                if let Some(b) = smaps_backing(pid, &prefixes) {
+                    self.backing.insert(name.clone(), b);
+                }
+            }
+        }
+        if let Some(sig) = &s.signal {
+            let signo = match sig.as_str() {
+                "KILL" => libc::SIGKILL,
+                "TERM" => libc::SIGTERM,
+                "INT" => libc::SIGINT,
+                "STOP" => libc::SIGSTOP,
+                "CONT" => libc::SIGCONT,
+                other => bail!("unknown signal {other:?}"),
+            };
+            let p = self.proc_mut(&name)?;
+            let pid = p.child.id() as libc::pid_t;
+            // SAFETY: sending a signal to a child we started and have not reaped.
+            #[allow(unsafe_code)]
+            let r = unsafe { libc::kill(pid, signo) };
+            if r != 0 {
+                bail!(
+                    "kill({pid}, {sig}) failed: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+        if s.close == Some(true) {
+            let p = self.proc_mut(&name)?;
+            p.stdin.take();
+        }
+        if let Some(code) = s.exit {
+            let p = self.proc_mut(&name)?;
+            p.stdin.take();
+            let deadline = Instant::now() + timeout;
+            let status = loop {
+                if let Some(st) = p.child.try_wait()? {
+                    break st;
+                }
+                if Instant::now() > deadline {
+                    let _ = p.child.kill();
+                    bail!("{name}: did not exit within {timeout:?} (killed it)");
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            };
+            // drain output into the transcript
+            while let Ok(l) = p.lines.recv_timeout(Duration::from_millis(50)) {
+                p.transcript.push(l);
+            }
+            let got = status.code().unwrap_or(-1);
+            if got != code {
+                bail!("{name}: exited with {status}, expected code {code}");
+            }
+        }
+        Ok(())
+    }
+
+    fn teardown(&mut self) {
+        for (_, mut p) in std::mem::take(&mut self.procs) {
+            if p.child.try_wait().ok().flatten().is_none() {
+                let _ = p.child.kill();
+                let _ = p.child.wait();
+            }
+        }
+        // Files of these prefixes that nobody holds any more.
+        let dirs: Vec<PathBuf> = self
+            .mode
+            .huge_dir
+            .iter()
+            .cloned()
+            .chain([PathBuf::from("/dev/shm")])
+            .collect();
+        for d in dirs {
+            for pf in [&self.prefix, &self.prefix2] {
+                let _ = hugemem::remove_stale(&d, pf);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.rundir);
+    }
+}
+
+struct Row {
+    title: String,
+    mode: &'static str,
+    procs: usize,
+    ok: bool,
+    secs: f64,
+    backing: String,
+    detail: String,
+}
+
+fn build_agents(root: &Path) -> Result<(PathBuf, PathBuf)> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run(Command::new(&cargo).current_dir(root).args([
+        "build",
+        "--quiet",
+        "--release",
+        "-p",
+        "hugeshare-agent",
+    ]))?;
+    let vdir = root.join("target/layout-variant");
+    run(Command::new(&cargo)
+        .current_dir(root)
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            "hugeshare-agent",
+            "--features",
+            "layout-test-extra-field",
+            "--target-dir",
+        ])
+        .arg(&vdir))?;
+    Ok((
+        root.join("target/release/hugeshare-agent"),
+        vdir.join("release/hugeshare-agent"),
+    ))
+}
+
+/// Hugepages for the run: reserved and mounted as root, given back on drop.
+pub struct HugeSetup {
+    reservation: Option<hugemem::admin::Reservation>,
+    mount: Option<hugemem::admin::Mount>,
+    /// The hugetlbfs directory to use.
+    pub dir: PathBuf,
+}
+
+impl HugeSetup {
+    /// Reserve `pages` 2 MiB pages and mount a private hugetlbfs, when this process may.
+    pub fn acquire(pages: u64, tag: &str) -> Result<Result<HugeSetup, String>> {
+        const P2M: u64 = 2 << 20;
+        if !hugemem::admin::is_root() {
+            return Ok(Err(
+                "not running as root: cannot reserve hugepages or mount hugetlbfs".into(),
+            ));
+        }
+        let res = match hugemem::admin::reserve_pages(P2M, pages, None) {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(format!("cannot reserve {pages} hugepages: {e}"))),
+        };
+        let dir =
+            std::env::temp_dir().join(format!("hugeshare-hugetlbfs-{tag}-{}", std::process::id()));
+        let mount = match hugemem::admin::mount_private(&dir, P2M) {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = res.release();
+                return Ok(Err(format!(
+                    "cannot mount hugetlbfs on {}: {e}",
+                    dir.display()
+                )));
+            }
+        };
+        Ok(Ok(HugeSetup {
+            reservation: Some(res),
+            mount: Some(mount),
+            dir,
+        }))
+    }
+}
+
+impl Drop for HugeSetup {
+    fn drop(&mut self) {
+        if let Some(m) = self.mount.take() {
+            if let Err(e) = m.unmount() {
+                eprintln!("warning: could not unmount {}: {e}", self.dir.display());
+            }
+            let _ = std::fs::remove_dir(&self.dir);
+        }
+        if let Some(r) = self.reservation.take() {
+            if let Err(e) = r.release() {
+                eprintln!("warning: could not give back the reserved hugepages: {e}");
+            }
+        }
+    }
+}
 
 /// Entry point.
-pub fn main(_a: Args) -> Result<()> {
-    bail!("`cargo xtask test-mp` is not built yet")
+pub fn main(a: Args) -> Result<()> {
+    let root = workspace_root();
+    let require_huge = std::env::var("HUGESHARE_REQUIRE_HUGEPAGES").is_ok_and(|v| v == "1");
+    println!("building the scenario agent (and its different-layout variant)...");
+    let (agent, variant) = build_agents(&root)?;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("tests/scenarios"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    let mut scenarios = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f)?;
+        let sc: Scenario =
+            toml::from_str(&text).with_context(|| format!("parsing scenario {}", f.display()))?;
+        let stem = f
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
+        if a.filter
+            .as_ref()
+            .is_none_or(|flt| stem.contains(flt.as_str()) || sc.title.contains(flt.as_str()))
+        {
+            scenarios.push((stem, sc));
+        }
+    }
+    if scenarios.is_empty() {
+        bail!("no scenario matches");
+    }
+    let want_huge = matches!(a.mode.as_str(), "all" | "huge");
+    let want_nohuge = matches!(a.mode.as_str(), "all" | "nohuge");
+    if !want_huge && !want_nohuge {
+        bail!("--mode must be huge, nohuge or all");
+    }
+    let mut huge = None;
+    let mut notes = Vec::new();
+    if want_huge {
+        match HugeSetup::acquire(a.pages, "test-mp")? {
+            Ok(h) => {
+                println!(
+                    "hugepages: reserved {} x 2 MiB and mounted a private hugetlbfs at {}",
+                    a.pages,
+                    h.dir.display()
+                );
+                huge = Some(h);
+            }
+            Err(why) if require_huge => bail!("HUGESHARE_REQUIRE_HUGEPAGES=1 but {why}"),
+            Err(why) => {
+                let n = format!(
+                    "NOTICE: skipping the hugepage mode: {why}; the scenarios run on /dev/shm only"
+                );
+                println!("{n}");
+                notes.push(n);
+            }
+        }
+    }
+    let mut modes = Vec::new();
+    if let Some(h) = &huge {
+        modes.push(Mode {
+            name: "huge",
+            mem: format!("--huge-dir={}", h.dir.display()),
+            huge_dir: Some(h.dir.clone()),
+        });
+    }
+    if want_nohuge {
+        modes.push(Mode {
+            name: "nohuge",
+            mem: "--no-huge".into(),
+            huge_dir: None,
+        });
+    }
+    let base_rundir =
+        std::env::temp_dir().join(format!("hugeshare-test-mp-{}", std::process::id()));
+    let mut rows = Vec::new();
+    let mut n = 0;
+    for mode in &modes {
+        for (stem, sc) in &scenarios {
+            if let Some(m) = &sc.modes {
+                if !m.iter().any(|x| x == mode.name) {
+                    continue;
+                }
+            }
+            n += 1;
+            let prefix = format!("t{}s{n}", std::process::id());
+            let mut ctx = Ctx {
+                mode,
+                prefix2: format!("{prefix}b"),
+                prefix,
+                rundir: base_rundir.join(format!("{n}")),
+                agent: agent.clone(),
+                variant: variant.clone(),
+                verbose: a.verbose,
+                procs: BTreeMap::new(),
+                started: 0,
+                backing: BTreeMap::new(),
+            };
+            print!("  [{:>6}] {:<62} ", mode.name, truncate(&sc.title, 62));
+            let _ = std::io::stdout().flush();
+            let t0 = Instant::now();
+            let mut result = Ok(());
+            for (i, st) in sc.step.iter().enumerate() {
+                if let Err(e) = ctx.step(st) {
+                    let what = st.note.clone().unwrap_or_default();
+                    result = Err(anyhow!("step {} {what}: {e:#}", i + 1));
+                    break;
+                }
+            }
+            let backing = ctx
+                .backing
+                .values()
+                .next()
+                .cloned()
+                .unwrap_or_else(|| "-".into());
+            if result.is_ok() && mode.name == "huge" && !ctx.backing.is_empty() {
+                if let Some((p, b)) = ctx.backing.iter().find(|(_, b)| !b.ends_with("2048kB")) {
+                    result = Err(anyhow!("hugepages were reserved but process {p}'s memory is {b}, not 2048 kB pages"));
+                }
+            }
+            let secs = t0.elapsed().as_secs_f64();
+            let ok = result.is_ok();
+            println!(
+                "{} {:>6.2}s  {}",
+                if ok { "ok  " } else { "FAIL" },
+                secs,
+                backing
+            );
+            let mut detail = String::new();
+            if let Err(e) = &result {
+                detail = format!("{e:#}");
+                println!("      {detail}");
+                for (name, p) in &ctx.procs {
+                    for l in p.transcript.iter().rev().take(8).rev() {
+                        println!("      [{name}] {l}");
+                    }
+                }
+            }
+            ctx.teardown();
+            rows.push(Row {
+                title: format!("{} ({stem})", sc.title),
+                mode: mode.name,
+                procs: ctx.started,
+                ok,
+                secs,
+                backing,
+                detail,
+            });
+        }
+    }
+    let _ = std::fs::remove_dir_all(&base_rundir);
+    drop(huge);
+    println!();
+    println!(
+        "{:<74} {:>6} {:>5} {:>6} {:>8}  backing",
+        "scenario", "mode", "procs", "result", "time"
+    );
+    for r in &rows {
+        println!(
+            "{:<74} {:>6} {:>5} {:>6} {:>7.2}s  {}",
+            truncate(&r.title, 74),
+            r.mode,
+            r.procs,
+            if r.ok { "ok" } else { "FAIL" },
+            r.secs,
+            r.backing
+        );
+    }
+    let failed = rows.iter().filter(|r| !r.ok).count();
+    for n in &notes {
+        println!("{n}");
+    }
+    println!("{} passed, {} failed", rows.len() - failed, failed);
+    if failed > 0 {
+        for r in rows.iter().filter(|r| !r.ok) {
+            eprintln!("FAILED: [{}] {}: {}", r.mode, r.title, r.detail);
+        }
+        bail!("{failed} scenario(s) failed");
+    }
+    Ok(())
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let t: String = s.chars().take(n - 1).collect();
+        format!("{t}…")
+    }
 }
