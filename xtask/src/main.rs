@@ -65,11 +65,36 @@ fn cargo() -> Command {
     c
 }
 
+/// `cargo xtask test`: every test of the workspace, on real hugepages when this process may set
+/// them up (as root: pages reserved and a private hugetlbfs mounted for the run, given back after).
+fn test(rest: Vec<String>) -> Result<()> {
+    let require = std::env::var("HUGESHARE_REQUIRE_HUGEPAGES").is_ok_and(|v| v == "1");
+    let setup = match test_mp::HugeSetup::acquire(256, "test")? {
+        Ok(h) => {
+            println!("hugepages: reserved 256 x 2 MiB and mounted a private hugetlbfs at {} for the tests", h.dir.display());
+            Some(h)
+        }
+        Err(why) if require => bail!("HUGESHARE_REQUIRE_HUGEPAGES=1 but {why}"),
+        Err(why) => {
+            println!("NOTICE: {why}; tests that need hugepages will say they were skipped");
+            None
+        }
+    };
+    let mut c = cargo();
+    c.args(["test", "--workspace"]).args(rest);
+    if let Some(h) = &setup {
+        c.env("HUGESHARE_HUGE_DIR", &h.dir);
+    }
+    let r = run(&mut c);
+    drop(setup);
+    r
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::TestMp(a) => test_mp::main(a),
-        Cmd::Test { rest } => run(cargo().args(["test", "--workspace"]).args(rest)),
+        Cmd::Test { rest } => test(rest),
         Cmd::Hugepages(a) => hugepages::main(a),
         Cmd::Bench { name, rest } => {
             let known = ["ring", "hash", "clock", "attach", "mempool", "pipeline"];
