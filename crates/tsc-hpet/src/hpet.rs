@@ -108,15 +108,19 @@ pub fn extend_32(state: &AtomicU64, low: u32) -> u64 {
 
 /// The HPET's main counter as a [`Clock`].
 ///
-/// `cycles()` is the main counter: read as one 64-bit load where `COUNT_SIZE_CAP` says it is 64
-/// bits wide; otherwise the 32-bit counter is read and extended with [`extend_32`] over state
+/// `cycles()` is the main counter. Every register access is 32 bits wide (the specification
+/// allows it on all hardware; QEMU's HPET long accepted nothing wider). Where `COUNT_SIZE_CAP`
+/// says the counter is 64 bits wide it is read high, low, high (retried if the high half moved,
+/// so a carry never tears the value); otherwise the 32-bit counter is read once and extended
+/// with [`extend_32`] over state
 /// kept in this `Hpet` (shared by all threads using it). **A 32-bit HPET must be read at least
 /// once every 2^31 ticks** (150 s at 14.318 MHz) for the extension to stay right, and its upper
 /// 32 bits count wraps seen since this process opened it, so absolute readings of a 32-bit HPET
 /// are comparable between threads of one process, not between processes (durations are right
 /// everywhere). A 64-bit HPET (QEMU's, and most modern chipsets) has none of these limits.
 ///
-/// An HPET read is an uncached MMIO load: about 0.5-1 µs, far slower than the TSC. Use it as a
+/// An HPET register read is an uncached MMIO load (in a VM, an exit to the hypervisor): about
+/// 0.5-1 µs or more, and a 64-bit reading takes three. Far slower than the TSC: use it as a
 /// reference (see [`compare`](crate::compare())) rather than for per-packet timestamps.
 #[derive(Debug)]
 pub struct Hpet {
@@ -167,8 +171,8 @@ impl Hpet {
                 needed: WINDOW_NEEDED,
             });
         }
-        let caps = HpetCapabilities::decode(regs.read_u64(REG_CAPABILITIES))?;
-        let config = regs.read_u64(REG_CONFIG);
+        let caps = HpetCapabilities::decode(regs.read_static_u64(REG_CAPABILITIES))?;
+        let config = regs.read_static_u64(REG_CONFIG);
         if config & CONFIG_ENABLE == 0 {
             return Err(HpetUnavailable::CounterHalted { config });
         }
@@ -195,7 +199,7 @@ impl Clock for Hpet {
     #[inline]
     fn cycles(&self) -> u64 {
         if self.caps.counter_64bit {
-            self.regs.read_u64(REG_COUNTER)
+            self.regs.read_counter_u64(REG_COUNTER)
         } else {
             extend_32(&self.wrap, self.regs.read_u32(REG_COUNTER))
         }

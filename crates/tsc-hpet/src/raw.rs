@@ -118,52 +118,58 @@ impl RegisterWindow {
         self.len
     }
 
-    /// Read the 64-bit register at `offset`. Panics if it lies outside the window or is not
-    /// 8-byte aligned (offsets are this crate's constants, so that is a bug here).
-    #[inline]
-    pub(crate) fn read_u64(&self, offset: usize) -> u64 {
-        assert!(
-            offset % 8 == 0 && offset + 8 <= self.len,
-            "register {offset:#x} out of window"
-        );
-        // SAFETY: `offset + 8 <= len` (asserted) and the window's `len` bytes stay mapped while
-        // the owner lives (a field of `self`); the base is page- or caller-aligned to 8 (checked
-        // when built), so the address is aligned.
-        let p = unsafe { self.base.as_ptr().add(offset) };
-        match self.owner {
-            Owner::TestPage(_) => {
-                // SAFETY: `p` is a valid, aligned pointer into the test page, which is only ever
-                // accessed through atomics.
-                let word = unsafe { AtomicU64::from_ptr(p.cast::<u64>()) };
-                word.load(Ordering::SeqCst)
-            }
-            // SAFETY: `p` is valid and aligned for a u64 read; device registers must be read with
-            // one volatile access of the register's width, which this is.
-            _ => unsafe { ptr::read_volatile(p.cast::<u64>()) },
-        }
-    }
-
-    /// Read the low 32 bits of the register at `offset` with one 32-bit access (as hardware with
-    /// a 32-bit main counter requires).
+    /// Read the 32-bit register (or half of a 64-bit register) at `offset` with one 32-bit
+    /// access. Every register access of this crate is 32 bits wide: the HPET specification
+    /// allows it everywhere, and QEMU's HPET (before 64-bit access support) accepts nothing
+    /// wider. Panics if `offset` lies outside the window or is not 4-byte aligned (offsets are
+    /// this crate's constants, so that would be a bug here).
     #[inline]
     pub(crate) fn read_u32(&self, offset: usize) -> u32 {
         assert!(
             offset % 4 == 0 && offset + 4 <= self.len,
             "register {offset:#x} out of window"
         );
-        // SAFETY: as in `read_u64`, with 4 bytes.
-        let p = unsafe { self.base.as_ptr().add(offset) };
         match self.owner {
             Owner::TestPage(_) => {
-                // The test page is little-endian u64 atomics; read the whole word and keep the
-                // low half (x86_64 is little-endian; offsets used here are 8-aligned).
-                debug_assert!(offset % 8 == 0);
-                // SAFETY: `p` is valid and 8-aligned (all 32-bit registers read here start a
-                // 64-bit register), and the page is only accessed through atomics.
-                unsafe { AtomicU64::from_ptr(p.cast::<u64>()) }.load(Ordering::SeqCst) as u32
+                // The test page holds u64 atomics (little-endian, as x86_64): load the whole
+                // word and keep the half asked for.
+                let word_offset = offset & !7;
+                // SAFETY: `word_offset + 8 <= len` (the window and page lengths are multiples of
+                // 8, and `offset + 4 <= len`), and the window's memory stays mapped while its
+                // owner (a field of `self`) lives.
+                let p = unsafe { self.base.as_ptr().add(word_offset) };
+                // SAFETY: `p` is valid and 8-aligned (page base plus a multiple of 8), and the
+                // test page is only ever accessed through atomics.
+                let word = unsafe { AtomicU64::from_ptr(p.cast::<u64>()) };
+                (word.load(Ordering::SeqCst) >> ((offset & 4) * 8)) as u32
             }
-            // SAFETY: `p` is valid and aligned for a u32 volatile read of a device register.
-            _ => unsafe { ptr::read_volatile(p.cast::<u32>()) },
+            _ => {
+                // SAFETY: `offset + 4 <= len` (asserted) and the window's `len` bytes stay mapped
+                // while the owner lives (a field of `self`).
+                let p = unsafe { self.base.as_ptr().add(offset) };
+                // SAFETY: `p` is valid and 4-aligned (the base is 8-aligned, checked when the
+                // window was built); a device register is read with one volatile access.
+                unsafe { ptr::read_volatile(p.cast::<u32>()) }
+            }
+        }
+    }
+
+    /// A 64-bit register that does not change while read (capabilities, configuration), as two
+    /// 32-bit accesses, low half first.
+    pub(crate) fn read_static_u64(&self, offset: usize) -> u64 {
+        u64::from(self.read_u32(offset)) | (u64::from(self.read_u32(offset + 4)) << 32)
+    }
+
+    /// A running 64-bit counter as 32-bit accesses: high, low, high again, retried until both
+    /// highs agree, so a carry between the halves is never torn.
+    #[inline]
+    pub(crate) fn read_counter_u64(&self, offset: usize) -> u64 {
+        loop {
+            let hi = self.read_u32(offset + 4);
+            let lo = self.read_u32(offset);
+            if self.read_u32(offset + 4) == hi {
+                return (u64::from(hi) << 32) | u64::from(lo);
+            }
         }
     }
 }

@@ -342,3 +342,45 @@ mod tempfile_lite {
         }
     }
 }
+
+/// A 64-bit counter is read as 32-bit halves (high, low, high): while another thread carries
+/// the low half into the high half over and over, no reader ever sees a torn value (one that
+/// goes backwards, or runs 2^32 ahead of the counter).
+#[test]
+fn hpet_64bit_reads_are_never_torn_by_a_carry() {
+    let page = HpetTestPage::new(PERIOD_100MHZ, true).unwrap();
+    page.set_counter((1 << 32) - 0x40);
+    let hpet = Arc::new(page.hpet().unwrap());
+    let done = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (hpet, page, done) = (hpet.clone(), page.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut last = 0;
+                let mut reads = 0u64;
+                while !done.load(Ordering::SeqCst) {
+                    let now = hpet.cycles();
+                    let after = page.counter();
+                    assert!(now >= last, "went back from {last:#x} to {now:#x}");
+                    assert!(now <= after, "read {now:#x} beyond the counter {after:#x}");
+                    let low = now as u32;
+                    assert!(low >= 0xffff_ffc0 || low <= 0x40, "unexpected {now:#x}");
+                    last = now;
+                    reads += 1;
+                }
+                reads
+            })
+        })
+        .collect();
+    // 2000 carries: each time walk from 2^32*k - 0x40 to 2^32*k + 0x40 one tick at a time.
+    for k in 1..=2000u64 {
+        page.set_counter((k << 32) - 0x40);
+        for _ in 0..0x80 {
+            page.advance(1);
+        }
+    }
+    done.store(true, Ordering::SeqCst);
+    let reads: u64 = readers.into_iter().map(|r| r.join().unwrap()).sum();
+    assert!(reads > 0);
+    assert_eq!(hpet.cycles(), (2000 << 32) + 0x40);
+}
