@@ -137,6 +137,12 @@ pub enum ClockError {
         /// What went wrong, with the values seen.
         reason: String,
     },
+    /// A clock kind given by name (e.g. a `--clock` option) is not one of ours.
+    #[error("unknown clock {name:?}: use tsc, hpet or monotonic")]
+    UnknownKind {
+        /// The name given.
+        name: String,
+    },
     /// A stored clock record holds a value this version does not know.
     #[error(
         "the group's clock record has {field} = {value}, which this version of tsc-hpet does not \

@@ -242,11 +242,7 @@ impl std::str::FromStr for ClockKind {
             "tsc" => Ok(ClockKind::Tsc),
             "hpet" => Ok(ClockKind::Hpet),
             "monotonic" => Ok(ClockKind::Monotonic),
-            _ => Err(ClockError::BadRecord {
-                field: "kind",
-                value: u64::MAX,
-                valid: "tsc, hpet, monotonic",
-            }),
+            _ => Err(ClockError::UnknownKind { name: s.to_owned() }),
         }
     }
 }

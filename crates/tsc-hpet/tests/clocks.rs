@@ -388,7 +388,10 @@ fn records_and_kinds_decode_strictly() {
     );
     assert_eq!(ClockKind::from_u32(0), None);
     assert_eq!(ClockKind::from_u32(4), None);
-    assert!("rdtsc".parse::<ClockKind>().is_err());
+    let err = "rdtsc".parse::<ClockKind>().unwrap_err();
+    assert!(matches!(&err, ClockError::UnknownKind { name } if name == "rdtsc"));
+    assert!(err.to_string().contains("tsc, hpet or monotonic"));
+    assert_eq!("TSC".parse::<ClockKind>().unwrap(), ClockKind::Tsc);
     for v in 1..=6 {
         assert_eq!(FrequencySource::from_u32(v).unwrap() as u32, v);
     }
