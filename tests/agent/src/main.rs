@@ -12,6 +12,7 @@
 //! | `free NAME` | `OK` |
 //! | `list` | `ZONES a,b,...` |
 //! | `event TIMEOUT_MS [KIND]` | `EVENT <kind> member=N pid=P [cleaned_here=B] [report=...]` or `TIMEOUT` |
+//! | `event-at TIMEOUT_MS [KIND]` | as `event`, with ` at_ns=<CLOCK_MONOTONIC ns>` |
 //! | `smaps` | `BACKING <kind> kernel_page_kb=N` read from /proc/self/smaps |
 //! | `info` | `INFO ...` |
 //! | `ping` | `PONG` |
@@ -178,6 +179,25 @@ fn run(p: &Process, line: &str) -> Option<String> {
                 let left = deadline.saturating_duration_since(Instant::now());
                 match p.next_event(left) {
                     Some(e) if want.is_none_or(|w| w == event_kind(&e)) => break describe(&e),
+                    Some(_) => continue,
+                    None => break "TIMEOUT".into(),
+                }
+            }
+        }
+        "event-at" => {
+            // Like `event`, and says when it arrived on CLOCK_MONOTONIC (comparable across
+            // processes), for the attach benchmark.
+            let timeout = Duration::from_millis(num(0).unwrap_or(1000) as u64);
+            let want = args.get(1).copied();
+            let deadline = Instant::now() + timeout;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match p.next_event(left) {
+                    Some(e) if want.is_none_or(|w| w == event_kind(&e)) => {
+                        let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+                        let ns = t.tv_sec as u128 * 1_000_000_000 + t.tv_nsec as u128;
+                        break format!("{} at_ns={ns}", describe(&e));
+                    }
                     Some(_) => continue,
                     None => break "TIMEOUT".into(),
                 }
