@@ -1,0 +1,106 @@
+/* DPDK's side of `cargo xtask bench hash`: rte_hash driven with precomputed hashes (the
+ * *_with_hash calls), in the shape of DPDK's hash_perf_autotest. Our own code calling DPDK's
+ * public API; every symbol starts with `hash_`. */
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <rte_cycles.h>
+#include <rte_eal.h>
+#include <rte_errno.h>
+#include <rte_hash.h>
+#include <rte_hash_crc.h>
+
+static char hash_runtime_dir[PATH_MAX];
+
+/* Initialise the EAL once: no hugepages (heap memory, like our LocalZones), no PCI, nothing
+ * shared on disk. 0 on success. */
+int hash_dpdk_eal_init(void)
+{
+	char *argv[] = {"hash-bench", "-l", "0", "--no-huge", "-m", "1536", "--no-pci",
+			"--no-shconf", "--file-prefix=hugeshare-hash-bench", "--no-telemetry",
+			"--log-level=lib.eal:error", NULL};
+	int argc = (int)(sizeof(argv) / sizeof(argv[0])) - 1;
+	if (rte_eal_init(argc, argv) < 0)
+		return -1;
+	snprintf(hash_runtime_dir, sizeof(hash_runtime_dir), "%s", rte_eal_get_runtime_dir());
+	return 0;
+}
+
+/* Undo hash_dpdk_eal_init and remove the (empty) runtime directory. */
+void hash_dpdk_eal_cleanup(void)
+{
+	rte_eal_cleanup();
+	rmdir(hash_runtime_dir);
+}
+
+/* Create a table of `entries` keys of `key_len` bytes; `lf` selects lock-free readers
+ * (RTE_HASH_EXTRA_FLAGS_RW_CONCURRENCY_LF). NULL on failure. */
+void *hash_dpdk_create(const char *name, uint32_t entries, uint32_t key_len, int lf)
+{
+	struct rte_hash_parameters p;
+	memset(&p, 0, sizeof(p));
+	p.name = name;
+	p.entries = entries;
+	p.key_len = key_len;
+	p.hash_func = rte_hash_crc;
+	p.hash_func_init_val = 0;
+	p.socket_id = 0;
+	p.extra_flag = lf ? RTE_HASH_EXTRA_FLAGS_RW_CONCURRENCY_LF : 0;
+	return rte_hash_create(&p);
+}
+
+void hash_dpdk_free(void *h)
+{
+	rte_hash_free((struct rte_hash *)h);
+}
+
+void hash_dpdk_reset(void *h)
+{
+	rte_hash_reset((struct rte_hash *)h);
+}
+
+/* One round on an empty table: add the `n` keys (`keys`, `key_len` bytes each, hashes `sigs`),
+ * look up the `nl` keys of `lk_keys` one by one, then in bursts of 16 (`lk_ptrs` points to
+ * them), then delete the `n` keys. `out` gets TSC cycles per add, lookup, bulk-looked-up key and
+ * delete; `fails` the number of adds, lookups and deletes that did not succeed. */
+void hash_dpdk_round(void *hv, uint32_t key_len, const uint8_t *keys, const uint32_t *sigs,
+		     uint32_t n, const uint8_t *lk_keys, const void **lk_ptrs,
+		     const uint32_t *lk_sigs, uint32_t nl, double out[4], uint64_t *fails)
+{
+	struct rte_hash *h = hv;
+	uint64_t bad = 0, t0, t1;
+	int32_t positions[16];
+
+	t0 = rte_rdtsc_precise();
+	for (uint32_t i = 0; i < n; i++)
+		bad += rte_hash_add_key_with_hash(h, keys + (size_t)i * key_len, sigs[i]) < 0;
+	t1 = rte_rdtsc_precise();
+	out[0] = (double)(t1 - t0) / n;
+
+	t0 = rte_rdtsc_precise();
+	for (uint32_t i = 0; i < nl; i++)
+		bad += rte_hash_lookup_with_hash(h, lk_keys + (size_t)i * key_len, lk_sigs[i]) < 0;
+	t1 = rte_rdtsc_precise();
+	out[1] = (double)(t1 - t0) / nl;
+
+	uint32_t nb = nl / 16 * 16;
+	t0 = rte_rdtsc_precise();
+	for (uint32_t i = 0; i < nb; i += 16) {
+		rte_hash_lookup_with_hash_bulk(h, lk_ptrs + i, (hash_sig_t *)(lk_sigs + i), 16,
+					       positions);
+		for (int j = 0; j < 16; j++)
+			bad += positions[j] < 0;
+	}
+	t1 = rte_rdtsc_precise();
+	out[2] = (double)(t1 - t0) / nb;
+
+	t0 = rte_rdtsc_precise();
+	for (uint32_t i = 0; i < n; i++)
+		bad += rte_hash_del_key_with_hash(h, keys + (size_t)i * key_len, sigs[i]) < 0;
+	t1 = rte_rdtsc_precise();
+	out[3] = (double)(t1 - t0) / n;
+	*fails = bad;
+}
