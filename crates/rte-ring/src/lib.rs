@@ -1,0 +1,101 @@
+//! Lock-free rings of fixed-size elements in shared memory, found by name, as DPDK's `rte_ring`,
+//! and safe against a member killed in the middle of an operation.
+//!
+//! A [`Ring<T>`] lives in one zone (`RG_<name>`) reserved through [`shmconfig::Zones`]; any
+//! member of the group, or a guest, maps it at an address of its own: the ring holds positions
+//! and counts, never pointers. The header records a magic, a layout version and fingerprint, and
+//! the element's size, alignment and [`RingElement::TYPE_ID`]; [`Ring::lookup`] checks them all
+//! and names the mismatch.
+//!
+//! # The protocol
+//!
+//! Each side (producers, consumers) has a *head* (where the next reservation starts) and a
+//! *tail* (everything before it is published to the other side), both 32-bit free-running
+//! positions masked only to index a slot, as in DPDK. The head is a 64-bit word:
+//!
+//! ```text
+//! head = pos (32 bits) | member (16 bits) | n (16 bits)     -- n, member: the LAST reservation
+//! ```
+//!
+//! An operation computes its room from a copy of the other side's tail cached on its own side's
+//! cache line (the other side's line is read only when the copy says "full" or "empty"), then
+//! reserves `[pos, pos + n)` by moving the head: a plain store in single mode ([`SyncMode::St`],
+//! no read-modify-write at all), a CAS in the multi modes. It copies the elements, then
+//! publishes by storing the tail with release ordering; in [`SyncMode::Mt`] it first waits until
+//! the tail reaches its own start, so reservations publish in order. [`SyncMode::Hts`] waits
+//! *before* reserving until no operation of its side is in flight (head == tail), so one
+//! operation at a time is in flight and none waits after reserving. [`SyncMode::Rts`] is, in
+//! this crate, `Mt` with the head–tail distance bounded by `capacity / 8` (DPDK's `htd_max`);
+//! it does not reproduce DPDK's relaxed tail counter, whose in-flight work cannot be attributed
+//! to a member. Every waiter spins, and yields the CPU every few thousand spins.
+//!
+//! A reservation moves at most [`MAX_OP`] (65,535) elements, the width of `n`: longer bursts
+//! are split into several reservations, longer bulks move nothing.
+//!
+//! # Dead members
+//!
+//! With DPDK's algorithm, a producer killed after moving the head and before publishing stalls
+//! every later producer forever (they wait for the tail to reach their start). Here:
+//!
+//! 1. **Every reservation is attributable.** The head word names the last reservation (member
+//!    and length). Before its CAS, a multi-mode member writes the reservation the head word
+//!    currently names (its predecessor) into a *record* array indexed by start position
+//!    (`start | member | n`, one u64 per slot per side). All contenders write the same value, so
+//!    whichever wins the CAS, the predecessor's record was written before the head moved past
+//!    it: for any position between tail and head, either the head word or a record names the
+//!    reservation starting there. A record is trusted only if its position matches exactly.
+//! 2. **Dead reservations are abandoned at the tail.** A waiter that has spun a while, and
+//!    [`Ring::recover`] at any time, look at the reservation starting at the tail; if its member
+//!    is not alive (per the [`shmconfig::Liveness`] handle the ring keeps), and the tail still
+//!    equals that start (the owner is dead, so it never will publish), they move the tail over
+//!    it with a CAS. Several helpers may race; the CAS picks one. Reservations are resolved one
+//!    after the other, so a chain of dead members unwinds.
+//! 3. **Abandoned producer ranges are never delivered.** Before moving the producer tail over a
+//!    dead range, the helper enters it in a small table of abandoned ranges and bumps a counter
+//!    on the producer tail's cache line. Consumers read that counter only when they re-read the
+//!    producer tail (their cached copy is only ever refreshed while the counter is zero), so
+//!    the fast path costs nothing; when it is non-zero they claim spans that step over the
+//!    abandoned ranges, copy out only published elements, and retire the ranges they passed.
+//!    Abandoned elements are counted ([`Ring::abandoned`], [`RingInfo`]).
+//! 4. **Dead consumers' reservations** are abandoned the same way on the consumer side: those
+//!    elements were handed to the dead member, so they are lost with it; they are counted, and
+//!    the slots become free again.
+//!
+//! Residual limits, stated plainly: a contender whose CAS *fails* may write its (correct but by
+//! then old) predecessor record late; if it was stalled for a whole lap of the ring in between,
+//! that late write can hide the record of a newer reservation, and if that reservation's owner
+//! and its successor both die, the tail waits (it is never moved wrongly: records must match the
+//! position exactly) until a live waiter rewrites the record. If more than 16 dead ranges are
+//! waiting for consumers to pass them, further abandonment waits for room. A dead consumer's
+//! span that stepped over abandoned producer ranges is counted in full.
+//!
+//! # Single-member modes
+//!
+//! [`RingFlags::SP_ENQ`], [`RingFlags::SC_DEQ`] and the `sp_`/`sc_` calls are a promise, made by
+//! the members to each other as in DPDK, that one producer (consumer) runs at a time. The ring
+//! cannot check it across processes; breaking it can deliver elements twice or mixed up.
+//!
+//! # Checking the protocol
+//!
+//! * Model tests run the same code over loom's atomics (module `sync` switches them):
+//!   `LOOM_MAX_PREEMPTIONS=2 RUSTFLAGS="--cfg hugeshare_loom" cargo test -p rte-ring --release --test loom`.
+//! * Threaded tests shrink under Miri: `cargo +nightly miri test -p rte-ring --test threads`.
+//! * `tests/processes.rs` runs producers and consumers as real processes over a file in
+//!   `/dev/shm`, and kills producers with SIGKILL at random points.
+#![deny(unsafe_code)]
+
+mod element;
+mod error;
+mod layout;
+#[allow(unsafe_code)]
+mod raw;
+mod ring;
+mod sync;
+
+pub use element::{type_id_of, RingElement};
+pub use error::RingError;
+pub use layout::RING_NAME_MAX;
+pub use ring::{
+    Behavior, Outcome, RecoveryReport, Ring, RingFlags, RingInfo, SyncMode, MAX_OP,
+    RING_COUNT_MAX,
+};

@@ -1,0 +1,315 @@
+//! The unsafe code of `rte-ring`, kept in one place: the view of a zone as a ring (header,
+//! records, slots) and the copies in and out of reserved slots.
+
+use std::ptr::NonNull;
+
+use shmconfig::Zone;
+
+use crate::layout::{Meta, Shared, SHARED_OFFSET, SLOTS_OFFSET};
+use crate::sync::{AtomicU64, Ordering};
+
+/// A slot as the ring stores it: the element itself, or loom's checked cell in the model build.
+#[cfg(not(hugeshare_loom))]
+pub(crate) type Slot<T> = T;
+/// A slot as the ring stores it: the element itself, or loom's checked cell in the model build.
+#[cfg(hugeshare_loom)]
+pub(crate) type Slot<T> = loom::cell::UnsafeCell<T>;
+
+/// Memory owned by a model ring (loom build): header by value, records and slots on the heap.
+#[cfg(hugeshare_loom)]
+struct Model<T> {
+    shared: Box<Shared>,
+    records: Box<[AtomicU64]>,
+    slots: Box<[Slot<T>]>,
+}
+
+/// A ring's memory as mapped in this process: pointers derived from its zone, which the value
+/// keeps alive.
+pub(crate) struct Mem<T> {
+    shared: NonNull<Shared>,
+    records: NonNull<AtomicU64>,
+    slots: NonNull<Slot<T>>,
+    size: u32,
+    zone: Option<Zone>,
+    #[cfg(hugeshare_loom)]
+    _model: Option<std::sync::Arc<Model<T>>>,
+}
+
+impl<T> Clone for Mem<T> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared,
+            records: self.records,
+            slots: self.slots,
+            size: self.size,
+            zone: self.zone.clone(),
+            #[cfg(hugeshare_loom)]
+            _model: self._model.clone(),
+        }
+    }
+}
+
+// SAFETY: `Mem` is pointers into memory kept alive by `zone` (Send + Sync) or by the model `Arc`;
+// the header is made of atomics and slots are only touched inside reservations the protocol
+// grants to one thread at a time, so handing the pointers to another thread is sound for
+// `T: Send` elements.
+unsafe impl<T: Send> Send for Mem<T> {}
+// SAFETY: as for `Send`: shared access goes through atomics and exclusive reservations only.
+unsafe impl<T: Send> Sync for Mem<T> {}
+
+/// The zone's header, read by value, if the zone is long enough to hold one and its creator has
+/// published it (the magic is stored last, with release ordering).
+pub(crate) fn read_meta(zone: &Zone) -> Option<Meta> {
+    if zone.len() < SLOTS_OFFSET || zone.as_ptr() as usize % 128 != 0 {
+        return None;
+    }
+    // SAFETY: the zone is at least SLOTS_OFFSET bytes and 128-aligned, so its first 8 bytes are
+    // an aligned, mapped u64; all members access them atomically only.
+    let magic = unsafe { std::sync::atomic::AtomicU64::from_ptr(zone.as_ptr().cast::<u64>()) };
+    if magic.load(Ordering::Acquire) == 0 {
+        return None;
+    }
+    // SAFETY: `Meta` is 128 plain bytes at the aligned start of the zone; after the acquire load
+    // of a non-zero magic its creator no longer writes them (it wrote them before the magic), and
+    // any bit pattern is a valid `Meta`.
+    Some(unsafe { zone.as_ptr().cast::<Meta>().read_volatile() })
+}
+
+/// Write `meta` into a zone this caller has just reserved, publishing the magic last.
+pub(crate) fn write_meta(zone: &Zone, meta: &Meta) {
+    assert!(zone.len() >= SLOTS_OFFSET && zone.as_ptr() as usize % 128 == 0);
+    let base = zone.as_ptr().cast::<Meta>();
+    let mut unpublished = *meta;
+    let magic = unpublished.magic;
+    unpublished.magic = 0;
+    // SAFETY: the zone was reserved by the caller a moment ago (zeroed, at least SLOTS_OFFSET
+    // bytes, 128-aligned); other members read it only after seeing the magic, which is still 0.
+    unsafe { base.write_volatile(unpublished) };
+    // SAFETY: the first 8 bytes are an aligned u64 accessed atomically by every member.
+    let m = unsafe { std::sync::atomic::AtomicU64::from_ptr(zone.as_ptr().cast::<u64>()) };
+    m.store(magic, Ordering::Release);
+}
+
+impl<T: Copy> Mem<T> {
+    /// View `zone` as a ring of `size` slots of `T`, records at `records_offset`.
+    ///
+    /// The caller has checked the header: `zone.len()` covers the slots and both record arrays,
+    /// `size` is a power of two, and `T`'s size and alignment are those recorded.
+    pub(crate) fn from_zone(zone: Zone, size: u32, records_offset: usize) -> Self {
+        #[cfg(hugeshare_loom)]
+        panic!("zone-backed rings do not exist in the loom build: use the model ring");
+        let need = records_offset + 2 * size as usize * 8;
+        assert!(size.is_power_of_two() && zone.len() >= need);
+        assert!(records_offset >= SLOTS_OFFSET + size as usize * core::mem::size_of::<T>());
+        assert!(zone.as_ptr() as usize % 128 == 0 && core::mem::align_of::<T>() <= 128);
+        assert!(records_offset % 8 == 0);
+        let base = zone.as_ptr();
+        // SAFETY: the offsets were checked against `zone.len()` just above, so each pointer stays
+        // inside the zone; the base is non-null because it comes from a `Zone`.
+        let (shared, slots, records) = unsafe {
+            (
+                NonNull::new_unchecked(base.add(SHARED_OFFSET).cast::<Shared>()),
+                NonNull::new_unchecked(base.add(SLOTS_OFFSET).cast::<Slot<T>>()),
+                NonNull::new_unchecked(base.add(records_offset).cast::<AtomicU64>()),
+            )
+        };
+        Self {
+            shared,
+            records,
+            slots,
+            size,
+            zone: Some(zone),
+            #[cfg(hugeshare_loom)]
+            _model: None,
+        }
+    }
+
+    /// A ring in memory of its own (the loom build).
+    #[cfg(hugeshare_loom)]
+    pub(crate) fn model(size: u32) -> Self
+    where
+        T: zerocopy::FromZeros,
+    {
+        let model = std::sync::Arc::new(Model {
+            shared: Box::new(Shared::new()),
+            records: (0..2 * size).map(|_| AtomicU64::new(0)).collect(),
+            slots: (0..size)
+                .map(|_| loom::cell::UnsafeCell::new(T::new_zeroed()))
+                .collect(),
+        });
+        Self {
+            shared: NonNull::from(&*model.shared),
+            records: NonNull::from(&model.records[0]),
+            slots: NonNull::from(&model.slots[0]),
+            size,
+            zone: None,
+            _model: Some(model),
+        }
+    }
+
+    /// The zone, if the ring lives in one.
+    pub(crate) fn zone(&self) -> Option<&Zone> {
+        self.zone.as_ref()
+    }
+
+    /// The shared header.
+    #[inline(always)]
+    pub(crate) fn shared(&self) -> &Shared {
+        // SAFETY: `shared` points at a `Shared` inside memory kept alive by `self`; it is made of
+        // atomics only (valid when zeroed), so a shared reference to it is sound.
+        unsafe { self.shared.as_ref() }
+    }
+
+    /// The reservation record for position `pos` of the producer (`side` 0) or consumer (1) side.
+    #[inline(always)]
+    pub(crate) fn record(&self, side: usize, pos: u32) -> &AtomicU64 {
+        let i = side * self.size as usize + (pos & (self.size - 1)) as usize;
+        // SAFETY: `i < 2 * size`, and the records array holds 2 × size atomics inside the memory
+        // kept alive by `self`.
+        unsafe { &*self.records.as_ptr().add(i) }
+    }
+
+    /// Move `side`'s head from `old` to `new` with a CAS (the multi-member modes). On success the
+    /// caller owns the slots between the two positions until it publishes them.
+    ///
+    /// The protocol (crate docs) computes `new` so that the range is free space (producers) or
+    /// published entries (consumers); that is what makes the returned [`Claim`] exclusive.
+    #[inline(always)]
+    pub(crate) fn claim_cas(&self, head: &AtomicU64, old: u64, new: u64) -> Result<Claim, u64> {
+        head.compare_exchange_weak(old, new, Ordering::AcqRel, Ordering::Acquire)
+            .map(|_| Claim::between(old, new))
+    }
+
+    /// Move `side`'s head from `old` to `new` with a plain store (single-member modes, where the
+    /// caller is the only one moving this head).
+    #[inline(always)]
+    pub(crate) fn claim_store(&self, head: &AtomicU64, old: u64, new: u64) -> Claim {
+        head.store(new, Ordering::Relaxed);
+        Claim::between(old, new)
+    }
+
+    /// Copy `src` into the claimed slots (the whole claim).
+    #[inline(always)]
+    pub(crate) fn write(&self, c: &Claim, src: &[T]) {
+        assert!(src.len() == c.n as usize && c.n <= self.size);
+        let n = src.len();
+        let idx = (c.pos & (self.size - 1)) as usize;
+        let first = n.min(self.size as usize - idx);
+        // SAFETY: both runs lie inside the slot array (idx + first <= size, n - first <= size),
+        // and the claim gives this thread the slots [pos, pos + n) until it publishes them.
+        unsafe {
+            copy_in(self.slots.as_ptr().add(idx), src.as_ptr(), first);
+            copy_in(self.slots.as_ptr(), src.as_ptr().add(first), n - first);
+        }
+    }
+
+    /// Copy `dst.len()` elements out of the claimed slots, starting `rel` positions into the
+    /// claim.
+    #[inline(always)]
+    pub(crate) fn read(&self, c: &Claim, rel: u32, dst: &mut [T]) {
+        assert!(rel as usize + dst.len() <= c.n as usize && c.n <= self.size);
+        let n = dst.len();
+        let idx = (c.pos.wrapping_add(rel) & (self.size - 1)) as usize;
+        let first = n.min(self.size as usize - idx);
+        // SAFETY: as in `write`: both runs are inside the slot array, inside the caller's claim
+        // on the consumer side, and the producers published them (the consumer saw their tail
+        // past them with acquire ordering before it claimed them).
+        unsafe {
+            copy_out(dst.as_mut_ptr(), self.slots.as_ptr().add(idx), first);
+            copy_out(dst.as_mut_ptr().add(first), self.slots.as_ptr(), n - first);
+        }
+    }
+}
+
+/// Exclusive use of the slots `[pos, pos + n)`, obtained by moving a head over them.
+#[derive(Debug)]
+pub(crate) struct Claim {
+    pub(crate) pos: u32,
+    pub(crate) n: u32,
+}
+
+impl Claim {
+    fn between(old: u64, new: u64) -> Self {
+        let pos = old as u32;
+        Claim {
+            pos,
+            n: (new as u32).wrapping_sub(pos),
+        }
+    }
+}
+
+/// Copy `n` elements into slots.
+///
+/// # Safety
+/// `dst..dst+n` are slots the caller owns exclusively; `src..src+n` is readable.
+#[cfg(not(hugeshare_loom))]
+#[inline(always)]
+unsafe fn copy_in<T: Copy>(dst: *mut Slot<T>, src: *const T, n: usize) {
+    // SAFETY: forwarded from the caller; slots and elements have the same type here.
+    unsafe { copy_elems(dst, src, n) }
+}
+
+/// Copy `n` elements out of slots.
+///
+/// # Safety
+/// `src..src+n` are published slots the caller owns exclusively; `dst..dst+n` is writable.
+#[cfg(not(hugeshare_loom))]
+#[inline(always)]
+unsafe fn copy_out<T: Copy>(dst: *mut T, src: *const Slot<T>, n: usize) {
+    // SAFETY: forwarded from the caller.
+    unsafe { copy_elems(dst, src, n) }
+}
+
+/// The element copy: whole elements, four at a time, so the compiler emits straight-line moves
+/// (vector moves where it can) rather than a call to `memcpy` for these short runs.
+///
+/// # Safety
+/// `src..src+n` readable, `dst..dst+n` writable, both aligned for `T`, not overlapping.
+#[cfg(not(hugeshare_loom))]
+#[inline(always)]
+unsafe fn copy_elems<T: Copy>(dst: *mut T, src: *const T, n: usize) {
+    let mut i = 0;
+    // SAFETY: every index used is below `n`, inside both ranges by the caller's contract.
+    unsafe {
+        while i + 4 <= n {
+            let a = src.add(i).read();
+            let b = src.add(i + 1).read();
+            let c = src.add(i + 2).read();
+            let d = src.add(i + 3).read();
+            dst.add(i).write(a);
+            dst.add(i + 1).write(b);
+            dst.add(i + 2).write(c);
+            dst.add(i + 3).write(d);
+            i += 4;
+        }
+        while i < n {
+            dst.add(i).write(src.add(i).read());
+            i += 1;
+        }
+    }
+}
+
+/// Copy `n` elements into loom-checked slots.
+///
+/// # Safety
+/// As for the non-loom version.
+#[cfg(hugeshare_loom)]
+unsafe fn copy_in<T: Copy>(dst: *mut Slot<T>, src: *const T, n: usize) {
+    for i in 0..n {
+        // SAFETY: forwarded from the caller; loom checks that no other thread touches the slot
+        // at the same time.
+        unsafe { (*dst.add(i)).with_mut(|p| p.write(src.add(i).read())) }
+    }
+}
+
+/// Copy `n` elements out of loom-checked slots.
+///
+/// # Safety
+/// As for the non-loom version.
+#[cfg(hugeshare_loom)]
+unsafe fn copy_out<T: Copy>(dst: *mut T, src: *const Slot<T>, n: usize) {
+    for i in 0..n {
+        // SAFETY: forwarded from the caller; loom checks the access.
+        unsafe { dst.add(i).write((*src.add(i)).with(|p| p.read())) }
+    }
+}

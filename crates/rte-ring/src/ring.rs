@@ -1,0 +1,1240 @@
+//! [`Ring`]: the handle, creation and lookup, and the enqueue/dequeue protocol.
+
+use std::fmt;
+use std::sync::Arc;
+
+use shmconfig::{Liveness, MemberId, MemberState, Zone, ZoneError, ZoneKind, ZoneRequest, Zones};
+
+use crate::element::RingElement;
+use crate::error::RingError;
+use crate::layout::{
+    fingerprint, pack, unpack, zone_len, Meta, Shared, Side, MAGIC, NHOLES, RING_NAME_MAX,
+    SLOTS_OFFSET, VERSION,
+};
+use crate::raw::{self, Claim, Mem};
+use crate::sync::{self, Ordering::*, SPINS_PER_CHECK};
+
+bitflags::bitflags! {
+    /// Creation flags, with DPDK's values and meanings (`RING_F_*`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub struct RingFlags: u32 {
+        /// The default enqueue is single-producer: the members promise that at most one
+        /// producer runs at a time (no atomic read-modify-write on the fast path).
+        const SP_ENQ = 0x1;
+        /// The default dequeue is single-consumer (see [`RingFlags::SP_ENQ`]).
+        const SC_DEQ = 0x2;
+        /// The ring holds exactly `count` elements (its slot array is the next power of two
+        /// above `count`), instead of `count - 1` with `count` a power of two.
+        const EXACT_SZ = 0x4;
+        /// Producers use the bounded head/tail distance mode ([`SyncMode::Rts`]).
+        const MP_RTS_ENQ = 0x8;
+        /// Consumers use the bounded head/tail distance mode ([`SyncMode::Rts`]).
+        const MC_RTS_DEQ = 0x10;
+        /// Producers are serialised, one operation in flight at a time ([`SyncMode::Hts`]).
+        const MP_HTS_ENQ = 0x20;
+        /// Consumers are serialised, one operation in flight at a time ([`SyncMode::Hts`]).
+        const MC_HTS_DEQ = 0x40;
+    }
+}
+
+/// How the members of one side (producers or consumers) synchronise with each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SyncMode {
+    /// Many members at once: reserve by CAS on the head, publish in reservation order.
+    Mt,
+    /// One member at a time, promised by the members: plain stores, no read-modify-write.
+    St,
+    /// Head/tail sync: a member waits until no operation of its side is in flight, then
+    /// reserves; one operation in flight at a time.
+    Hts,
+    /// Relaxed tail sync, as this crate implements it: [`SyncMode::Mt`] with the distance
+    /// between head and tail bounded by `htd_max` (capacity / 8), so a preempted member holds up
+    /// at most that many elements; waiters yield the CPU after spinning.
+    Rts,
+}
+
+/// Whether an operation moves all the elements asked for or as many as possible.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Behavior {
+    /// All or nothing (DPDK's "bulk").
+    Fixed,
+    /// As many as fit, or as many as there are (DPDK's "burst").
+    Variable,
+}
+
+/// What an operation did: how many elements it moved, and how many remain free (after an
+/// enqueue) or available (after a dequeue), as seen by the operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// Elements moved.
+    pub n: usize,
+    /// Free slots left after an enqueue, or entries left after a dequeue.
+    pub left: u32,
+}
+
+/// The most elements one reservation moves (the head word holds the length in 16 bits). A burst
+/// above it is done as several reservations; a bulk above it moves nothing.
+pub const MAX_OP: usize = u16::MAX as usize;
+
+/// Largest `count` accepted (DPDK's `RTE_RING_SZ_MASK`).
+pub const RING_COUNT_MAX: u32 = 0x7fff_ffff;
+
+/// What [`Ring::recover`] did and found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RecoveryReport {
+    /// Elements of dead producers abandoned by this call.
+    pub producer_abandoned: u64,
+    /// Elements of dead consumers abandoned by this call.
+    pub consumer_abandoned: u64,
+    /// A live member (this one) still has a producer operation in flight at the tail.
+    pub producer_busy: Option<MemberId>,
+    /// A live member still has a consumer operation in flight at the tail.
+    pub consumer_busy: Option<MemberId>,
+    /// Something could not be decided yet (a reservation record not yet visible, or the table of
+    /// abandoned ranges full until consumers pass them); calling again later finishes it.
+    pub pending: bool,
+}
+
+/// A snapshot of a ring for diagnostics (what `proc_info` dumps). Counters are read one by one,
+/// so a busy ring may show a mix of moments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RingInfo {
+    /// The ring's name.
+    pub name: String,
+    /// The zone it lives in.
+    pub zone: String,
+    /// Creation flags.
+    pub flags: RingFlags,
+    /// Slots (a power of two).
+    pub size: u32,
+    /// Most elements it holds.
+    pub capacity: u32,
+    /// Elements in it now (abandoned ranges not yet passed by consumers included).
+    pub count: u32,
+    /// Free slots now.
+    pub free: u32,
+    /// Element size in bytes.
+    pub elem_size: u32,
+    /// Element type identifier.
+    pub type_id: u64,
+    /// Producer head position, and the member and length of the last producer reservation.
+    pub prod_head: (u32, MemberId, u16),
+    /// Producer tail position.
+    pub prod_tail: u32,
+    /// Consumer head position, and the member and length of the last consumer reservation.
+    pub cons_head: (u32, MemberId, u16),
+    /// Consumer tail position.
+    pub cons_tail: u32,
+    /// Elements abandoned because their producer died before publishing them.
+    pub abandoned_enq: u64,
+    /// Elements abandoned because their consumer died before finishing.
+    pub abandoned_deq: u64,
+    /// Abandoned ranges consumers have not yet stepped over.
+    pub holes_pending: u32,
+    /// Default producer and consumer modes.
+    pub sync: (SyncMode, SyncMode),
+}
+
+impl fmt::Display for RingInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "ring <{}>@zone {}", self.name, self.zone)?;
+        writeln!(f, "  flags={:#x} ({:?})", self.flags.bits(), self.flags)?;
+        writeln!(f, "  size={}", self.size)?;
+        writeln!(f, "  capacity={}", self.capacity)?;
+        writeln!(f, "  elem_size={} type_id={:#018x}", self.elem_size, self.type_id)?;
+        writeln!(f, "  sync prod={:?} cons={:?}", self.sync.0, self.sync.1)?;
+        writeln!(
+            f,
+            "  ct={} ch={} (last {} n={})",
+            self.cons_tail, self.cons_head.0, self.cons_head.1, self.cons_head.2
+        )?;
+        writeln!(
+            f,
+            "  pt={} ph={} (last {} n={})",
+            self.prod_tail, self.prod_head.0, self.prod_head.1, self.prod_head.2
+        )?;
+        writeln!(f, "  used={}", self.count)?;
+        writeln!(f, "  avail={}", self.free)?;
+        write!(
+            f,
+            "  abandoned enq={} deq={} holes_pending={}",
+            self.abandoned_enq, self.abandoned_deq, self.holes_pending
+        )
+    }
+}
+
+/// A lock-free FIFO of `T` in shared memory, found by name: a handle, cheap to clone, that keeps
+/// the ring's zone mapped and a [`Liveness`] handle to tell slow peers from dead ones.
+///
+/// ```
+/// use rte_ring::{Ring, RingFlags};
+/// use shmconfig::LocalZones;
+/// let zones = LocalZones::new();
+/// let r = Ring::<u64>::create(&zones, "rx 0", 1024, RingFlags::empty()).unwrap();
+/// assert_eq!(r.capacity(), 1023);
+/// assert_eq!(r.enqueue_bulk(&[1, 2, 3]), 3);
+/// let other = Ring::<u64>::lookup(&zones, "rx 0").unwrap();
+/// let mut out = [0u64; 8];
+/// assert_eq!(other.dequeue_burst(&mut out), 3);
+/// assert_eq!(&out[..3], &[1, 2, 3]);
+/// ```
+pub struct Ring<T> {
+    mem: Mem<T>,
+    name: Arc<str>,
+    mask: u32,
+    capacity: u32,
+    flags: RingFlags,
+    prod_sync: SyncMode,
+    cons_sync: SyncMode,
+    htd_max: u32,
+    type_id: u64,
+    me: u16,
+    liveness: Arc<dyn Liveness>,
+}
+
+impl<T> Clone for Ring<T> {
+    fn clone(&self) -> Self {
+        Self {
+            mem: self.mem.clone(),
+            name: self.name.clone(),
+            mask: self.mask,
+            capacity: self.capacity,
+            flags: self.flags,
+            prod_sync: self.prod_sync,
+            cons_sync: self.cons_sync,
+            htd_max: self.htd_max,
+            type_id: self.type_id,
+            me: self.me,
+            liveness: self.liveness.clone(),
+        }
+    }
+}
+
+impl<T> fmt::Debug for Ring<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ring")
+            .field("name", &self.name)
+            .field("size", &(self.mask + 1))
+            .field("capacity", &self.capacity)
+            .field("flags", &self.flags)
+            .field("member", &self.me)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The room reported when consumers must step over abandoned ranges (never a real count).
+const HOLES: u32 = u32::MAX;
+
+/// Which side of the ring an internal routine works on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Which {
+    Prod = 0,
+    Cons = 1,
+}
+
+fn check_name(name: &str) -> Result<(), RingError> {
+    let why = if name.is_empty() {
+        "it is empty".to_string()
+    } else if name.len() > RING_NAME_MAX {
+        format!("it is {} bytes long; at most {RING_NAME_MAX} are allowed", name.len())
+    } else if name.contains('\0') {
+        "it contains a NUL byte".to_string()
+    } else {
+        return Ok(());
+    };
+    Err(RingError::BadName {
+        name: name.into(),
+        why,
+    })
+}
+
+fn side_modes(name: &str, flags: RingFlags) -> Result<(SyncMode, SyncMode), RingError> {
+    let bad = |why| RingError::BadFlags {
+        name: name.into(),
+        flags: flags.bits(),
+        why,
+    };
+    if RingFlags::from_bits(flags.bits()).is_none() {
+        return Err(bad("unknown bits (known: 0x1 to 0x40)"));
+    }
+    let p = [RingFlags::SP_ENQ, RingFlags::MP_RTS_ENQ, RingFlags::MP_HTS_ENQ];
+    let c = [RingFlags::SC_DEQ, RingFlags::MC_RTS_DEQ, RingFlags::MC_HTS_DEQ];
+    if p.iter().filter(|f| flags.contains(**f)).count() > 1 {
+        return Err(bad("more than one producer mode (SP_ENQ, MP_RTS_ENQ, MP_HTS_ENQ)"));
+    }
+    if c.iter().filter(|f| flags.contains(**f)).count() > 1 {
+        return Err(bad("more than one consumer mode (SC_DEQ, MC_RTS_DEQ, MC_HTS_DEQ)"));
+    }
+    let mode = |st, rts, hts| {
+        if flags.contains(st) {
+            SyncMode::St
+        } else if flags.contains(rts) {
+            SyncMode::Rts
+        } else if flags.contains(hts) {
+            SyncMode::Hts
+        } else {
+            SyncMode::Mt
+        }
+    };
+    Ok((
+        mode(RingFlags::SP_ENQ, RingFlags::MP_RTS_ENQ, RingFlags::MP_HTS_ENQ),
+        mode(RingFlags::SC_DEQ, RingFlags::MC_RTS_DEQ, RingFlags::MC_HTS_DEQ),
+    ))
+}
+
+/// `(size, capacity)` for a requested count.
+fn sizes(name: &str, count: u32, flags: RingFlags) -> Result<(u32, u32), RingError> {
+    let bad = |why| RingError::BadCount {
+        name: name.into(),
+        count,
+        why,
+    };
+    if count > RING_COUNT_MAX {
+        return Err(bad("it is above RING_COUNT_MAX (0x7fffffff)"));
+    }
+    if flags.contains(RingFlags::EXACT_SZ) {
+        if count == 0 {
+            return Err(bad("an exact-size ring holds at least 1 element"));
+        }
+        Ok(((count + 1).next_power_of_two(), count))
+    } else {
+        if !count.is_power_of_two() || count < 2 {
+            return Err(bad(
+                "it must be a power of two of at least 2 (or pass RingFlags::EXACT_SZ)",
+            ));
+        }
+        Ok((count, count - 1))
+    }
+}
+
+fn check_element<T: RingElement>(name: &str) -> Result<(), RingError> {
+    let (size, align) = (core::mem::size_of::<T>(), core::mem::align_of::<T>());
+    let why = if size == 0 {
+        "zero-sized elements carry nothing"
+    } else if size % 4 != 0 {
+        "the size must be a multiple of 4 bytes (as DPDK's rings require)"
+    } else if size > 1 << 16 {
+        "elements above 64 KiB are not supported"
+    } else if align > 128 {
+        "alignment above 128 is not supported"
+    } else {
+        return Ok(());
+    };
+    Err(RingError::BadElement {
+        name: name.into(),
+        size,
+        align,
+        why,
+    })
+}
+
+impl<T: RingElement> Ring<T> {
+    /// The zone a ring named `name` lives in (`RG_<name>`, as in DPDK).
+    pub fn zone_name(name: &str) -> String {
+        format!("RG_{name}")
+    }
+
+    /// Create a ring named `name` with room for `count - 1` elements (`count` a power of two),
+    /// or exactly `count` with [`RingFlags::EXACT_SZ`].
+    ///
+    /// Fails if the name is taken ([`RingError::Exists`]), the name, count, flags or element type
+    /// are invalid, or the zone cannot be reserved.
+    pub fn create(
+        zones: &impl Zones,
+        name: &str,
+        count: u32,
+        flags: RingFlags,
+    ) -> Result<Self, RingError> {
+        check_name(name)?;
+        side_modes(name, flags)?;
+        let (size, capacity) = sizes(name, count, flags)?;
+        check_element::<T>(name)?;
+        let esize = core::mem::size_of::<T>();
+        let (len, records) = zone_len(size, esize);
+        let zname = Self::zone_name(name);
+        let zone = zones
+            .reserve(&ZoneRequest::new(&zname, len, ZoneKind::Ring).align(128))
+            .map_err(|e| match e {
+                ZoneError::Exists(_) => RingError::Exists(name.into()),
+                source => RingError::Zone {
+                    name: name.into(),
+                    source,
+                },
+            })?;
+        let mut name_bytes = [0u8; 64];
+        name_bytes[..name.len()].copy_from_slice(name.as_bytes());
+        let meta = Meta {
+            magic: MAGIC,
+            version: VERSION,
+            header_len: SLOTS_OFFSET as u32,
+            fingerprint: fingerprint(),
+            flags: flags.bits(),
+            size,
+            capacity,
+            elem_size: esize as u32,
+            elem_align: core::mem::align_of::<T>() as u32,
+            htd_max: (capacity / 8).max(1),
+            type_id: T::TYPE_ID,
+            records_offset: records as u32,
+            name_len: name.len() as u32,
+            name: name_bytes,
+        };
+        raw::write_meta(&zone, &meta);
+        Ok(Self::from_parts(zones, Mem::from_zone(zone, size, records), &meta))
+    }
+
+    /// Find the ring named `name`, checking its header: layout version and fingerprint, and the
+    /// element type's size, alignment and [`RingElement::TYPE_ID`].
+    pub fn lookup(zones: &impl Zones, name: &str) -> Result<Self, RingError> {
+        check_name(name)?;
+        let zname = Self::zone_name(name);
+        let zone = zones.lookup(&zname).map_err(|e| match e {
+            ZoneError::NotFound(_) => RingError::NotFound(name.into()),
+            source => RingError::Zone {
+                name: name.into(),
+                source,
+            },
+        })?;
+        let bad = |field: &'static str, found: String, expected: String| RingError::BadHeader {
+            zone: zname.clone(),
+            field,
+            found,
+            expected,
+        };
+        if zone.kind() != ZoneKind::Ring {
+            return Err(bad("zone kind", zone.kind().to_string(), "ring".into()));
+        }
+        if zone.len() < SLOTS_OFFSET || zone.as_ptr() as usize % 128 != 0 {
+            return Err(bad(
+                "zone length/alignment",
+                format!("{} bytes at {:p}", zone.len(), zone.as_ptr()),
+                format!("at least {SLOTS_OFFSET} bytes, 128-aligned"),
+            ));
+        }
+        // The creator writes the header right after reserving the zone: give it a moment.
+        let mut meta = raw::read_meta(&zone);
+        for _ in 0..200 {
+            if meta.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            meta = raw::read_meta(&zone);
+        }
+        let meta = meta.ok_or_else(|| RingError::NotReady(name.into()))?;
+        let hex = |v: u64| format!("{v:#x}");
+        if meta.magic != MAGIC {
+            return Err(bad("magic", hex(meta.magic), hex(MAGIC)));
+        }
+        if meta.version != VERSION {
+            return Err(bad("version", meta.version.to_string(), VERSION.to_string()));
+        }
+        if meta.header_len != SLOTS_OFFSET as u32 || meta.fingerprint != fingerprint() {
+            return Err(bad(
+                "layout fingerprint",
+                format!("{}/{:#x}", meta.header_len, meta.fingerprint),
+                format!("{SLOTS_OFFSET}/{:#x}", fingerprint()),
+            ));
+        }
+        let flags = RingFlags::from_bits(meta.flags)
+            .ok_or_else(|| bad("flags", hex(meta.flags.into()), "bits 0x1..0x40".into()))?;
+        side_modes(name, flags).map_err(|_| bad("flags", hex(meta.flags.into()), "one mode per side".into()))?;
+        let cap_ok = if flags.contains(RingFlags::EXACT_SZ) {
+            meta.capacity < meta.size && meta.capacity > 0
+        } else {
+            meta.capacity == meta.size.wrapping_sub(1)
+        };
+        if !meta.size.is_power_of_two() || meta.size > 1 << 31 || !cap_ok {
+            return Err(bad(
+                "size/capacity",
+                format!("{}/{}", meta.size, meta.capacity),
+                "a power-of-two size and a capacity below it".into(),
+            ));
+        }
+        let stored_name = meta
+            .name
+            .get(..meta.name_len as usize)
+            .and_then(|b| std::str::from_utf8(b).ok());
+        if stored_name != Some(name) {
+            return Err(bad(
+                "name",
+                format!("{stored_name:?}"),
+                format!("{name:?}"),
+            ));
+        }
+        let (want_size, want_align) = (
+            core::mem::size_of::<T>() as u32,
+            core::mem::align_of::<T>() as u32,
+        );
+        if meta.elem_size != want_size || meta.elem_align != want_align || meta.type_id != T::TYPE_ID
+        {
+            return Err(RingError::WrongElement {
+                name: name.into(),
+                found_size: meta.elem_size,
+                found_align: meta.elem_align,
+                found_type: meta.type_id,
+                want_size,
+                want_align,
+                want_type: T::TYPE_ID,
+            });
+        }
+        let (len, records) = zone_len(meta.size, want_size as usize);
+        if meta.records_offset as usize != records || zone.len() < len {
+            return Err(bad(
+                "records offset / zone length",
+                format!("{}/{}", meta.records_offset, zone.len()),
+                format!("{records}/at least {len}"),
+            ));
+        }
+        Ok(Self::from_parts(zones, Mem::from_zone(zone, meta.size, records), &meta))
+    }
+
+    fn from_parts(zones: &impl Zones, mem: Mem<T>, meta: &Meta) -> Self {
+        let flags = RingFlags::from_bits_truncate(meta.flags);
+        let (prod_sync, cons_sync) = side_modes("", flags).unwrap_or((SyncMode::Mt, SyncMode::Mt));
+        let name = std::str::from_utf8(&meta.name[..meta.name_len as usize]).unwrap_or("?");
+        Self {
+            mem,
+            name: name.into(),
+            mask: meta.size - 1,
+            capacity: meta.capacity,
+            flags,
+            prod_sync,
+            cons_sync,
+            htd_max: meta.htd_max.max(1),
+            type_id: meta.type_id,
+            me: zones.member().0,
+            liveness: zones.liveness(),
+        }
+    }
+
+    /// A ring in memory of its own, for the loom model tests (`cfg(hugeshare_loom)` only).
+    #[cfg(hugeshare_loom)]
+    pub fn model(count: u32, flags: RingFlags, member: MemberId, liveness: Arc<dyn Liveness>) -> Self {
+        let (size, capacity) = sizes("model", count, flags).expect("model ring count");
+        let mut name = [0u8; 64];
+        name[..5].copy_from_slice(b"model");
+        let meta = Meta {
+            magic: MAGIC,
+            version: VERSION,
+            header_len: SLOTS_OFFSET as u32,
+            fingerprint: fingerprint(),
+            flags: flags.bits(),
+            size,
+            capacity,
+            elem_size: core::mem::size_of::<T>() as u32,
+            elem_align: core::mem::align_of::<T>() as u32,
+            htd_max: (capacity / 8).max(1),
+            type_id: T::TYPE_ID,
+            records_offset: 0,
+            name_len: 5,
+            name,
+        };
+        let (prod_sync, cons_sync) = side_modes("model", flags).expect("model ring flags");
+        Self {
+            mem: Mem::model(size),
+            name: "model".into(),
+            mask: size - 1,
+            capacity,
+            flags,
+            prod_sync,
+            cons_sync,
+            htd_max: meta.htd_max,
+            type_id: meta.type_id,
+            me: member.0,
+            liveness,
+        }
+    }
+
+    /// Another handle on the same ring acting as `member` (model tests of dead members).
+    #[cfg(hugeshare_loom)]
+    pub fn as_member(&self, member: MemberId) -> Self {
+        let mut r = self.clone();
+        r.me = member.0;
+        r
+    }
+}
+
+impl<T: RingElement> Ring<T> {
+    // ----- the public operations -----
+
+    /// Enqueue one element; gives it back if the ring is full.
+    #[inline]
+    pub fn enqueue(&self, v: T) -> Result<(), T> {
+        if self.enqueue_with(std::slice::from_ref(&v), Behavior::Fixed, self.prod_sync).n == 1 {
+            Ok(())
+        } else {
+            Err(v)
+        }
+    }
+
+    /// Dequeue one element, if there is one.
+    #[inline]
+    pub fn dequeue(&self) -> Option<T> {
+        let mut v = T::new_zeroed();
+        (self.dequeue_with(std::slice::from_mut(&mut v), Behavior::Fixed, self.cons_sync).n == 1)
+            .then_some(v)
+    }
+
+    /// Enqueue all of `items` or none; returns `items.len()` or 0.
+    #[inline]
+    pub fn enqueue_bulk(&self, items: &[T]) -> usize {
+        self.enqueue_with(items, Behavior::Fixed, self.prod_sync).n
+    }
+
+    /// Enqueue as many of `items` as fit; returns how many.
+    #[inline]
+    pub fn enqueue_burst(&self, items: &[T]) -> usize {
+        self.enqueue_with(items, Behavior::Variable, self.prod_sync).n
+    }
+
+    /// Fill all of `out` or nothing; returns `out.len()` or 0.
+    #[inline]
+    pub fn dequeue_bulk(&self, out: &mut [T]) -> usize {
+        self.dequeue_with(out, Behavior::Fixed, self.cons_sync).n
+    }
+
+    /// Dequeue up to `out.len()` elements; returns how many.
+    #[inline]
+    pub fn dequeue_burst(&self, out: &mut [T]) -> usize {
+        self.dequeue_with(out, Behavior::Variable, self.cons_sync).n
+    }
+
+    /// Enqueue with the ring's producer mode, reporting the free space left.
+    #[inline]
+    pub fn enqueue_bulk_free(&self, items: &[T]) -> Outcome {
+        self.enqueue_with(items, Behavior::Fixed, self.prod_sync)
+    }
+
+    /// Burst enqueue with the ring's producer mode, reporting the free space left.
+    #[inline]
+    pub fn enqueue_burst_free(&self, items: &[T]) -> Outcome {
+        self.enqueue_with(items, Behavior::Variable, self.prod_sync)
+    }
+
+    /// Bulk dequeue with the ring's consumer mode, reporting the entries left.
+    #[inline]
+    pub fn dequeue_bulk_avail(&self, out: &mut [T]) -> Outcome {
+        self.dequeue_with(out, Behavior::Fixed, self.cons_sync)
+    }
+
+    /// Burst dequeue with the ring's consumer mode, reporting the entries left.
+    #[inline]
+    pub fn dequeue_burst_avail(&self, out: &mut [T]) -> Outcome {
+        self.dequeue_with(out, Behavior::Variable, self.cons_sync)
+    }
+
+    /// Single-producer bulk enqueue, whatever the ring's default (the caller promises no other
+    /// producer runs meanwhile, in any member).
+    #[inline]
+    pub fn sp_enqueue_bulk(&self, items: &[T]) -> usize {
+        self.enqueue_with(items, Behavior::Fixed, SyncMode::St).n
+    }
+    /// Multi-producer bulk enqueue, whatever the ring's default.
+    #[inline]
+    pub fn mp_enqueue_bulk(&self, items: &[T]) -> usize {
+        self.enqueue_with(items, Behavior::Fixed, SyncMode::Mt).n
+    }
+    /// Single-producer burst enqueue (see [`Ring::sp_enqueue_bulk`]).
+    #[inline]
+    pub fn sp_enqueue_burst(&self, items: &[T]) -> usize {
+        self.enqueue_with(items, Behavior::Variable, SyncMode::St).n
+    }
+    /// Multi-producer burst enqueue.
+    #[inline]
+    pub fn mp_enqueue_burst(&self, items: &[T]) -> usize {
+        self.enqueue_with(items, Behavior::Variable, SyncMode::Mt).n
+    }
+    /// Single-consumer bulk dequeue (the caller promises no other consumer runs meanwhile).
+    #[inline]
+    pub fn sc_dequeue_bulk(&self, out: &mut [T]) -> usize {
+        self.dequeue_with(out, Behavior::Fixed, SyncMode::St).n
+    }
+    /// Multi-consumer bulk dequeue.
+    #[inline]
+    pub fn mc_dequeue_bulk(&self, out: &mut [T]) -> usize {
+        self.dequeue_with(out, Behavior::Fixed, SyncMode::Mt).n
+    }
+    /// Single-consumer burst dequeue.
+    #[inline]
+    pub fn sc_dequeue_burst(&self, out: &mut [T]) -> usize {
+        self.dequeue_with(out, Behavior::Variable, SyncMode::St).n
+    }
+    /// Multi-consumer burst dequeue.
+    #[inline]
+    pub fn mc_dequeue_burst(&self, out: &mut [T]) -> usize {
+        self.dequeue_with(out, Behavior::Variable, SyncMode::Mt).n
+    }
+
+    /// Elements in the ring (abandoned ranges not yet passed by consumers included).
+    pub fn count(&self) -> u32 {
+        let sh = self.mem.shared();
+        let c = sh.cons.tail.load(Acquire);
+        let p = sh.prod.tail.load(Acquire);
+        p.wrapping_sub(c).min(self.capacity)
+    }
+
+    /// Free slots.
+    pub fn free_count(&self) -> u32 {
+        self.capacity - self.count()
+    }
+
+    /// Most elements the ring holds.
+    pub fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
+    /// Slots in the ring (a power of two, larger than the capacity).
+    pub fn size(&self) -> u32 {
+        self.mask + 1
+    }
+
+    /// Whether the ring is full.
+    pub fn is_full(&self) -> bool {
+        self.free_count() == 0
+    }
+
+    /// Whether the ring is empty.
+    pub fn is_empty(&self) -> bool {
+        self.count() == 0
+    }
+
+    /// The ring's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Creation flags.
+    pub fn flags(&self) -> RingFlags {
+        self.flags
+    }
+
+    /// The zone the ring lives in (`None` only for model rings in the loom build).
+    pub fn zone(&self) -> Option<&Zone> {
+        self.mem.zone()
+    }
+
+    /// Elements lost with dead members so far: `(producers', consumers')`.
+    pub fn abandoned(&self) -> (u64, u64) {
+        let s = &self.mem.shared().stats;
+        (s.abandoned_enq.load(Relaxed), s.abandoned_deq.load(Relaxed))
+    }
+
+    /// A diagnostic snapshot (see [`RingInfo`]; its `Display` is a DPDK-like dump).
+    pub fn info(&self) -> RingInfo {
+        let sh = self.mem.shared();
+        let (ph, pm, pn) = unpack(sh.prod.head.load(Acquire));
+        let (ch, cm, cn) = unpack(sh.cons.head.load(Acquire));
+        let count = self.count();
+        let (ae, ad) = self.abandoned();
+        RingInfo {
+            name: self.name.to_string(),
+            zone: Self::zone_name(&self.name),
+            flags: self.flags,
+            size: self.mask + 1,
+            capacity: self.capacity,
+            count,
+            free: self.capacity - count,
+            elem_size: core::mem::size_of::<T>() as u32,
+            type_id: self.type_id,
+            prod_head: (ph, MemberId(pm), pn),
+            prod_tail: sh.prod.tail.load(Acquire),
+            cons_head: (ch, MemberId(cm), cn),
+            cons_tail: sh.cons.tail.load(Acquire),
+            abandoned_enq: ae,
+            abandoned_deq: ad,
+            holes_pending: sh.prod.holes.load(Acquire),
+            sync: (self.prod_sync, self.cons_sync),
+        }
+    }
+
+    /// Finish the clean-up of dead members' operations on both sides: a reservation at the tail
+    /// whose owner is dead is abandoned (counted, never delivered) and the tail moves on. Any
+    /// member may call it at any time; waiters do the same by themselves after spinning a while.
+    pub fn recover(&self) -> RecoveryReport {
+        let mut rep = RecoveryReport::default();
+        let p = self.resolve(Which::Prod);
+        let c = self.resolve(Which::Cons);
+        rep.producer_abandoned = p.abandoned;
+        rep.consumer_abandoned = c.abandoned;
+        rep.producer_busy = p.busy;
+        rep.consumer_busy = c.busy;
+        rep.pending = p.pending || c.pending;
+        rep
+    }
+
+    /// Enqueue with an explicit behaviour and producer mode.
+    ///
+    /// [`SyncMode::St`] is a promise that no other producer runs meanwhile in any member; mixing
+    /// it with concurrent producers of another mode breaks the ring. The other modes may be
+    /// mixed (each is safe against the others), though only [`SyncMode::Hts`] used by every
+    /// producer gives the one-in-flight guarantee.
+    #[inline]
+    pub fn enqueue_with(&self, items: &[T], how: Behavior, sync: SyncMode) -> Outcome {
+        if items.len() > MAX_OP {
+            return self.enqueue_long(items, how, sync);
+        }
+        let want = items.len() as u32;
+        let fixed = how == Behavior::Fixed;
+        let (claim, free) = match sync {
+            SyncMode::St => self.reserve_st(Which::Prod, want, fixed),
+            _ => self.reserve_mt(Which::Prod, want, fixed, sync),
+        };
+        let Some(claim) = claim else {
+            return Outcome { n: 0, left: free };
+        };
+        let n = claim.n as usize;
+        self.mem.write(&claim, &items[..n]);
+        self.publish(Which::Prod, &claim, sync);
+        Outcome {
+            n,
+            left: free - claim.n,
+        }
+    }
+
+    #[cold]
+    fn enqueue_long(&self, items: &[T], how: Behavior, sync: SyncMode) -> Outcome {
+        if how == Behavior::Fixed {
+            return Outcome {
+                n: 0,
+                left: self.free_count(),
+            };
+        }
+        let mut done = 0;
+        let mut left = 0;
+        for chunk in items.chunks(MAX_OP) {
+            let o = self.enqueue_with(chunk, how, sync);
+            done += o.n;
+            left = o.left;
+            if o.n < chunk.len() {
+                break;
+            }
+        }
+        Outcome { n: done, left }
+    }
+
+    /// Dequeue with an explicit behaviour and consumer mode (see [`Ring::enqueue_with`] for
+    /// what mixing modes means).
+    #[inline]
+    pub fn dequeue_with(&self, out: &mut [T], how: Behavior, sync: SyncMode) -> Outcome {
+        if out.len() > MAX_OP {
+            return self.dequeue_long(out, how, sync);
+        }
+        let want = out.len() as u32;
+        let fixed = how == Behavior::Fixed;
+        let (claim, avail) = match sync {
+            SyncMode::St => self.reserve_st(Which::Cons, want, fixed),
+            _ => self.reserve_mt(Which::Cons, want, fixed, sync),
+        };
+        let Some(claim) = claim else {
+            if avail == HOLES {
+                return self.dequeue_slow(out, fixed, sync);
+            }
+            return Outcome { n: 0, left: avail };
+        };
+        let n = claim.n as usize;
+        self.mem.read(&claim, 0, &mut out[..n]);
+        self.publish(Which::Cons, &claim, sync);
+        Outcome {
+            n,
+            left: avail - claim.n,
+        }
+    }
+
+    #[cold]
+    fn dequeue_long(&self, out: &mut [T], how: Behavior, sync: SyncMode) -> Outcome {
+        if how == Behavior::Fixed {
+            return Outcome {
+                n: 0,
+                left: self.count(),
+            };
+        }
+        let mut done = 0;
+        let mut left = 0;
+        for chunk in out.chunks_mut(MAX_OP) {
+            let len = chunk.len();
+            let o = self.dequeue_with(chunk, how, sync);
+            done += o.n;
+            left = o.left;
+            if o.n < len {
+                break;
+            }
+        }
+        Outcome { n: done, left }
+    }
+
+    // ----- the protocol -----
+
+    #[inline(always)]
+    fn side(&self, w: Which) -> (&Side, &Side) {
+        let sh: &Shared = self.mem.shared();
+        match w {
+            Which::Prod => (&sh.prod, &sh.cons),
+            Which::Cons => (&sh.cons, &sh.prod),
+        }
+    }
+
+    /// Room for this side at head position `pos` given the other side's tail `other`.
+    #[inline(always)]
+    fn room(&self, w: Which, pos: u32, other: u32) -> u32 {
+        let r = match w {
+            Which::Prod => self.capacity.wrapping_add(other).wrapping_sub(pos),
+            Which::Cons => other.wrapping_sub(pos),
+        };
+        if (r as i32) < 0 {
+            0
+        } else {
+            r
+        }
+    }
+
+    /// Room at `pos`: from the cached copy of the other side's tail when it is enough, else from
+    /// the other side's tail itself. `None` when consumers must go the slow way because
+    /// producers left abandoned ranges.
+    #[inline(always)]
+    fn room_at(&self, w: Which, mine: &Side, other: &Side, pos: u32, want: u32) -> Option<u32> {
+        let room = self.room(w, pos, mine.cached_other.load(Acquire));
+        if room >= want {
+            return Some(room);
+        }
+        let t = other.tail.load(Acquire);
+        if w == Which::Cons && other.holes.load(Acquire) != 0 {
+            return None;
+        }
+        mine.cached_other.store(t, Release);
+        Some(self.room(w, pos, t))
+    }
+
+    #[inline(always)]
+    fn decide(want: u32, room: u32, fixed: bool) -> u32 {
+        if want <= room {
+            want
+        } else if fixed {
+            0
+        } else {
+            room
+        }
+    }
+
+    /// Single-member reservation: plain stores only.
+    #[inline(always)]
+    fn reserve_st(&self, w: Which, want: u32, fixed: bool) -> (Option<Claim>, u32) {
+        let (mine, other) = self.side(w);
+        let h = mine.head.load(Relaxed);
+        let pos = h as u32;
+        let Some(room) = self.room_at(w, mine, other, pos, want) else {
+            return (None, HOLES);
+        };
+        let n = Self::decide(want, room, fixed);
+        if n == 0 {
+            return (None, room);
+        }
+        let claim = self
+            .mem
+            .claim_store(&mine.head, h, pack(pos.wrapping_add(n), self.me, n as u16));
+        (Some(claim), room)
+    }
+
+    /// Multi-member reservation (MT, HTS, RTS): CAS on the head word, after recording the
+    /// previous reservation (see the crate docs).
+    #[inline(always)]
+    fn reserve_mt(&self, w: Which, want: u32, fixed: bool, sync: SyncMode) -> (Option<Claim>, u32) {
+        let (mine, other) = self.side(w);
+        let mut h = mine.head.load(Acquire);
+        let mut spins = 0u32;
+        loop {
+            let (pos, pm, pn) = unpack(h);
+            if sync == SyncMode::Hts || sync == SyncMode::Rts {
+                let limit = if sync == SyncMode::Hts { 0 } else { self.htd_max };
+                let t = mine.tail.load(Acquire);
+                if pos.wrapping_sub(t) > limit {
+                    self.wait_step(w, &mut spins);
+                    h = mine.head.load(Acquire);
+                    continue;
+                }
+            }
+            let Some(room) = self.room_at(w, mine, other, pos, want) else {
+                return (None, HOLES);
+            };
+            let n = Self::decide(want, room, fixed);
+            if n == 0 {
+                return (None, room);
+            }
+            if pn != 0 {
+                let s = pos.wrapping_sub(pn as u32);
+                self.mem.record(w as usize, s).store(pack(s, pm, pn), Relaxed);
+            }
+            match self
+                .mem
+                .claim_cas(&mine.head, h, pack(pos.wrapping_add(n), self.me, n as u16))
+            {
+                Ok(c) => return (Some(c), room),
+                Err(x) => h = x,
+            }
+        }
+    }
+
+    /// Publish a claim: in MT/RTS mode wait for earlier reservations of this side first.
+    #[inline(always)]
+    fn publish(&self, w: Which, c: &Claim, sync: SyncMode) {
+        let (mine, _) = self.side(w);
+        let end = c.pos.wrapping_add(c.n);
+        if matches!(sync, SyncMode::Mt | SyncMode::Rts) {
+            let mut spins = 0u32;
+            while mine.tail.load(Acquire) != c.pos {
+                self.wait_step(w, &mut spins);
+            }
+        }
+        mine.tail.store(end, Release);
+    }
+
+    /// One step of a wait on this side's peers; every so often, look for dead ones.
+    #[inline(never)]
+    fn wait_step(&self, w: Which, spins: &mut u32) {
+        *spins = spins.wrapping_add(1);
+        if *spins % SPINS_PER_CHECK == 0 {
+            self.resolve(w);
+            sync::yield_now();
+        } else {
+            sync::spin();
+        }
+    }
+
+    fn is_dead(&self, m: u16) -> bool {
+        let id = MemberId(m);
+        id != MemberId::OUTSIDER && self.liveness.member_state(id) != MemberState::Alive
+    }
+
+    /// Abandon the reservations of dead members at this side's tail, one after the other.
+    fn resolve(&self, w: Which) -> Resolved {
+        let (mine, _) = self.side(w);
+        let sh = self.mem.shared();
+        let mut out = Resolved::default();
+        loop {
+            let t = mine.tail.load(Acquire);
+            let (hp, hm, hn) = unpack(mine.head.load(Acquire));
+            if hp == t {
+                return out;
+            }
+            let (m, n) = if hn != 0 && hp.wrapping_sub(hn as u32) == t {
+                (hm, hn)
+            } else {
+                let (rp, rm, rn) = unpack(self.mem.record(w as usize, t).load(Acquire));
+                if rp != t || rn == 0 {
+                    out.pending = true;
+                    return out;
+                }
+                (rm, rn)
+            };
+            if !self.is_dead(m) {
+                out.busy = Some(MemberId(m));
+                return out;
+            }
+            // The owner is dead, so if the tail is still `t` now, it will never publish.
+            if mine.tail.load(Acquire) != t {
+                continue;
+            }
+            let end = t.wrapping_add(n as u32);
+            match w {
+                Which::Prod => {
+                    let Some(slot) = self.add_hole(t, n as u32) else {
+                        out.pending = true;
+                        return out;
+                    };
+                    if mine.tail.compare_exchange(t, end, AcqRel, Acquire).is_ok() {
+                        sh.stats.abandoned_enq.fetch_add(n as u64, Relaxed);
+                        out.abandoned += n as u64;
+                    } else {
+                        self.remove_hole(slot, t, n as u32);
+                    }
+                }
+                Which::Cons => {
+                    if mine.tail.compare_exchange(t, end, AcqRel, Acquire).is_ok() {
+                        sh.stats.abandoned_deq.fetch_add(n as u64, Relaxed);
+                        out.abandoned += n as u64;
+                    }
+                }
+            }
+        }
+    }
+
+    fn add_hole(&self, start: u32, n: u32) -> Option<usize> {
+        let sh = self.mem.shared();
+        let v = start as u64 | (n as u64) << 32;
+        for (i, e) in sh.holes.iter().enumerate() {
+            if e.load(Relaxed) == 0 && e.compare_exchange(0, v, AcqRel, Relaxed).is_ok() {
+                sh.prod.holes.fetch_add(1, AcqRel);
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    fn remove_hole(&self, slot: usize, start: u32, n: u32) {
+        let sh = self.mem.shared();
+        let v = start as u64 | (n as u64) << 32;
+        if sh.holes[slot].compare_exchange(v, 0, AcqRel, Relaxed).is_ok() {
+            sh.prod.holes.fetch_sub(1, AcqRel);
+        }
+    }
+
+    /// The dequeue when producers left abandoned ranges: claim a span that steps over them and
+    /// copy out only the published elements.
+    #[cold]
+    #[inline(never)]
+    fn dequeue_slow(&self, out: &mut [T], fixed: bool, sync: SyncMode) -> Outcome {
+        let (mine, other) = self.side(Which::Cons);
+        let want = out.len() as u32;
+        let mut spins = 0u32;
+        let mut h = mine.head.load(Acquire);
+        loop {
+            let (pos, pm, pn) = unpack(h);
+            if sync == SyncMode::Hts || sync == SyncMode::Rts {
+                let limit = if sync == SyncMode::Hts { 0 } else { self.htd_max };
+                if pos.wrapping_sub(mine.tail.load(Acquire)) > limit {
+                    self.wait_step(Which::Cons, &mut spins);
+                    h = mine.head.load(Acquire);
+                    continue;
+                }
+            }
+            let tail = other.tail.load(Acquire);
+            let plan = self.plan(pos, tail, want, fixed);
+            let room = self.room(Which::Cons, pos, tail);
+            if plan.span == 0 {
+                return Outcome { n: 0, left: room };
+            }
+            let new = pack(pos.wrapping_add(plan.span), self.me, plan.span as u16);
+            let claim = if sync == SyncMode::St {
+                self.mem.claim_store(&mine.head, h, new)
+            } else {
+                if pn != 0 {
+                    let s = pos.wrapping_sub(pn as u32);
+                    self.mem.record(1, s).store(pack(s, pm, pn), Relaxed);
+                }
+                match self.mem.claim_cas(&mine.head, h, new) {
+                    Ok(c) => c,
+                    Err(x) => {
+                        h = x;
+                        continue;
+                    }
+                }
+            };
+            let mut got = 0usize;
+            for &(rel, len) in &plan.segs[..plan.nsegs] {
+                self.mem.read(&claim, rel, &mut out[got..got + len as usize]);
+                got += len as usize;
+            }
+            self.publish(Which::Cons, &claim, sync);
+            self.retire_holes(claim.pos.wrapping_add(claim.n));
+            return Outcome {
+                n: got,
+                left: room.saturating_sub(plan.span),
+            };
+        }
+    }
+
+    /// Which positions of `[pos, tail)` to take for `want` elements, stepping over holes.
+    fn plan(&self, pos: u32, tail: u32, want: u32, fixed: bool) -> Plan {
+        let sh = self.mem.shared();
+        let avail = self.room(Which::Cons, pos, tail);
+        let mut holes = [(0u32, 0u32); NHOLES];
+        let mut nh = 0;
+        for e in &sh.holes {
+            let v = e.load(Acquire);
+            if v == 0 {
+                continue;
+            }
+            let (hs, hn) = (v as u32, (v >> 32) as u32);
+            let rel = hs.wrapping_sub(pos);
+            if rel < avail && !holes[..nh].iter().any(|x| x.0 == rel) {
+                holes[nh] = (rel, hn);
+                nh += 1;
+            }
+        }
+        holes[..nh].sort_unstable();
+        let mut p = Plan::default();
+        let mut cur = 0u32;
+        let mut got = 0u32;
+        for &(rel, hn) in &holes[..nh] {
+            if got == want {
+                break;
+            }
+            let take = (rel - cur).min(want - got);
+            if take > 0 {
+                p.segs[p.nsegs] = (cur, take);
+                p.nsegs += 1;
+                got += take;
+                cur += take;
+            }
+            if got == want {
+                break;
+            }
+            cur = rel + hn;
+        }
+        if got < want {
+            let take = (avail.saturating_sub(cur)).min(want - got);
+            if take > 0 {
+                p.segs[p.nsegs] = (cur, take);
+                p.nsegs += 1;
+                got += take;
+                cur += take;
+            }
+        }
+        if fixed && got < want {
+            // Not enough for the bulk: only step over the abandoned ranges at the front.
+            p = Plan::default();
+            let mut front = 0u32;
+            for &(rel, hn) in &holes[..nh] {
+                if rel == front {
+                    front += hn;
+                }
+            }
+            p.span = front;
+            return p;
+        }
+        p.span = cur;
+        p
+    }
+
+    /// Free the abandoned-range entries consumers have stepped over (all before `head`).
+    fn retire_holes(&self, head: u32) {
+        let sh = self.mem.shared();
+        for e in &sh.holes {
+            let v = e.load(Acquire);
+            if v == 0 {
+                continue;
+            }
+            let end = (v as u32).wrapping_add((v >> 32) as u32);
+            if (head.wrapping_sub(end) as i32) >= 0 && e.compare_exchange(v, 0, AcqRel, Relaxed).is_ok() {
+                sh.prod.holes.fetch_sub(1, AcqRel);
+            }
+        }
+    }
+
+    /// Reserve `n` slots as producer (`Which::Prod`) or consumer and never finish: what a member
+    /// killed between its reservation and its publication leaves behind. For tests of the
+    /// recovery paths in one process; returns the number reserved.
+    #[doc(hidden)]
+    pub fn test_reserve_and_vanish(&self, consumer: bool, n: u32) -> u32 {
+        let w = if consumer { Which::Cons } else { Which::Prod };
+        let sync = if consumer { self.cons_sync } else { self.prod_sync };
+        let (c, _) = match sync {
+            SyncMode::St => self.reserve_st(w, n, true),
+            _ => self.reserve_mt(w, n, true, sync),
+        };
+        c.map_or(0, |c| c.n)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Resolved {
+    abandoned: u64,
+    busy: Option<MemberId>,
+    pending: bool,
+}
+
+#[derive(Debug, Default)]
+struct Plan {
+    span: u32,
+    segs: [(u32, u32); NHOLES + 1],
+    nsegs: usize,
+}

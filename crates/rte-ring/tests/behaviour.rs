@@ -1,0 +1,442 @@
+//! DPDK's `test_ring.c` behaviours (dpdk-facts §7.1), for every mode and several element sizes,
+//! plus header checks and the dead-member rules, over heap memory (`LocalZones`).
+
+use rte_ring::{Behavior, Ring, RingElement, RingError, RingFlags, SyncMode, RING_COUNT_MAX};
+use shmconfig::{LocalZones, MemberId, MemberState, Zones};
+
+/// An element whose bytes are derived from `i` (so a copy that mixes elements shows).
+fn mk<T: RingElement>(i: u32) -> T {
+    let mut v = T::new_zeroed();
+    for (k, b) in v.as_mut_bytes().iter_mut().enumerate() {
+        *b = (i.wrapping_mul(2_654_435_761).rotate_left(k as u32 % 32) >> (k % 4 * 8)) as u8
+            ^ k as u8;
+    }
+    v
+}
+
+fn same<T: RingElement>(a: &T, b: &T) -> bool {
+    a.as_bytes() == b.as_bytes()
+}
+
+/// The modes test_ring.c runs: (label, flags, per-call sync for the explicit calls).
+const MODES: &[(&str, RingFlags, SyncMode, SyncMode)] = &[
+    ("default", RingFlags::empty(), SyncMode::Mt, SyncMode::Mt),
+    ("sp/sc", RingFlags::SP_ENQ.union(RingFlags::SC_DEQ), SyncMode::St, SyncMode::St),
+    ("rts", RingFlags::MP_RTS_ENQ.union(RingFlags::MC_RTS_DEQ), SyncMode::Rts, SyncMode::Rts),
+    ("hts", RingFlags::MP_HTS_ENQ.union(RingFlags::MC_HTS_DEQ), SyncMode::Hts, SyncMode::Hts),
+];
+
+struct Ctx<T: RingElement> {
+    r: Ring<T>,
+    ps: SyncMode,
+    cs: SyncMode,
+    next_in: u32,
+    next_out: u32,
+}
+
+impl<T: RingElement> Ctx<T> {
+    fn enq(&mut self, n: usize, how: Behavior) -> usize {
+        let items: Vec<T> = (0..n as u32).map(|k| mk(self.next_in + k)).collect();
+        let got = self.r.enqueue_with(&items, how, self.ps).n;
+        self.next_in += got as u32;
+        got
+    }
+    fn deq(&mut self, n: usize, how: Behavior) -> usize {
+        let mut out = vec![T::new_zeroed(); n];
+        let got = self.r.dequeue_with(&mut out, how, self.cs).n;
+        for v in &out[..got] {
+            assert!(same(v, &mk::<T>(self.next_out)), "element {} out of order or damaged", self.next_out);
+            self.next_out += 1;
+        }
+        got
+    }
+}
+
+fn run_all<T: RingElement>() {
+    for &(label, flags, ps, cs) in MODES {
+        let zones = LocalZones::new();
+        let r = Ring::<T>::create(&zones, "test_ring_basic_ex", 4096, flags).unwrap();
+        let found = Ring::<T>::lookup(&zones, "test_ring_basic_ex").unwrap();
+        assert_eq!(
+            found.zone().unwrap().as_ptr(),
+            r.zone().unwrap().as_ptr(),
+            "{label}: lookup finds the same ring"
+        );
+        assert!(r.is_empty() && r.count() == 0, "{label}: starts empty");
+        assert_eq!(r.capacity(), 4095);
+        assert!(matches!(
+            Ring::<T>::create(&zones, "test_ring_basic_ex", 4096, flags),
+            Err(RingError::Exists(_))
+        ));
+        let mut c = Ctx { r, ps, cs, next_in: 0, next_out: 0 };
+
+        for how in [Behavior::Fixed, Behavior::Variable] {
+            // random shift, then fill and drain
+            let shift = 1 + (c.next_in * 7 + 13) as usize % 97;
+            assert_eq!(c.enq(shift, how), shift);
+            assert_eq!(c.deq(shift, how), shift);
+            assert_eq!(c.enq(4095, how), 4095, "{label}: fill");
+            assert_eq!(c.r.free_count(), 0);
+            assert_eq!(c.r.count(), 4095);
+            assert!(c.r.is_full() && !c.r.is_empty());
+            assert_eq!(c.enq(1, how), 0, "{label}: full refuses");
+            assert_eq!(c.deq(4095, how), 4095, "{label}: drain in FIFO order");
+            assert!(c.r.is_empty() && !c.r.is_full() && c.r.free_count() == 4095);
+
+            // sequences of 1, 2 and 32
+            for n in [1, 2, 32] {
+                assert_eq!(c.enq(n, how), n);
+                assert_eq!(c.deq(n, how), n);
+            }
+            // wrap-around
+            for _ in 0..4096 / 32 {
+                assert_eq!(c.enq(32, how), 32);
+                assert_eq!(c.deq(32, how), 32);
+            }
+            // near full: 127*32 + 2 in, then 29 fit
+            for _ in 0..127 {
+                assert_eq!(c.enq(32, how), 32);
+            }
+            assert_eq!(c.enq(2, how), 2);
+            match how {
+                Behavior::Fixed => {
+                    assert_eq!(c.enq(32, how), 0, "{label}: bulk of 32 does not fit");
+                    assert_eq!(c.enq(29, how), 29, "{label}: bulk of 29 fits");
+                }
+                Behavior::Variable => {
+                    assert_eq!(c.enq(32, how), 29, "{label}: burst of 32 adds 29");
+                }
+            }
+            assert!(c.r.is_full());
+            assert_eq!(c.enq(32, how), 0, "{label}: full ring takes nothing");
+            for _ in 0..127 {
+                assert_eq!(c.deq(32, how), 32);
+            }
+            assert_eq!(c.deq(2, how), 2);
+            match how {
+                Behavior::Fixed => {
+                    assert_eq!(c.deq(32, how), 0);
+                    assert_eq!(c.deq(29, how), 29);
+                }
+                Behavior::Variable => assert_eq!(c.deq(32, how), 29),
+            }
+            assert!(c.r.is_empty());
+            assert_eq!(c.deq(32, how), 0, "{label}: empty ring gives nothing");
+        }
+
+        // single-object API
+        for i in 0..4095 {
+            assert!(c.r.enqueue(mk(c.next_in + i)).is_ok());
+        }
+        let extra: T = mk(99);
+        assert!(same(&c.r.enqueue(extra).unwrap_err(), &extra), "{label}: full gives the value back");
+        assert!(c.r.is_full());
+        for i in 0..4095 {
+            assert!(same(&c.r.dequeue().unwrap(), &mk::<T>(c.next_in + i)));
+        }
+        assert!(c.r.dequeue().is_none());
+        c.next_in += 4095;
+        c.next_out += 4095;
+
+        // the mode-agnostic calls agree with the per-call overrides
+        let v: Vec<T> = (0..8).map(mk).collect();
+        assert_eq!(c.r.enqueue_bulk_free(&v).left, 4095 - 8);
+        let mut out = vec![T::new_zeroed(); 8];
+        let o = c.r.dequeue_burst_avail(&mut out);
+        assert_eq!((o.n, o.left), (8, 0));
+        assert!(out.iter().zip(&v).all(|(a, b)| same(a, b)));
+    }
+}
+
+#[test]
+fn behaviours_u32() {
+    run_all::<u32>();
+}
+#[test]
+fn behaviours_u64_pointer_sized() {
+    run_all::<u64>();
+}
+#[test]
+fn behaviours_16_bytes() {
+    run_all::<[u32; 4]>();
+}
+#[test]
+fn behaviours_20_bytes() {
+    run_all::<[u32; 5]>();
+}
+
+#[test]
+fn explicit_sp_mp_sc_mc_calls() {
+    let z = LocalZones::new();
+    let r = Ring::<u64>::create(&z, "calls", 64, RingFlags::empty()).unwrap();
+    assert_eq!(r.sp_enqueue_bulk(&[1, 2]), 2);
+    assert_eq!(r.mp_enqueue_bulk(&[3, 4]), 2);
+    assert_eq!(r.sp_enqueue_burst(&[5]), 1);
+    assert_eq!(r.mp_enqueue_burst(&[6]), 1);
+    let mut o = [0u64; 2];
+    assert_eq!(r.sc_dequeue_bulk(&mut o), 2);
+    assert_eq!(o, [1, 2]);
+    assert_eq!(r.mc_dequeue_bulk(&mut o), 2);
+    assert_eq!(o, [3, 4]);
+    assert_eq!(r.sc_dequeue_burst(&mut o), 2);
+    assert_eq!(o, [5, 6]);
+    assert_eq!(r.mc_dequeue_burst(&mut o), 0);
+}
+
+#[test]
+fn bad_sizes_flags_and_elements() {
+    let z = LocalZones::new();
+    assert!(matches!(
+        Ring::<[u8; 23]>::create(&z, "odd", 64, RingFlags::empty()),
+        Err(RingError::BadElement { size: 23, .. })
+    ));
+    for count in [4097, RING_COUNT_MAX + 1, 0, 1, 3] {
+        assert!(
+            matches!(Ring::<u64>::create(&z, "sz", count, RingFlags::empty()), Err(RingError::BadCount { .. })),
+            "count {count}"
+        );
+    }
+    assert!(matches!(
+        Ring::<u64>::create(&z, "f", 64, RingFlags::SP_ENQ | RingFlags::MP_HTS_ENQ),
+        Err(RingError::BadFlags { .. })
+    ));
+    assert!(matches!(
+        Ring::<u64>::create(&z, "f", 64, RingFlags::MC_RTS_DEQ | RingFlags::SC_DEQ),
+        Err(RingError::BadFlags { .. })
+    ));
+    assert!(matches!(
+        Ring::<u64>::create(&z, "f", 64, RingFlags::from_bits_retain(0x80)),
+        Err(RingError::BadFlags { .. })
+    ));
+    assert!(matches!(
+        Ring::<u64>::create(&z, &"n".repeat(61), 64, RingFlags::empty()),
+        Err(RingError::BadName { .. })
+    ));
+    assert!(matches!(Ring::<u64>::create(&z, "", 64, RingFlags::empty()), Err(RingError::BadName { .. })));
+    // nothing was left behind by the refusals
+    assert!(z.list().is_empty());
+}
+
+#[test]
+fn lookup_checks() {
+    let z = LocalZones::new();
+    assert_eq!(
+        Ring::<u64>::lookup(&z, "ring_not_found").unwrap_err(),
+        RingError::NotFound("ring_not_found".into())
+    );
+    Ring::<u64>::create(&z, "typed", 64, RingFlags::empty()).unwrap();
+    // same size, other type: refused, naming both
+    let e = Ring::<i64>::lookup(&z, "typed").unwrap_err();
+    assert!(matches!(e, RingError::WrongElement { found_size: 8, want_size: 8, .. }), "{e}");
+    assert!(e.to_string().contains("type id"));
+    let e = Ring::<u32>::lookup(&z, "typed").unwrap_err();
+    assert!(matches!(e, RingError::WrongElement { found_size: 8, want_size: 4, .. }));
+    // a zone that is not a ring
+    z.reserve(&shmconfig::ZoneRequest::new("RG_plain", 4096, shmconfig::ZoneKind::Ring).align(128))
+        .unwrap();
+    let e = Ring::<u64>::lookup(&z, "plain").unwrap_err();
+    assert!(matches!(e, RingError::NotReady(_)), "{e}");
+    // a header of another version is refused, naming the field
+    let r = Ring::<u64>::create(&z, "versioned", 64, RingFlags::empty()).unwrap();
+    let base = r.zone().unwrap().as_ptr();
+    // SAFETY: the zone is at least 640 bytes and 128-aligned; bytes 8..12 hold the version,
+    // which nobody else accesses in this test.
+    let version = unsafe { std::sync::atomic::AtomicU32::from_ptr(base.add(8).cast::<u32>()) };
+    version.store(77, std::sync::atomic::Ordering::Release);
+    let e = Ring::<u64>::lookup(&z, "versioned").unwrap_err();
+    assert!(matches!(e, RingError::BadHeader { field: "version", .. }), "{e}");
+    version.store(1, std::sync::atomic::Ordering::Release);
+    assert!(Ring::<u64>::lookup(&z, "versioned").is_ok());
+}
+
+#[test]
+fn exact_size() {
+    let z = LocalZones::new();
+    let std_r = Ring::<u64>::create(&z, "std", 16, RingFlags::empty()).unwrap();
+    let exact = Ring::<u64>::create(&z, "exact sz", 16, RingFlags::EXACT_SZ).unwrap();
+    assert!(std_r.size() <= exact.size());
+    assert_eq!(exact.capacity(), 16);
+    let buf: Vec<u64> = (0..17).collect();
+    let unaligned = &buf[1..]; // not on the buffer's first element
+    for (i, v) in unaligned.iter().take(15).enumerate() {
+        assert!(std_r.enqueue(*v).is_ok(), "std {i}");
+    }
+    assert_eq!(std_r.enqueue(16), Err(16), "the 16th single enqueue on a std ring of 16 fails");
+    for v in unaligned.iter().take(16) {
+        assert!(exact.enqueue(*v).is_ok());
+    }
+    assert!(exact.is_full());
+    let mut out = vec![0u64; 17];
+    assert_eq!(exact.dequeue_burst(&mut out[1..]), 16);
+    assert_eq!(&out[1..], unaligned);
+    assert!(Ring::<u64>::lookup(&z, "exact sz").is_ok(), "names with spaces work");
+}
+
+#[test]
+fn info_dump() {
+    let z = LocalZones::new();
+    let r = Ring::<u64>::create(&z, "dump", 64, RingFlags::SP_ENQ).unwrap();
+    r.enqueue_bulk(&[1, 2, 3]);
+    let i = r.info();
+    assert_eq!((i.count, i.free, i.capacity, i.size), (3, 60, 63, 64));
+    assert_eq!((i.prod_tail, i.cons_tail, i.prod_head.0), (3, 0, 3));
+    assert_eq!(i.sync, (SyncMode::St, SyncMode::Mt));
+    let s = i.to_string();
+    assert!(s.contains("ring <dump>@zone RG_dump") && s.contains("used=3"), "{s}");
+}
+
+// ----- dead members (simulated in one process: LocalZones declares a member dead) -----
+
+fn two_members(flags: RingFlags) -> (LocalZones, Ring<u64>, Ring<u64>) {
+    let z0 = LocalZones::new();
+    let z1 = z0.as_member(MemberId(1));
+    let r0 = Ring::<u64>::create(&z0, "dead", 64, flags).unwrap();
+    let r1 = Ring::<u64>::lookup(&z1, "dead").unwrap();
+    (z0, r0, r1)
+}
+
+fn drain(r: &Ring<u64>) -> Vec<u64> {
+    let mut all = vec![];
+    let mut out = [0u64; 7];
+    loop {
+        let n = r.dequeue_burst(&mut out);
+        if n == 0 {
+            return all;
+        }
+        all.extend_from_slice(&out[..n]);
+    }
+}
+
+#[test]
+fn dead_producer_does_not_wedge_the_ring() {
+    for flags in [RingFlags::empty(), RingFlags::MP_HTS_ENQ, RingFlags::MP_RTS_ENQ, RingFlags::SP_ENQ] {
+        let (z0, r0, r1) = two_members(flags);
+        assert_eq!(r0.enqueue_bulk(&[1, 2, 3]), 3);
+        assert_eq!(r1.test_reserve_and_vanish(false, 5), 5);
+        z0.set_member_state(MemberId(1), MemberState::Dead);
+        if flags == RingFlags::SP_ENQ {
+            // a single producer died: the next one (a replacement) runs recover first
+            let rep = r0.recover();
+            assert_eq!(rep.producer_abandoned, 5);
+        }
+        // the waiter (or recover) abandons the dead range and goes on
+        assert_eq!(r0.enqueue_bulk(&[4, 5]), 2, "{flags:?}");
+        assert_eq!(r0.abandoned(), (5, 0));
+        assert_eq!(r0.info().holes_pending, 1);
+        // consumers never see the 5 abandoned slots
+        let mut out = [0u64; 5];
+        assert_eq!(r0.dequeue_bulk(&mut out), 5, "{flags:?}: a bulk steps over the hole");
+        assert_eq!(out, [1, 2, 3, 4, 5]);
+        assert!(r0.dequeue().is_none());
+        assert_eq!(r0.info().holes_pending, 0);
+        assert!(r0.is_empty());
+        // and the ring goes on working
+        assert_eq!(r0.enqueue_bulk(&[6]), 1);
+        assert_eq!(drain(&r0), vec![6]);
+    }
+}
+
+#[test]
+fn chain_of_dead_producers_and_recover_without_waiters() {
+    let z0 = LocalZones::new();
+    let r0 = Ring::<u64>::create(&z0, "chain", 32, RingFlags::empty()).unwrap();
+    let r1 = Ring::<u64>::lookup(&z0.as_member(MemberId(1)), "chain").unwrap();
+    let r2 = Ring::<u64>::lookup(&z0.as_member(MemberId(2)), "chain").unwrap();
+    assert_eq!(r0.enqueue_bulk(&[1]), 1);
+    assert_eq!(r1.test_reserve_and_vanish(false, 2), 2);
+    assert_eq!(r2.test_reserve_and_vanish(false, 3), 3);
+    // member 2 alive, member 1 dead: recover abandons 1's range, then waits on 2
+    z0.set_member_state(MemberId(1), MemberState::Dead);
+    let rep = r0.recover();
+    assert_eq!(rep.producer_abandoned, 2);
+    assert_eq!(rep.producer_busy, Some(MemberId(2)));
+    z0.set_member_state(MemberId(2), MemberState::Dead);
+    let rep = r0.recover();
+    assert_eq!(rep.producer_abandoned, 3);
+    assert_eq!(rep.producer_busy, None);
+    assert!(!rep.pending);
+    assert_eq!(r0.enqueue_bulk(&[2, 3]), 2);
+    assert_eq!(drain(&r0), vec![1, 2, 3]);
+    assert_eq!(r0.abandoned(), (5, 0));
+    // both dead at once, a waiter after them unwinds the chain
+    assert_eq!(r0.recover(), Default::default());
+    let r3 = Ring::<u64>::lookup(&z0.as_member(MemberId(3)), "chain").unwrap();
+    let r4 = Ring::<u64>::lookup(&z0.as_member(MemberId(4)), "chain").unwrap();
+    assert_eq!(r3.test_reserve_and_vanish(false, 4), 4);
+    assert_eq!(r4.test_reserve_and_vanish(false, 1), 1);
+    z0.set_member_state(MemberId(3), MemberState::Dead);
+    z0.set_member_state(MemberId(4), MemberState::Free);
+    assert_eq!(r0.enqueue_bulk(&[7, 8, 9]), 3);
+    assert_eq!(drain(&r0), vec![7, 8, 9]);
+    assert_eq!(r0.abandoned(), (10, 0));
+}
+
+#[test]
+fn dead_consumer_is_counted_and_frees_its_slots() {
+    for flags in [RingFlags::empty(), RingFlags::MC_HTS_DEQ, RingFlags::MC_RTS_DEQ] {
+        let (z0, r0, r1) = two_members(flags);
+        assert_eq!(r0.enqueue_bulk(&(0..10).collect::<Vec<_>>()), 10);
+        assert_eq!(r1.test_reserve_and_vanish(true, 4), 4);
+        z0.set_member_state(MemberId(1), MemberState::Dead);
+        // the next consumer waits on the dead one, abandons its 4 and goes on
+        let mut out = [0u64; 6];
+        assert_eq!(r0.dequeue_bulk(&mut out), 6, "{flags:?}");
+        assert_eq!(out, [4, 5, 6, 7, 8, 9]);
+        assert_eq!(r0.abandoned(), (0, 4));
+        assert!(r0.is_empty());
+        assert_eq!(r0.free_count(), 63);
+    }
+}
+
+#[test]
+fn many_holes_are_stepped_over_by_bursts_and_bulks() {
+    let z0 = LocalZones::new();
+    let r = Ring::<u64>::create(&z0, "holes", 256, RingFlags::empty()).unwrap();
+    let mut expect = vec![];
+    let mut lost = 0;
+    let vanish = |k: u16, n: u32| {
+        let m = MemberId(10 + k);
+        let rk = Ring::<u64>::lookup(&z0.as_member(m), "holes").unwrap();
+        assert_eq!(rk.test_reserve_and_vanish(false, n), n);
+        z0.set_member_state(m, MemberState::Dead);
+    };
+    for k in 0..16u16 {
+        let n = 1 + (k as u32 % 3);
+        vanish(k, n);
+        lost += n as u64;
+        assert_eq!(r.recover().producer_abandoned, n as u64);
+        let k = k as u64;
+        assert_eq!(r.enqueue_burst(&[k * 2, k * 2 + 1]), 2);
+        expect.extend([k * 2, k * 2 + 1]);
+    }
+    assert_eq!(r.info().holes_pending, 16);
+    // a 17th dead range: the table is full until consumers pass some ranges
+    vanish(16, 2);
+    let rep = r.recover();
+    assert_eq!((rep.producer_abandoned, rep.pending), (0, true));
+    let mut out = [0u64; 3];
+    assert_eq!(r.dequeue_bulk(&mut out), 3, "a bulk steps over two ranges");
+    assert_eq!(&out, &expect[..3]);
+    expect.drain(..3);
+    assert_eq!(r.info().holes_pending, 14);
+    let rep = r.recover();
+    assert_eq!((rep.producer_abandoned, rep.pending), (2, false));
+    lost += 2;
+    assert_eq!(r.enqueue_burst(&[100, 101]), 2);
+    expect.extend([100, 101]);
+    assert_eq!(drain(&r), expect);
+    assert_eq!(r.abandoned().0, lost);
+    assert_eq!(r.info().holes_pending, 0);
+    assert!(r.is_empty());
+}
+
+#[test]
+fn outsider_is_never_dead() {
+    let z0 = LocalZones::new();
+    let r = Ring::<u64>::create(&z0, "out", 16, RingFlags::empty()).unwrap();
+    let guest = Ring::<u64>::lookup(&z0.as_member(MemberId::OUTSIDER), "out").unwrap();
+    assert_eq!(guest.test_reserve_and_vanish(false, 1), 1);
+    let rep = r.recover();
+    assert_eq!(rep.producer_busy, Some(MemberId::OUTSIDER));
+    assert_eq!(rep.producer_abandoned, 0);
+}
