@@ -15,6 +15,7 @@
 //! users of `Segment::as_ptr`, through raw pointers.
 
 use std::os::fd::BorrowedFd;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Mutex, MutexGuard};
 
 use rustix::io::Errno;
@@ -149,6 +150,24 @@ impl Mapped {
                 Err(FixedError::Sys(e))
             }
         }
+    }
+
+    /// The `AtomicU64` at byte `offset` of the mapping.
+    ///
+    /// # Panics
+    /// If `offset` is not 8-byte aligned or `offset + 8` exceeds the mapping.
+    pub(crate) fn atomic_u64(&self, offset: usize) -> &AtomicU64 {
+        assert!(
+            offset % 8 == 0 && offset.checked_add(8).is_some_and(|e| e <= self.len),
+            "atomic_u64: offset {offset} is misaligned or outside the {} bytes of the segment",
+            self.len
+        );
+        // SAFETY: the address is inside this live mapping (checked above), 8-byte aligned (the
+        // mapping is page-aligned and `offset` is a multiple of 8), readable and writable. The
+        // reference cannot outlive `self`, which keeps the mapping. Other processes may change
+        // the bytes at any time, which `AtomicU64` permits: all access goes through atomic
+        // operations, never through a plain reference to the bytes.
+        unsafe { AtomicU64::from_ptr(std::ptr::with_exposed_provenance_mut(self.addr + offset)) }
     }
 
     /// The start address (exposed provenance).

@@ -475,6 +475,25 @@ impl Segment {
     pub fn as_ptr(&self) -> *mut u8 {
         std::ptr::with_exposed_provenance_mut(self.map.addr())
     }
+    /// The 64-bit atomic at byte `offset`: a safe way to read and write the shared bytes
+    /// (other processes may change them at any moment).
+    ///
+    /// ```
+    /// # use hugemem::{Memfd, SegmentSource, SegmentSpec, MapOptions};
+    /// use std::sync::atomic::Ordering;
+    /// let seg = Memfd::new(None)
+    ///     .create(&SegmentSpec { prefix: "doc_", index: 0, len: 4096, pow2: false, map: MapOptions::default() })
+    ///     .unwrap();
+    /// seg.atomic_u64(8).store(42, Ordering::Release);
+    /// assert_eq!(seg.atomic_u64(8).load(Ordering::Acquire), 42);
+    /// ```
+    ///
+    /// # Panics
+    /// If `offset` is not a multiple of 8 or `offset + 8 > len()`.
+    pub fn atomic_u64(&self, offset: usize) -> &std::sync::atomic::AtomicU64 {
+        self.map.atomic_u64(offset)
+    }
+
     /// The length in bytes (a whole number of pages).
     pub fn len(&self) -> usize {
         self.map.len()
