@@ -14,7 +14,8 @@
 //! different shared layout), `send` (a command line), `expect` (substrings that one output line
 //! must all contain; other lines are skipped, an `ERR` line fails unless expected), `timeout_ms`,
 //! `signal` (`KILL`, `TERM`, ...), `exit` (expected exit code), `close` (close its stdin, so it
-//! leaves cleanly), `sleep_ms`, `repeat` (run the steps in `[[repeat.step]]` N times).
+//! leaves cleanly), `capture` (names whose `name=value` in the matched line become `{name}` in
+//! later steps), `sleep_ms`, `repeat` (run the steps in `[[repeat.step]]` N times).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -70,6 +71,7 @@ struct Step {
     sleep_ms: Option<u64>,
     repeat: Option<Repeat>,
     note: Option<String>,
+    capture: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -113,6 +115,7 @@ struct Ctx<'a> {
     procs: BTreeMap<String, Proc>,
     started: usize,
     backing: BTreeMap<String, String>,
+    vars: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone)]
@@ -128,6 +131,10 @@ fn subst(ctx: &Ctx<'_>, s: &str) -> String {
     } else {
         "--no-huge"
     };
+    let mut s = s.to_string();
+    for (k, v) in &ctx.vars {
+        s = s.replace(&format!("{{{k}}}"), v);
+    }
     s.replace("{prefix}", &ctx.prefix)
         .replace("{prefix2}", &ctx.prefix2)
         .replace("{mem-inmem}", inmem)
@@ -253,7 +260,7 @@ impl Ctx<'_> {
             let verbose = self.verbose;
             let p = self.proc_mut(&name)?;
             let deadline = Instant::now() + timeout;
-            loop {
+            let matched = loop {
                 let left = deadline.saturating_duration_since(Instant::now());
                 match p.lines.recv_timeout(left) {
                     Ok(l) => {
@@ -262,7 +269,7 @@ impl Ctx<'_> {
                         }
                         p.transcript.push(l.clone());
                         if parts.iter().all(|x| l.contains(x.as_str())) {
-                            break;
+                            break l;
                         }
                         let expects_err = parts.iter().any(|x| x.starts_with("ERR"));
                         if (l.starts_with("ERR") || l.starts_with("ERROR")) && !expects_err {
@@ -276,10 +283,18 @@ impl Ctx<'_> {
                         bail!("{name}: exited before printing a line with {parts:?}")
                     }
                 }
+            };
+            let is_ready = parts.iter().any(|x| x.starts_with("READY"));
+            let pid = p.child.id();
+            for key in s.capture.iter().flatten() {
+                let v = matched
+                    .split_whitespace()
+                    .find_map(|t| t.strip_prefix(&format!("{key}=")))
+                    .ok_or_else(|| anyhow!("{name}: no {key}=... in {matched:?} to capture"))?;
+                self.vars.insert(key.clone(), v.to_string());
             }
             // The first READY of a process: record which memory backs it.
-            if parts.iter().any(|x| x.starts_with("READY")) {
-                let pid = p.child.id();
+            if is_ready {
                 let prefixes = [self.prefix.as_str(), self.prefix2.as_str()];
                 if let Some(b) = smaps_backing(pid, &prefixes) {
                     self.backing.insert(name.clone(), b);
@@ -554,6 +569,7 @@ pub fn main(a: Args) -> Result<()> {
                 procs: BTreeMap::new(),
                 started: 0,
                 backing: BTreeMap::new(),
+                vars: BTreeMap::new(),
             };
             print!("  [{:>6}] {:<62} ", mode.name, truncate(&sc.title, 62));
             let _ = std::io::stdout().flush();

@@ -87,6 +87,8 @@ pub struct Options {
     pub max_zones: u32,
     /// `--monitor-interval MS`: how often members check each other (default 10 ms).
     pub monitor_interval: Duration,
+    /// `--clock tsc|hpet|monotonic`: force the group's clock (primary; default: the best one).
+    pub clock: Option<tsc_hpet::ClockKind>,
 }
 
 impl Default for Options {
@@ -106,6 +108,7 @@ impl Default for Options {
             runtime_dir: None,
             max_zones: shmconfig::layout::DEFAULT_MAX_ZONES,
             monitor_interval: Duration::from_millis(10),
+            clock: None,
         }
     }
 }
@@ -314,6 +317,21 @@ impl Options {
                     }
                     o.monitor_interval = Duration::from_millis(ms);
                 }
+                "--clock" => {
+                    let v = value!("--clock");
+                    o.clock = Some(match v.to_ascii_lowercase().as_str() {
+                        "tsc" => tsc_hpet::ClockKind::Tsc,
+                        "hpet" => tsc_hpet::ClockKind::Hpet,
+                        "monotonic" => tsc_hpet::ClockKind::Monotonic,
+                        _ => {
+                            return Err(OptionsError::Invalid {
+                                option: "--clock",
+                                value: v,
+                                why: "expected tsc, hpet or monotonic".into(),
+                            })
+                        }
+                    });
+                }
                 "--runtime-dir" => o.runtime_dir = Some(value!("--runtime-dir").into()),
                 "--max-zones" => {
                     let v = value!("--max-zones");
@@ -409,6 +427,7 @@ impl Options {
             runtime_dir: Option<PathBuf>,
             max_zones: Option<u32>,
             monitor_interval_ms: Option<u64>,
+            clock: Option<String>,
         }
         let f: File = toml::from_str(text).map_err(|e| OptionsError::File {
             path: "<text>".into(),
@@ -462,6 +481,9 @@ impl Options {
         }
         if let Some(v) = f.max_zones {
             args.push(format!("--max-zones={v}"));
+        }
+        if let Some(v) = f.clock {
+            args.push(format!("--clock={v}"));
         }
         if let Some(v) = f.monitor_interval_ms {
             args.push(format!("--monitor-interval={v}"));

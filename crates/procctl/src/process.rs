@@ -174,6 +174,8 @@ struct Shared {
     notices: Vec<String>,
     stop: AtomicBool,
     primary_pid: u32,
+    clock: std::sync::OnceLock<Box<dyn tsc_hpet::Clock>>,
+    clock_notice: Mutex<Option<String>>,
 }
 
 /// This process as a member (primary or secondary) of a group.
@@ -636,6 +638,15 @@ impl Process {
             .header()
             .state
             .store(ConfigState::Ready as u32, Ordering::Release);
+        // The group's clock is chosen in the background: calibrating the TSC takes ~75 ms where
+        // CPUID does not give its frequency, and nothing needs the clock to join the group.
+        // `Process::clock` waits for the record.
+        let s2 = shared.clone();
+        let force = opts.clock;
+        std::thread::Builder::new()
+            .name("hugeshare-clock".into())
+            .spawn(move || choose_group_clock(&s2, force))
+            .map_err(|e| ProcError::io("spawning the clock thread", PathBuf::new(), e))?;
         let mut p = Self::start(shared);
         if opts.in_memory {
             p.server = Some(start_server(p.shared.clone())?);
@@ -924,6 +935,8 @@ impl Process {
             notices: a.notices,
             stop: AtomicBool::new(false),
             primary_pid,
+            clock: std::sync::OnceLock::new(),
+            clock_notice: Mutex::new(None),
         });
         // The main thread runs as the first lcore.
         let main = shared.lcores[0];
@@ -1066,6 +1079,81 @@ impl Process {
             .ok()
     }
 
+    /// The group's clock: the one the primary chose and recorded (kind and frequency), so that
+    /// every member counts time the same way. A secondary never recalibrates; if it cannot open
+    /// the recorded source (an HPET only the primary may map, say) it falls back as
+    /// [`tsc_hpet::from_record`] documents, and [`Process::clock_notice`] says so. Waits (at most
+    /// `timeout`) while a new primary is still choosing.
+    pub fn clock(&self, timeout: Duration) -> Result<&dyn tsc_hpet::Clock> {
+        let s = &self.shared;
+        if let Some(c) = s.clock.get() {
+            return Ok(c.as_ref());
+        }
+        let h = s.mem.tables.header();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let kind = h.clock.kind.load(Ordering::Acquire);
+            if kind != 0 {
+                if s.role == Role::Primary {
+                    // The clock thread stores the clock right after the record.
+                    if let Some(c) = s.clock.get() {
+                        return Ok(c.as_ref());
+                    }
+                } else {
+                    let rec = tsc_hpet::ClockRecord::from_raw(
+                        kind,
+                        h.clock.hz.load(Ordering::Relaxed),
+                        h.clock.source.load(Ordering::Relaxed),
+                    )
+                    .map_err(|e| ProcError::Corrupt {
+                        file: "the group's clock record".into(),
+                        why: e.to_string(),
+                    })?;
+                    let (clock, notice) = tsc_hpet::from_record(&rec);
+                    h.members[s.slot.0 as usize]
+                        .clock_kind
+                        .store(clock.kind() as u32, Ordering::Release);
+                    *s.clock_notice.lock().unwrap_or_else(|e| e.into_inner()) = notice;
+                    let _ = s.clock.set(clock);
+                    return Ok(s.clock.get().expect("just set").as_ref());
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(ProcError::AttachTimeout {
+                    prefix: s.prefix.clone(),
+                    waited_ms: timeout.as_millis(),
+                    why: "the primary has not recorded the group's clock yet".into(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// The group's clock record, once the primary has written it.
+    pub fn clock_record(&self) -> Option<tsc_hpet::ClockRecord> {
+        let h = self.shared.mem.tables.header();
+        let kind = h.clock.kind.load(Ordering::Acquire);
+        (kind != 0)
+            .then(|| {
+                tsc_hpet::ClockRecord::from_raw(
+                    kind,
+                    h.clock.hz.load(Ordering::Relaxed),
+                    h.clock.source.load(Ordering::Relaxed),
+                )
+                .ok()
+            })
+            .flatten()
+    }
+
+    /// Why this member uses another clock than the recorded one, if it does.
+    pub fn clock_notice(&self) -> Option<String> {
+        self.shared
+            .clock_notice
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Bind the calling thread to `lcore` (one this process owns): it runs on the lcore's CPUs and
     /// [`Zones::current_lcore`] returns `lcore` in it.
     pub fn bind_thread(&self, lcore: u32) -> Result<()> {
@@ -1089,6 +1177,33 @@ impl Process {
         CURRENT_LCORE.with(|c| c.set(Some(lcore)));
         Ok(())
     }
+}
+
+fn choose_group_clock(s: &Shared, force: Option<tsc_hpet::ClockKind>) {
+    let h = s.mem.tables.header();
+    let (clock, rec, warnings) = match tsc_hpet::choose(force) {
+        Ok(c) => c,
+        Err(e) => {
+            let fallback = tsc_hpet::choose(Some(tsc_hpet::ClockKind::Monotonic))
+                .expect("CLOCK_MONOTONIC is always there");
+            let mut w = fallback.2;
+            w.push(format!(
+                "the forced clock is unavailable ({e}); the group uses CLOCK_MONOTONIC"
+            ));
+            (fallback.0, fallback.1, w)
+        }
+    };
+    for w in &warnings {
+        eprintln!("hugeshare: clock: {w}");
+    }
+    let (kind, hz, source) = rec.to_raw();
+    h.clock.hz.store(hz, Ordering::Relaxed);
+    h.clock.source.store(source, Ordering::Relaxed);
+    h.clock.kind.store(kind, Ordering::Release);
+    h.members[s.slot.0 as usize]
+        .clock_kind
+        .store(kind, Ordering::Release);
+    let _ = s.clock.set(clock);
 }
 
 struct JoinArgs<'a> {

@@ -13,6 +13,7 @@
 //! | `list` | `ZONES a,b,...` |
 //! | `event TIMEOUT_MS [KIND]` | `EVENT <kind> member=N pid=P [cleaned_here=B] [report=...]` or `TIMEOUT` |
 //! | `event-at TIMEOUT_MS [KIND]` | as `event`, with ` at_ns=<CLOCK_MONOTONIC ns>` |
+//! | `clock` | `CLOCK kind=K hz=N record=...` (the group's clock as this member uses it) |
 //! | `smaps` | `BACKING <kind> kernel_page_kb=N` read from /proc/self/smaps |
 //! | `info` | `INFO ...` |
 //! | `ping` | `PONG` |
@@ -203,6 +204,16 @@ fn run(p: &Process, line: &str) -> Option<String> {
                 }
             }
         }
+        "clock" => match p.clock(Duration::from_secs(5)) {
+            Ok(c) => format!(
+                "CLOCK kind={} hz={} record={} notice={}",
+                c.kind(),
+                c.hz(),
+                p.clock_record().map(|r| r.to_string()).unwrap_or_default(),
+                p.clock_notice().unwrap_or_default()
+            ),
+            Err(e) => format!("ERR {e}"),
+        },
         "smaps" => smaps_backing(p),
         "info" => format!(
             "INFO role={} member={} lcores={:?} backing={} page_size={} same_address={} primary_pid={} in_memory={}",
