@@ -272,17 +272,23 @@ fn falls_back_to_dev_shm_with_a_notice_when_no_hugepages_are_usable() {
         assert_eq!(seg.smaps_kernel_page_size(), Some(4096), "{what}");
         seg.atomic_u64(0).store(1, Ordering::Relaxed);
         seg.remove().unwrap();
-        // In memory: a plain memfd.
-        let c = choose_backing(
-            &info,
-            &BackingRequest {
-                in_memory: true,
-                ..req
-            },
-        )
-        .unwrap();
-        assert_eq!(c.backing, Backing::Memfd { page_size: None }, "{what}");
-        assert!(c.notice.unwrap().contains("falling back to a plain memfd"));
+        // In memory: memfds need no mount, so only "no pages" falls back to a plain memfd.
+        let in_mem = BackingRequest {
+            in_memory: true,
+            bytes: 0,
+            ..req
+        };
+        let c = choose_backing(&info, &in_mem).unwrap();
+        if info.sizes.iter().any(|s| s.total + s.surplus > 0) {
+            assert!(
+                matches!(c.backing, Backing::Memfd { page_size: Some(_) }),
+                "{what}: {c:?}"
+            );
+            assert_eq!(c.notice, None, "{what}");
+        } else {
+            assert_eq!(c.backing, Backing::Memfd { page_size: None }, "{what}");
+            assert!(c.notice.unwrap().contains("falling back to a plain memfd"));
+        }
     }
 }
 

@@ -29,7 +29,10 @@ pub fn skip(test: &str, why: &str) {
     if hugepages_required() {
         panic!("HUGESHARE_REQUIRE_HUGEPAGES=1 but {msg}");
     }
-    eprintln!("\n*** SKIPPED {msg} ***\n");
+    // Straight to the process's stderr: libtest captures `eprintln!` of passing tests, and a
+    // skip must be seen.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "\n*** SKIPPED {msg} ***\n");
 }
 
 /// 2 MiB hugepages for one test: `pages` pages added to the pool and a private hugetlbfs
