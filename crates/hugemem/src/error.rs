@@ -95,6 +95,21 @@ pub enum HugememError {
         command: String,
     },
 
+    /// The kernel refused to back a hugepage mapping although the pool has enough free pages:
+    /// a `size=`/`nr_inodes=` limit on the hugetlbfs mount, a hugetlb cgroup limit, or a NUMA
+    /// memory policy.
+    #[error("the kernel refused to reserve {needed} {} hugepages for {what} although {free} are free: check the `size=` limit of the hugetlbfs mount (/proc/mounts), the hugetlb cgroup limit (hugetlb.*.limit_in_bytes) and the NUMA policy", fmt_size(*page_size))]
+    KernelRefusedPages {
+        /// The segment.
+        what: String,
+        /// The page size, in bytes.
+        page_size: u64,
+        /// Pages needed.
+        needed: u64,
+        /// Pages free in the pool.
+        free: u64,
+    },
+
     /// Not enough space left in a tmpfs (such as `/dev/shm`) for a fallback segment.
     #[error("not enough space in {dir}: {} needed, {} available; free space there (stale segments: `remove_stale`) or enlarge the tmpfs", fmt_size(*needed), fmt_size(*available))]
     NotEnoughSpace {

@@ -736,13 +736,17 @@ fn map_fd(
             let free = read_counter(&dir.join("free_hugepages")).unwrap_or(0);
             let resv = read_counter(&dir.join("resv_hugepages")).unwrap_or(0);
             let total = read_counter(&dir.join("nr_hugepages")).unwrap_or(0);
-            not_enough(
-                page_size,
-                None,
-                len / page_size,
-                free.saturating_sub(resv),
-                total,
-            )
+            let (needed, free) = (len / page_size, free.saturating_sub(resv));
+            if free >= needed {
+                HugememError::KernelRefusedPages {
+                    what: name.to_string(),
+                    page_size,
+                    needed,
+                    free,
+                }
+            } else {
+                not_enough(page_size, None, needed, free, total)
+            }
         }
         FixedError::Sys(e) => HugememError::sys(format!("mmap {name} ({len} bytes)"), e),
     })
