@@ -49,6 +49,8 @@ pub(crate) enum FixedError {
     Occupied,
     /// The kernel refused with `EEXIST` (something else sits there) or another error.
     Sys(Errno),
+    /// Binding to a NUMA node (or populating after it) failed.
+    Bind(u32, Errno),
 }
 
 /// A shared mapping of a file descriptor, unmapped on drop.
@@ -168,6 +170,49 @@ impl Mapped {
         // the bytes at any time, which `AtomicU64` permits: all access goes through atomic
         // operations, never through a plain reference to the bytes.
         unsafe { AtomicU64::from_ptr(std::ptr::with_exposed_provenance_mut(self.addr + offset)) }
+    }
+
+    /// Binds the mapping's pages to NUMA `node` (`mbind(MPOL_BIND)`), then, if `populate`,
+    /// faults them all in with `MADV_POPULATE_WRITE`, which reports a failure as an error
+    /// instead of a SIGBUS. Call it before anything has touched the mapping.
+    pub(crate) fn bind_to_node(&self, node: u32, populate: bool) -> Result<(), Errno> {
+        const MPOL_BIND: libc::c_long = 2;
+        let words = node as usize / 64 + 1;
+        let mut mask = vec![0u64; words];
+        mask[node as usize / 64] |= 1 << (node % 64);
+        // The kernel reads `maxnode - 1` bits.
+        let maxnode = (words * 64 + 1) as libc::c_ulong;
+        // SAFETY: mbind only changes the memory policy of our own mapping `addr..addr+len`
+        // (owned by `self`); `mask` is a live buffer of `words` u64s, which covers the
+        // `maxnode - 1` bits the kernel reads. No memory is accessed through Rust references.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_mbind,
+                self.addr as libc::c_ulong,
+                self.len as libc::c_ulong,
+                MPOL_BIND,
+                mask.as_ptr(),
+                maxnode,
+                0 as libc::c_ulong,
+            )
+        };
+        if r != 0 {
+            return Err(
+                Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::INVAL)
+            );
+        }
+        if populate {
+            // SAFETY: populating only faults in pages of our own shared mapping; it does not
+            // change their contents or the mapping's extent.
+            unsafe {
+                rustix::mm::madvise(
+                    std::ptr::with_exposed_provenance_mut(self.addr),
+                    self.len,
+                    rustix::mm::Advice::LinuxPopulateWrite,
+                )?
+            };
+        }
+        Ok(())
     }
 
     /// The start address (exposed provenance).

@@ -141,6 +141,16 @@ pub fn check_prefix(prefix: &str) -> Result<(), HugememError> {
 pub trait SegmentSource: fmt::Debug {
     /// Creates, sizes, locks and maps a new segment. Nothing is left behind on failure.
     fn create(&self, spec: &SegmentSpec<'_>) -> Result<Segment, HugememError>;
+    /// Like [`create`](SegmentSource::create), with the pages taken from NUMA `node`
+    /// (`mbind(MPOL_BIND)` before any page is touched; with `populate`, the pages are faulted
+    /// in with `MADV_POPULATE_WRITE`, so a node without enough pages is an error, not a
+    /// SIGBUS). The pre-flight check counts the node's free pages.
+    fn create_on_node(&self, spec: &SegmentSpec<'_>, node: u32) -> Result<Segment, HugememError> {
+        let _ = spec;
+        Err(HugememError::InvalidRequest {
+            detail: format!("{self:?} cannot place segments on NUMA node {node}"),
+        })
+    }
     /// The page size of the segments it creates, in bytes.
     fn page_size(&self) -> u64;
     /// The kind of segments it creates.
@@ -168,12 +178,16 @@ impl Hugetlbfs {
     }
 }
 
-impl SegmentSource for Hugetlbfs {
-    fn create(&self, spec: &SegmentSpec<'_>) -> Result<Segment, HugememError> {
+impl Hugetlbfs {
+    fn create_impl(
+        &self,
+        spec: &SegmentSpec<'_>,
+        node: Option<u32>,
+    ) -> Result<Segment, HugememError> {
         check_prefix(spec.prefix)?;
         let len = spec.effective_len(self.page_size)?;
         check_fixed(spec.map.addr, self.page_size)?;
-        preflight_pages(self.page_size, len / self.page_size)?;
+        preflight_pages(self.page_size, len / self.page_size, node)?;
         let fs = statfs_dir(&self.dir)?;
         if fs.0 != HUGETLBFS_MAGIC {
             return Err(HugememError::NotHugetlbfs {
@@ -190,7 +204,23 @@ impl SegmentSource for Hugetlbfs {
                 ),
             });
         }
-        create_file(&self.dir, spec, len, self.page_size, BackingKind::Hugetlbfs)
+        create_file(
+            &self.dir,
+            spec,
+            len,
+            self.page_size,
+            BackingKind::Hugetlbfs,
+            node,
+        )
+    }
+}
+
+impl SegmentSource for Hugetlbfs {
+    fn create(&self, spec: &SegmentSpec<'_>) -> Result<Segment, HugememError> {
+        self.create_impl(spec, None)
+    }
+    fn create_on_node(&self, spec: &SegmentSpec<'_>, node: u32) -> Result<Segment, HugememError> {
+        self.create_impl(spec, Some(node))
     }
     fn page_size(&self) -> u64 {
         self.page_size
@@ -229,9 +259,16 @@ impl Default for ShmFallback {
     }
 }
 
-impl SegmentSource for ShmFallback {
-    fn create(&self, spec: &SegmentSpec<'_>) -> Result<Segment, HugememError> {
+impl ShmFallback {
+    fn create_impl(
+        &self,
+        spec: &SegmentSpec<'_>,
+        node: Option<u32>,
+    ) -> Result<Segment, HugememError> {
         check_prefix(spec.prefix)?;
+        if let Some(n) = node {
+            check_node(n)?;
+        }
         let ps = base_page_size();
         let len = spec.effective_len(ps)?;
         check_fixed(spec.map.addr, ps)?;
@@ -245,7 +282,16 @@ impl SegmentSource for ShmFallback {
                 available,
             });
         }
-        create_file(&self.dir, spec, len, ps, BackingKind::Shm)
+        create_file(&self.dir, spec, len, ps, BackingKind::Shm, node)
+    }
+}
+
+impl SegmentSource for ShmFallback {
+    fn create(&self, spec: &SegmentSpec<'_>) -> Result<Segment, HugememError> {
+        self.create_impl(spec, None)
+    }
+    fn create_on_node(&self, spec: &SegmentSpec<'_>, node: u32) -> Result<Segment, HugememError> {
+        self.create_impl(spec, Some(node))
     }
     fn page_size(&self) -> u64 {
         base_page_size()
@@ -272,10 +318,17 @@ impl Memfd {
     }
 }
 
-impl SegmentSource for Memfd {
-    fn create(&self, spec: &SegmentSpec<'_>) -> Result<Segment, HugememError> {
+impl Memfd {
+    fn create_impl(
+        &self,
+        spec: &SegmentSpec<'_>,
+        node: Option<u32>,
+    ) -> Result<Segment, HugememError> {
         use rustix::fs::{memfd_create, MemfdFlags};
         check_prefix(spec.prefix)?;
+        if let Some(n) = node {
+            check_node(n)?;
+        }
         let ps = self.page_size();
         let len = spec.effective_len(ps)?;
         check_fixed(spec.map.addr, ps)?;
@@ -287,7 +340,7 @@ impl SegmentSource for Memfd {
                     supported: "powers of two only".into(),
                 });
             }
-            preflight_pages(hps, len / hps)?;
+            preflight_pages(hps, len / hps, node)?;
             // MFD_HUGE_SHIFT is 26: the size flag is log2(page size) in bits 26..31.
             flags |= MemfdFlags::HUGETLB | MemfdFlags::from_bits_retain(hps.trailing_zeros() << 26);
         }
@@ -307,7 +360,7 @@ impl SegmentSource for Memfd {
             &fd,
             rustix::fs::SealFlags::SHRINK | rustix::fs::SealFlags::GROW,
         );
-        let map = map_fd(fd.as_fd(), len, ps, &spec.map, &name)?;
+        let map = map_fd(fd.as_fd(), len, ps, &spec.map, &name, node)?;
         Ok(Segment {
             map,
             fd,
@@ -315,6 +368,15 @@ impl SegmentSource for Memfd {
             kind: BackingKind::Memfd,
             path: None,
         })
+    }
+}
+
+impl SegmentSource for Memfd {
+    fn create(&self, spec: &SegmentSpec<'_>) -> Result<Segment, HugememError> {
+        self.create_impl(spec, None)
+    }
+    fn create_on_node(&self, spec: &SegmentSpec<'_>, node: u32) -> Result<Segment, HugememError> {
+        self.create_impl(spec, Some(node))
     }
     fn page_size(&self) -> u64 {
         self.page_size.unwrap_or_else(base_page_size)
@@ -461,7 +523,7 @@ impl Segment {
             });
         }
         check_fixed(map.addr, page_size)?;
-        let mapped = map_fd(fd.as_fd(), size, page_size, map, &name)?;
+        let mapped = map_fd(fd.as_fd(), size, page_size, map, &name, None)?;
         Ok(Segment {
             map: mapped,
             fd,
@@ -642,7 +704,11 @@ fn fd_path(fd: BorrowedFd<'_>) -> Option<PathBuf> {
 }
 
 /// Checks that `needed` pages of `page_size` are free and not promised to other mappings.
-pub(crate) fn preflight_pages(page_size: u64, needed: u64) -> Result<(), HugememError> {
+pub(crate) fn preflight_pages(
+    page_size: u64,
+    needed: u64,
+    node: Option<u32>,
+) -> Result<(), HugememError> {
     let dir = pool_dir(page_size, None);
     if !dir.is_dir() {
         let supported = crate::HugepageInfo::discover()
@@ -660,7 +726,50 @@ pub(crate) fn preflight_pages(page_size: u64, needed: u64) -> Result<(), Hugemem
     if available < needed {
         return Err(not_enough(page_size, None, needed, available, total));
     }
+    if let Some(n) = node {
+        let nd = pool_dir(page_size, Some(n));
+        if !nd.is_dir() {
+            check_node(n)?;
+            return Err(HugememError::NoSuchNode {
+                node: n,
+                page_size,
+                present: present_nodes(),
+            });
+        }
+        let free = read_counter(&nd.join("free_hugepages"))?;
+        let total = read_counter(&nd.join("nr_hugepages"))?;
+        if free < needed {
+            return Err(not_enough(page_size, Some(n), needed, free, total));
+        }
+    }
     Ok(())
+}
+
+fn present_nodes() -> String {
+    crate::discover::list_nodes(Path::new(crate::discover::SYS_NODES))
+        .map(|v| {
+            v.iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
+}
+
+/// Checks that NUMA `node` exists (has a directory under `/sys/devices/system/node`).
+fn check_node(node: u32) -> Result<(), HugememError> {
+    if Path::new(crate::discover::SYS_NODES)
+        .join(format!("node{node}"))
+        .is_dir()
+    {
+        Ok(())
+    } else {
+        Err(HugememError::NoSuchNode {
+            node,
+            page_size: base_page_size(),
+            present: present_nodes(),
+        })
+    }
 }
 
 /// The `NotEnoughPages` error, with the command that reserves the missing pages.
@@ -696,14 +805,24 @@ fn map_fd(
     page_size: u64,
     opts: &MapOptions,
     name: &str,
+    node: Option<u32>,
 ) -> Result<Mapped, HugememError> {
     let len_usize = usize::try_from(len).map_err(|_| HugememError::InvalidRequest {
         detail: format!("segment length {len} does not fit the address space"),
     })?;
+    // With a node, populate only after the memory policy is set.
+    let populate_now = opts.populate && node.is_none();
     let r = match opts.addr {
-        None => Mapped::anywhere(fd, len_usize, opts.populate).map_err(FixedError::Sys),
-        Some(a) => Mapped::in_window(fd, a, len_usize, opts.populate),
+        None => Mapped::anywhere(fd, len_usize, populate_now).map_err(FixedError::Sys),
+        Some(a) => Mapped::in_window(fd, a, len_usize, populate_now),
     };
+    let r = r.and_then(|m| match node {
+        None => Ok(m),
+        Some(n) => match m.bind_to_node(n, opts.populate) {
+            Ok(()) => Ok(m),
+            Err(e) => Err(FixedError::Bind(n, e)),
+        },
+    });
     r.map_err(|e| match e {
         FixedError::OutsideWindow => HugememError::OutsideWindow {
             addr: opts.addr.unwrap_or(0),
@@ -748,6 +867,18 @@ fn map_fd(
                 not_enough(page_size, None, needed, free, total)
             }
         }
+        FixedError::Bind(n, e)
+            if page_size > base_page_size() && matches!(e, Errno::NOMEM | Errno::FAULT) =>
+        {
+            let nd = pool_dir(page_size, Some(n));
+            let free = read_counter(&nd.join("free_hugepages")).unwrap_or(0);
+            let total = read_counter(&nd.join("nr_hugepages")).unwrap_or(0);
+            not_enough(page_size, Some(n), len / page_size, free, total)
+        }
+        FixedError::Bind(n, e) => HugememError::sys(
+            format!("place {name} ({len} bytes) on NUMA node {n} (mbind, populate)"),
+            e,
+        ),
         FixedError::Sys(e) => HugememError::sys(format!("mmap {name} ({len} bytes)"), e),
     })
 }
@@ -783,6 +914,7 @@ fn create_file(
     len: u64,
     page_size: u64,
     kind: BackingKind,
+    node: Option<u32>,
 ) -> Result<Segment, HugememError> {
     let name = spec.file_name();
     let path = dir.join(&name);
@@ -826,7 +958,7 @@ fn create_file(
     rustix::fs::ftruncate(&fd, len).map_err(|e| {
         HugememError::sys(format!("ftruncate {} to {len} bytes", path.display()), e)
     })?;
-    if kind == BackingKind::Shm && spec.map.populate {
+    if kind == BackingKind::Shm && spec.map.populate && node.is_none() {
         // Allocate now so a full tmpfs is a clean error here, not a SIGBUS later.
         rustix::fs::fallocate(&fd, rustix::fs::FallocateFlags::empty(), 0, len).map_err(
             |e| match e {
@@ -845,6 +977,7 @@ fn create_file(
         page_size,
         &spec.map,
         &path.display().to_string(),
+        node,
     )?;
     rustix::fs::flock(&fd, FlockOperation::LockShared)
         .map_err(|e| HugememError::sys(format!("flock {}", path.display()), e))?;

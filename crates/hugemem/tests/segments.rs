@@ -422,3 +422,70 @@ fn fixed_addresses_must_lie_in_a_window_and_not_overlap() {
     assert!(w2.base() == hint || w2.base() % hugemem::WINDOW_ALIGN == 0);
     b.remove().unwrap();
 }
+
+/// The `/proc/self/numa_maps` line of the mapping starting at `addr`.
+fn numa_maps_line(addr: usize) -> String {
+    let text = std::fs::read_to_string("/proc/self/numa_maps").unwrap();
+    text.lines()
+        .find(|l| l.starts_with(&format!("{addr:x} ")))
+        .unwrap_or_else(|| panic!("no numa_maps line for {addr:#x}"))
+        .to_string()
+}
+
+#[test]
+fn segments_placed_on_a_numa_node() {
+    // Ordinary pages: bound to node 0 and populated there.
+    let dir = ShmDir::new("numa");
+    let mut s = spec("numa_", 0, 64 << 10);
+    s.map.populate = true;
+    let seg = ShmFallback::in_dir(dir.path())
+        .create_on_node(&s, 0)
+        .unwrap();
+    let l = numa_maps_line(seg.as_ptr().addr());
+    assert!(l.contains("bind:0") && l.contains("N0=16"), "{l}");
+    s.index = 1;
+    let e = ShmFallback::in_dir(dir.path())
+        .create_on_node(&s, 4000)
+        .unwrap_err();
+    assert!(
+        matches!(e, HugememError::NoSuchNode { node: 4000, .. }),
+        "{e}"
+    );
+    assert_eq!(files_in(dir.path()), vec!["numa_map_0".to_string()]);
+    seg.remove().unwrap();
+
+    let Some(env) = HugeEnv::setup("numa", 4) else {
+        return;
+    };
+    let mut s = spec("numa_", 0, 2 * MIB2);
+    s.map.populate = true;
+    let seg = Hugetlbfs::new(&env.dir, MIB2)
+        .create_on_node(&s, 0)
+        .unwrap();
+    let l = numa_maps_line(seg.as_ptr().addr());
+    assert!(
+        l.contains("bind:0")
+            && l.contains("huge")
+            && l.contains("N0=2")
+            && l.contains("kernelpagesize_kB=2048"),
+        "{l}"
+    );
+    let mfd = Memfd::new(Some(MIB2)).create_on_node(&s, 0).unwrap();
+    let l = numa_maps_line(mfd.as_ptr().addr());
+    assert!(l.contains("bind:0") && l.contains("N0=2"), "{l}");
+    // The node's pool is counted by the pre-flight check: 5 pages are more than node 0 has
+    // free now (unless someone else reserved many; then the message still names node 0).
+    let free0 = std::fs::read_to_string(
+        "/sys/devices/system/node/node0/hugepages/hugepages-2048kB/free_hugepages",
+    )
+    .unwrap()
+    .trim()
+    .parse::<u64>()
+    .unwrap();
+    let e = Hugetlbfs::new(&env.dir, MIB2)
+        .create_on_node(&spec("numa_", 1, (free0 + 1) * MIB2), 0)
+        .unwrap_err();
+    assert!(matches!(e, HugememError::NotEnoughPages { .. }), "{e}");
+    seg.remove().unwrap();
+    assert_eq!(files_in(&env.dir), Vec::<String>::new());
+}
