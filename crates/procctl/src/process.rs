@@ -93,19 +93,11 @@ pub enum Event {
     },
 }
 
-/// A function run by the member that cleans up after a dead member, for each library that keeps
-/// per-member state in shared memory (a mempool flushing the dead member's caches, a ring
-/// abandoning its reservations). It returns a line for the report, if it did something.
-pub type CleanupHook = fn(&dyn Zones, MemberId) -> Option<String>;
+pub use shmconfig::hooks::CleanupHook;
 
-static CLEANUP_HOOKS: Mutex<Vec<CleanupHook>> = Mutex::new(Vec::new());
-
-/// Register a clean-up hook (once per hook; duplicates are ignored).
+/// Register a clean-up hook (see [`shmconfig::hooks`]; a hook registered twice runs once).
 pub fn register_cleanup_hook(hook: CleanupHook) {
-    let mut v = CLEANUP_HOOKS.lock().unwrap_or_else(|e| e.into_inner());
-    if !v.iter().any(|h| std::ptr::fn_addr_eq(*h, hook)) {
-        v.push(hook);
-    }
+    shmconfig::hooks::register(hook);
 }
 
 thread_local! {
@@ -861,7 +853,10 @@ impl Process {
                 .map_err(|e| ProcError::io("locking", a.dir.join("lock"), e))?
             {
                 if h.members[s].state.load(Ordering::Acquire) == member_state::ALIVE {
-                    cleanup_member(&tables, &*liveness, a.dir, MemberId(s as u16), None);
+                    // Its occupant died and no monitor has cleaned up yet: leave the slot to the
+                    // monitors (they run the clean-up hooks) and take another.
+                    let _ = sys::ofd_unlock(&a.lock, 1 + s as u64);
+                    continue;
                 }
                 slot = Some(MemberId(s as u16));
                 break;
@@ -1240,29 +1235,22 @@ fn count_nodes() -> usize {
 fn cleanup_member(
     tables: &Tables,
     liveness: &dyn Liveness,
-    _dir: &Path,
+    me: MemberId,
     dead: MemberId,
-    zones: Option<&dyn Zones>,
+    zones: &dyn Zones,
 ) -> Vec<String> {
     let mut report = Vec::new();
     let h = tables.header();
-    if let Ok(g) = tables.lock(MemberId(u16::MAX - 1), liveness, TABLE_LOCK_TIMEOUT) {
-        let freed = tables.release_lcores(&g, dead);
-        if !freed.is_empty() {
-            report.push(format!("freed lcores {freed:?}"));
-        }
-    }
-    if let Some(z) = zones {
-        let hooks = CLEANUP_HOOKS
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        for hook in hooks {
-            if let Some(line) = hook(z, dead) {
-                report.push(line);
+    match tables.lock(me, liveness, TABLE_LOCK_TIMEOUT) {
+        Ok(g) => {
+            let freed = tables.release_lcores(&g, dead);
+            if !freed.is_empty() {
+                report.push(format!("freed lcores {freed:?}"));
             }
         }
+        Err(e) => report.push(format!("could not free its lcores: {e}")),
     }
+    report.extend(shmconfig::hooks::run_all(zones, dead));
     let m = &h.members[dead.0 as usize];
     m.exit_kind.store(2, Ordering::Relaxed);
     m.state.store(member_state::FREE, Ordering::Release);
@@ -1327,7 +1315,7 @@ fn monitor_loop(s: Arc<Shared>, tx: Sender<Event>, interval: Duration) {
                         && m.generation.load(Ordering::Acquire) == gen
                     {
                         let view = ZonesView(s.clone());
-                        let report = cleanup_member(&tables, &*s.liveness, &s.dir, id, Some(&view));
+                        let report = cleanup_member(&tables, &*s.liveness, s.slot, id, &view);
                         let _ = tx.send(Event::MemberDied {
                             member: id,
                             pid,

@@ -9,6 +9,7 @@
 #[allow(unsafe_code)]
 mod raw;
 
+pub mod hooks;
 pub mod layout;
 pub mod local;
 pub mod tables;
