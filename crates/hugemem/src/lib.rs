@@ -59,3 +59,17 @@ pub use segment::{
     MapOptions, Memfd, Segment, SegmentSource, SegmentSpec, ShmFallback,
 };
 pub use window::{VaWindow, WINDOW_ALIGN};
+
+#[cfg(test)]
+mod send_sync {
+    /// Segments and windows are shared between threads (a `Zone` keeps its segment alive and
+    /// is `Send + Sync`).
+    #[test]
+    fn segment_and_window_are_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<crate::Segment>();
+        check::<crate::VaWindow>();
+        check::<Box<dyn crate::SegmentSource + Send + Sync>>();
+        check::<crate::HugememError>();
+    }
+}

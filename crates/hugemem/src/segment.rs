@@ -995,9 +995,14 @@ fn create_file(
 
 /// The segment files `<prefix>map_<N>` in `dir` that no process holds a lock on, sorted.
 /// Other prefixes' files, symlinks and non-regular files are never listed.
+///
+/// Holds the directory's exclusive lock while it looks (as [`remove_stale`] does), so a file
+/// whose creator has not yet locked it is never reported.
 pub fn stale_segments(dir: &Path, prefix: &str) -> Result<Vec<PathBuf>, HugememError> {
     check_prefix(prefix)?;
     let dirfd = open_dir(dir)?;
+    rustix::fs::flock(&dirfd, FlockOperation::LockExclusive)
+        .map_err(|e| HugememError::sys(format!("flock directory {}", dir.display()), e))?;
     let mut out = Vec::new();
     for name in candidate_names(dir, prefix)? {
         if let Some(_locked) = lock_if_stale(dirfd.as_fd(), &name)? {
