@@ -12,6 +12,7 @@ use std::process::Command;
 
 mod hugepages;
 mod test_mp;
+mod vm;
 
 #[derive(Parser, Debug)]
 #[command(name = "cargo xtask", about = "hugeshare project automation")]
@@ -32,6 +33,10 @@ enum Cmd {
     },
     /// Show hugepage memory; as root, reserve, mount, unmount or clear it.
     Hugepages(hugepages::Args),
+    /// Print the QEMU arguments that give a VM the IVSHMEM devices of metadata files.
+    QemuCmdline(vm::CmdlineArgs),
+    /// Boot QEMU guests that use the host group's rings and mempools through IVSHMEM.
+    VmTest(vm::VmTestArgs),
     /// Run a benchmark (in release mode) beside DPDK's figures measured in the same run.
     Bench {
         /// Which benchmark: ring, hash, clock, attach, mempool, pipeline.
@@ -96,6 +101,8 @@ fn main() -> Result<()> {
         Cmd::TestMp(a) => test_mp::main(a),
         Cmd::Test { rest } => test(rest),
         Cmd::Hugepages(a) => hugepages::main(a),
+        Cmd::QemuCmdline(a) => vm::cmdline(a),
+        Cmd::VmTest(a) => vm::vm_test(a),
         Cmd::Bench { name, rest } => {
             let known = ["ring", "hash", "clock", "attach", "mempool", "pipeline"];
             if !known.contains(&name.as_str()) {

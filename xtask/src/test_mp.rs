@@ -204,10 +204,14 @@ impl Ctx<'_> {
             if !argv.iter().any(|a| a.starts_with("--file-prefix")) {
                 argv.push(format!("--file-prefix={}", self.prefix));
             }
-            let bin = if s.binary.as_deref() == Some("variant") {
-                &self.variant
-            } else {
-                &self.agent
+            let other;
+            let bin = match s.binary.as_deref() {
+                None | Some("agent") => &self.agent,
+                Some("variant") => &self.variant,
+                Some(b) => {
+                    other = self.agent.with_file_name(b);
+                    &other
+                }
             };
             let mut child = Command::new(bin)
                 .args(&argv)

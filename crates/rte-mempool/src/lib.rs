@@ -1,0 +1,1 @@
+//! Being written (issue in progress); this placeholder keeps the workspace loading.

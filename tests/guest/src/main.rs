@@ -1,0 +1,2 @@
+//! Being written; placeholder.
+fn main() {}
