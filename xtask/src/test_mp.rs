@@ -398,6 +398,7 @@ fn build_agents(root: &Path) -> Result<(PathBuf, PathBuf)> {
         "--release",
         "-p",
         "hugeshare-agent",
+        "--bins",
     ]))?;
     let vdir = root.join("target/layout-variant");
     run(Command::new(&cargo)
@@ -407,6 +408,8 @@ fn build_agents(root: &Path) -> Result<(PathBuf, PathBuf)> {
             "--quiet",
             "--release",
             "-p",
+            "hugeshare-agent",
+            "--bin",
             "hugeshare-agent",
             "--features",
             "layout-test-extra-field",
