@@ -1098,3 +1098,93 @@ pub fn phys_addr(ptr: *const u8) -> Result<u64, crate::PhysAddrUnavailable> {
     }
     Ok(pfn * ps as u64 + (addr % ps) as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Captured from `/proc/self/maps` of a test process (abridged).
+    const MAPS: &str = "\
+55d0c8a00000-55d0c8a3c000 r--p 00000000 fd:00 1318 /work/target/debug/deps/segments
+7f2a40000000-7f2a40400000 rw-s 00000000 00:3a 2 /tmp/hugemem-test-1-fixed/fixed_map_0 (deleted)
+7f2a40400000-7f2a44000000 ---p 00000000 00:00 0
+7f2a44000000-7f2a44021000 rw-p 00000000 00:00 0
+7ffd1c3e0000-7ffd1c401000 rw-p 00000000 00:00 0                          [stack]
+";
+
+    #[test]
+    fn occupants_name_every_overlapping_mapping() {
+        let occ = maps_occupants(MAPS, 0x7f2a_403f_f000, 0x7f2a_4400_1000);
+        assert_eq!(
+            occ,
+            vec![
+                "0x7f2a40000000-0x7f2a40400000 rw-s /tmp/hugemem-test-1-fixed/fixed_map_0 (deleted)",
+                "0x7f2a40400000-0x7f2a44000000 ---p [anonymous]",
+                "0x7f2a44000000-0x7f2a44021000 rw-p [anonymous]",
+            ]
+        );
+        assert!(maps_occupants(MAPS, 0x1000, 0x2000).is_empty());
+        // Ends are exclusive.
+        assert!(maps_occupants(MAPS, 0x7ffd_1c40_1000, 0x7ffd_1c50_0000).is_empty());
+        let stack = maps_occupants(MAPS, 0x7ffd_1c40_0000, 0x7ffd_1c40_1000);
+        assert_eq!(stack, vec!["0x7ffd1c3e0000-0x7ffd1c401000 rw-p [stack]"]);
+    }
+
+    #[test]
+    fn kernel_page_size_of_the_right_mapping() {
+        let smaps = "\
+7f2a40000000-7f2a40400000 rw-s 00000000 00:3a 2 /tmp/h/fixed_map_0
+Size:               4096 kB
+KernelPageSize:     2048 kB
+MMUPageSize:        2048 kB
+7f2a44000000-7f2a44021000 rw-p 00000000 00:00 0
+Size:                132 kB
+KernelPageSize:        4 kB
+MMUPageSize:           4 kB
+";
+        assert_eq!(
+            parse_smaps_kernel_page_size(smaps, 0x7f2a_4000_0000),
+            Some(2 << 20)
+        );
+        assert_eq!(
+            parse_smaps_kernel_page_size(smaps, 0x7f2a_4400_0000),
+            Some(4096)
+        );
+        assert_eq!(parse_smaps_kernel_page_size(smaps, 0x7f2a_4000_1000), None);
+    }
+
+    #[test]
+    fn segment_names_and_prefixes() {
+        assert_eq!(segment_file_name("rte", 3), "rtemap_3");
+        assert_eq!(segment_index("rtemap_3", "rte"), Some(3));
+        // Another prefix that shares the beginning is never matched.
+        assert_eq!(segment_index("rte2map_3", "rte"), None);
+        assert_eq!(segment_index("amap_1map_0", "a"), None);
+        assert_eq!(segment_index("rtemap_", "rte"), None);
+        assert_eq!(segment_index("rtemap_+3", "rte"), None);
+        assert_eq!(segment_index("rtemap_3.tmp", "rte"), None);
+        for bad in ["", "a/b", "..", "x y", &"p".repeat(65)] {
+            let bad_ok = bad == "..";
+            assert_eq!(check_prefix(bad).is_ok(), bad_ok, "{bad:?}");
+        }
+        let s = SegmentSpec {
+            prefix: "p",
+            index: 0,
+            len: 3 << 20,
+            pow2: true,
+            map: MapOptions::default(),
+        };
+        assert_eq!(s.effective_len(2 << 20).unwrap(), 4 << 20);
+        let s = SegmentSpec { len: 4096, ..s };
+        assert_eq!(
+            s.effective_len(1 << 30).unwrap(),
+            1 << 30,
+            "at least one page"
+        );
+        let s = SegmentSpec { len: 0, ..s };
+        assert!(matches!(
+            s.effective_len(4096),
+            Err(HugememError::EmptySegment { .. })
+        ));
+    }
+}

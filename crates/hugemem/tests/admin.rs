@@ -135,3 +135,74 @@ fn a_mapping_the_kernel_refuses_is_an_error_not_a_crash() {
     assert_eq!(seg.smaps_kernel_page_size(), Some(MIB2));
     seg.remove().unwrap();
 }
+
+#[test]
+fn read_only_places_are_refused_with_the_remedy() {
+    use hugemem::{choose_backing, BackingRequest, HugepageInfo, ShmFallback};
+    use std::os::unix::fs::PermissionsExt;
+    let spec = SegmentSpec {
+        prefix: "ro_",
+        index: 0,
+        len: MIB2,
+        pow2: false,
+        map: MapOptions::default(),
+    };
+    if !admin::is_root() {
+        // A directory we may not write: permission bits (root would bypass them).
+        let dir = common::ShmDir::new("ro");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o555)).unwrap();
+        let e = ShmFallback::in_dir(dir.path()).create(&spec).unwrap_err();
+        assert!(matches!(e, HugememError::NotWritable { .. }), "{e}");
+        assert!(
+            e.to_string().contains(&dir.path().display().to_string()),
+            "{e}"
+        );
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        skip(
+            "read-only-mount",
+            "mounting a read-only hugetlbfs needs root",
+        );
+        return;
+    }
+    let Some(_env) = HugeEnv::setup("ro", 2) else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("hugemem-test-{}-ro", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let opts = std::ffi::CString::new("pagesize=2M").unwrap();
+    rustix::mount::mount(
+        "nodev",
+        &dir,
+        "hugetlbfs",
+        rustix::mount::MountFlags::RDONLY,
+        opts.as_c_str(),
+    )
+    .unwrap();
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = rustix::mount::unmount(self.0, rustix::mount::UnmountFlags::empty());
+            let _ = std::fs::remove_dir(self.0);
+        }
+    }
+    let _u = Unmount(&dir);
+    let info = HugepageInfo::discover().unwrap();
+    let m = info
+        .mounts
+        .iter()
+        .find(|m| m.path == dir)
+        .expect("read-only mount discovered");
+    assert!(!m.writable);
+    let e = choose_backing(
+        &info,
+        &BackingRequest {
+            huge_dir: Some(&dir),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(e, HugememError::NotWritable { .. }), "{e}");
+    assert!(e.to_string().contains("remount it read-write"), "{e}");
+    let e = Hugetlbfs::new(&dir, MIB2).create(&spec).unwrap_err();
+    assert!(matches!(e, HugememError::NotWritable { .. }), "{e}");
+}
