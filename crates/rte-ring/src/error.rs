@@ -37,7 +37,9 @@ pub enum RingError {
     },
     /// The element type cannot be stored (size not a multiple of 4, zero, or too large; or
     /// alignment above 128).
-    #[error("ring {name:?}: element type of size {size} and alignment {align} is not accepted: {why}")]
+    #[error(
+        "ring {name:?}: element type of size {size} and alignment {align} is not accepted: {why}"
+    )]
     BadElement {
         /// The ring's name.
         name: String,

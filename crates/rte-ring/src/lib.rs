@@ -96,6 +96,5 @@ pub use element::{type_id_of, RingElement};
 pub use error::RingError;
 pub use layout::RING_NAME_MAX;
 pub use ring::{
-    Behavior, Outcome, RecoveryReport, Ring, RingFlags, RingInfo, SyncMode, MAX_OP,
-    RING_COUNT_MAX,
+    Behavior, Outcome, RecoveryReport, Ring, RingFlags, RingInfo, SyncMode, MAX_OP, RING_COUNT_MAX,
 };

@@ -5,7 +5,9 @@ use std::ptr::NonNull;
 
 use shmconfig::Zone;
 
-use crate::layout::{Meta, Shared, SHARED_OFFSET, SLOTS_OFFSET};
+#[cfg(not(hugeshare_loom))]
+use crate::layout::SHARED_OFFSET;
+use crate::layout::{Meta, Shared, SLOTS_OFFSET};
 use crate::sync::{AtomicU64, Ordering};
 
 /// A slot as the ring stores it: the element itself, or loom's checked cell in the model build.
@@ -95,9 +97,17 @@ impl<T: Copy> Mem<T> {
     ///
     /// The caller has checked the header: `zone.len()` covers the slots and both record arrays,
     /// `size` is a power of two, and `T`'s size and alignment are those recorded.
-    pub(crate) fn from_zone(zone: Zone, size: u32, records_offset: usize) -> Self {
-        #[cfg(hugeshare_loom)]
+    #[cfg(hugeshare_loom)]
+    pub(crate) fn from_zone(_zone: Zone, _size: u32, _records_offset: usize) -> Self {
         panic!("zone-backed rings do not exist in the loom build: use the model ring");
+    }
+
+    /// View `zone` as a ring of `size` slots of `T`, records at `records_offset`.
+    ///
+    /// The caller has checked the header: `zone.len()` covers the slots and both record arrays,
+    /// `size` is a power of two, and `T`'s size and alignment are those recorded.
+    #[cfg(not(hugeshare_loom))]
+    pub(crate) fn from_zone(zone: Zone, size: u32, records_offset: usize) -> Self {
         let need = records_offset + 2 * size as usize * 8;
         assert!(size.is_power_of_two() && zone.len() >= need);
         assert!(records_offset >= SLOTS_OFFSET + size as usize * core::mem::size_of::<T>());

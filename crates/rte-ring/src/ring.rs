@@ -141,7 +141,11 @@ impl fmt::Display for RingInfo {
         writeln!(f, "  flags={:#x} ({:?})", self.flags.bits(), self.flags)?;
         writeln!(f, "  size={}", self.size)?;
         writeln!(f, "  capacity={}", self.capacity)?;
-        writeln!(f, "  elem_size={} type_id={:#018x}", self.elem_size, self.type_id)?;
+        writeln!(
+            f,
+            "  elem_size={} type_id={:#018x}",
+            self.elem_size, self.type_id
+        )?;
         writeln!(f, "  sync prod={:?} cons={:?}", self.sync.0, self.sync.1)?;
         writeln!(
             f,
@@ -236,7 +240,10 @@ fn check_name(name: &str) -> Result<(), RingError> {
     let why = if name.is_empty() {
         "it is empty".to_string()
     } else if name.len() > RING_NAME_MAX {
-        format!("it is {} bytes long; at most {RING_NAME_MAX} are allowed", name.len())
+        format!(
+            "it is {} bytes long; at most {RING_NAME_MAX} are allowed",
+            name.len()
+        )
     } else if name.contains('\0') {
         "it contains a NUL byte".to_string()
     } else {
@@ -257,13 +264,25 @@ fn side_modes(name: &str, flags: RingFlags) -> Result<(SyncMode, SyncMode), Ring
     if RingFlags::from_bits(flags.bits()).is_none() {
         return Err(bad("unknown bits (known: 0x1 to 0x40)"));
     }
-    let p = [RingFlags::SP_ENQ, RingFlags::MP_RTS_ENQ, RingFlags::MP_HTS_ENQ];
-    let c = [RingFlags::SC_DEQ, RingFlags::MC_RTS_DEQ, RingFlags::MC_HTS_DEQ];
+    let p = [
+        RingFlags::SP_ENQ,
+        RingFlags::MP_RTS_ENQ,
+        RingFlags::MP_HTS_ENQ,
+    ];
+    let c = [
+        RingFlags::SC_DEQ,
+        RingFlags::MC_RTS_DEQ,
+        RingFlags::MC_HTS_DEQ,
+    ];
     if p.iter().filter(|f| flags.contains(**f)).count() > 1 {
-        return Err(bad("more than one producer mode (SP_ENQ, MP_RTS_ENQ, MP_HTS_ENQ)"));
+        return Err(bad(
+            "more than one producer mode (SP_ENQ, MP_RTS_ENQ, MP_HTS_ENQ)",
+        ));
     }
     if c.iter().filter(|f| flags.contains(**f)).count() > 1 {
-        return Err(bad("more than one consumer mode (SC_DEQ, MC_RTS_DEQ, MC_HTS_DEQ)"));
+        return Err(bad(
+            "more than one consumer mode (SC_DEQ, MC_RTS_DEQ, MC_HTS_DEQ)",
+        ));
     }
     let mode = |st, rts, hts| {
         if flags.contains(st) {
@@ -277,8 +296,16 @@ fn side_modes(name: &str, flags: RingFlags) -> Result<(SyncMode, SyncMode), Ring
         }
     };
     Ok((
-        mode(RingFlags::SP_ENQ, RingFlags::MP_RTS_ENQ, RingFlags::MP_HTS_ENQ),
-        mode(RingFlags::SC_DEQ, RingFlags::MC_RTS_DEQ, RingFlags::MC_HTS_DEQ),
+        mode(
+            RingFlags::SP_ENQ,
+            RingFlags::MP_RTS_ENQ,
+            RingFlags::MP_HTS_ENQ,
+        ),
+        mode(
+            RingFlags::SC_DEQ,
+            RingFlags::MC_RTS_DEQ,
+            RingFlags::MC_HTS_DEQ,
+        ),
     ))
 }
 
@@ -380,7 +407,11 @@ impl<T: RingElement> Ring<T> {
             name: name_bytes,
         };
         raw::write_meta(&zone, &meta);
-        Ok(Self::from_parts(zones, Mem::from_zone(zone, size, records), &meta))
+        Ok(Self::from_parts(
+            zones,
+            Mem::from_zone(zone, size, records),
+            &meta,
+        ))
     }
 
     /// Find the ring named `name`, checking its header: layout version and fingerprint, and the
@@ -426,7 +457,11 @@ impl<T: RingElement> Ring<T> {
             return Err(bad("magic", hex(meta.magic), hex(MAGIC)));
         }
         if meta.version != VERSION {
-            return Err(bad("version", meta.version.to_string(), VERSION.to_string()));
+            return Err(bad(
+                "version",
+                meta.version.to_string(),
+                VERSION.to_string(),
+            ));
         }
         if meta.header_len != SLOTS_OFFSET as u32 || meta.fingerprint != fingerprint() {
             return Err(bad(
@@ -437,7 +472,8 @@ impl<T: RingElement> Ring<T> {
         }
         let flags = RingFlags::from_bits(meta.flags)
             .ok_or_else(|| bad("flags", hex(meta.flags.into()), "bits 0x1..0x40".into()))?;
-        side_modes(name, flags).map_err(|_| bad("flags", hex(meta.flags.into()), "one mode per side".into()))?;
+        side_modes(name, flags)
+            .map_err(|_| bad("flags", hex(meta.flags.into()), "one mode per side".into()))?;
         let cap_ok = if flags.contains(RingFlags::EXACT_SZ) {
             meta.capacity < meta.size && meta.capacity > 0
         } else {
@@ -455,17 +491,15 @@ impl<T: RingElement> Ring<T> {
             .get(..meta.name_len as usize)
             .and_then(|b| std::str::from_utf8(b).ok());
         if stored_name != Some(name) {
-            return Err(bad(
-                "name",
-                format!("{stored_name:?}"),
-                format!("{name:?}"),
-            ));
+            return Err(bad("name", format!("{stored_name:?}"), format!("{name:?}")));
         }
         let (want_size, want_align) = (
             core::mem::size_of::<T>() as u32,
             core::mem::align_of::<T>() as u32,
         );
-        if meta.elem_size != want_size || meta.elem_align != want_align || meta.type_id != T::TYPE_ID
+        if meta.elem_size != want_size
+            || meta.elem_align != want_align
+            || meta.type_id != T::TYPE_ID
         {
             return Err(RingError::WrongElement {
                 name: name.into(),
@@ -485,7 +519,11 @@ impl<T: RingElement> Ring<T> {
                 format!("{records}/at least {len}"),
             ));
         }
-        Ok(Self::from_parts(zones, Mem::from_zone(zone, meta.size, records), &meta))
+        Ok(Self::from_parts(
+            zones,
+            Mem::from_zone(zone, meta.size, records),
+            &meta,
+        ))
     }
 
     fn from_parts(zones: &impl Zones, mem: Mem<T>, meta: &Meta) -> Self {
@@ -509,7 +547,12 @@ impl<T: RingElement> Ring<T> {
 
     /// A ring in memory of its own, for the loom model tests (`cfg(hugeshare_loom)` only).
     #[cfg(hugeshare_loom)]
-    pub fn model(count: u32, flags: RingFlags, member: MemberId, liveness: Arc<dyn Liveness>) -> Self {
+    pub fn model(
+        count: u32,
+        flags: RingFlags,
+        member: MemberId,
+        liveness: Arc<dyn Liveness>,
+    ) -> Self {
         let (size, capacity) = sizes("model", count, flags).expect("model ring count");
         let mut name = [0u8; 64];
         name[..5].copy_from_slice(b"model");
@@ -560,7 +603,11 @@ impl<T: RingElement> Ring<T> {
     /// Enqueue one element; gives it back if the ring is full.
     #[inline]
     pub fn enqueue(&self, v: T) -> Result<(), T> {
-        if self.enqueue_with(std::slice::from_ref(&v), Behavior::Fixed, self.prod_sync).n == 1 {
+        if self
+            .enqueue_with(std::slice::from_ref(&v), Behavior::Fixed, self.prod_sync)
+            .n
+            == 1
+        {
             Ok(())
         } else {
             Err(v)
@@ -571,7 +618,14 @@ impl<T: RingElement> Ring<T> {
     #[inline]
     pub fn dequeue(&self) -> Option<T> {
         let mut v = T::new_zeroed();
-        (self.dequeue_with(std::slice::from_mut(&mut v), Behavior::Fixed, self.cons_sync).n == 1)
+        (self
+            .dequeue_with(
+                std::slice::from_mut(&mut v),
+                Behavior::Fixed,
+                self.cons_sync,
+            )
+            .n
+            == 1)
             .then_some(v)
     }
 
@@ -584,7 +638,8 @@ impl<T: RingElement> Ring<T> {
     /// Enqueue as many of `items` as fit; returns how many.
     #[inline]
     pub fn enqueue_burst(&self, items: &[T]) -> usize {
-        self.enqueue_with(items, Behavior::Variable, self.prod_sync).n
+        self.enqueue_with(items, Behavior::Variable, self.prod_sync)
+            .n
     }
 
     /// Fill all of `out` or nothing; returns `out.len()` or 0.
@@ -928,9 +983,9 @@ impl<T: RingElement> Ring<T> {
         if n == 0 {
             return (None, room);
         }
-        let claim = self
-            .mem
-            .claim_store(&mine.head, h, pack(pos.wrapping_add(n), self.me, n as u16));
+        let claim =
+            self.mem
+                .claim_store(&mine.head, h, pack(pos.wrapping_add(n), self.me, n as u16));
         (Some(claim), room)
     }
 
@@ -944,7 +999,11 @@ impl<T: RingElement> Ring<T> {
         loop {
             let (pos, pm, pn) = unpack(h);
             if sync == SyncMode::Hts || sync == SyncMode::Rts {
-                let limit = if sync == SyncMode::Hts { 0 } else { self.htd_max };
+                let limit = if sync == SyncMode::Hts {
+                    0
+                } else {
+                    self.htd_max
+                };
                 let t = mine.tail.load(Acquire);
                 if pos.wrapping_sub(t) > limit {
                     self.wait_step(w, &mut spins);
@@ -961,7 +1020,9 @@ impl<T: RingElement> Ring<T> {
             }
             if pn != 0 {
                 let s = pos.wrapping_sub(pn as u32);
-                self.mem.record(w as usize, s).store(pack(s, pm, pn), Relaxed);
+                self.mem
+                    .record(w as usize, s)
+                    .store(pack(s, pm, pn), Relaxed);
             }
             match self
                 .mem
@@ -991,7 +1052,7 @@ impl<T: RingElement> Ring<T> {
     #[inline(never)]
     fn wait_step(&self, w: Which, spins: &mut u32) {
         *spins = spins.wrapping_add(1);
-        if *spins % SPINS_PER_CHECK == 0 {
+        if *spins & (SPINS_PER_CHECK - 1) == 0 {
             self.resolve(w);
             sync::yield_now();
         } else {
@@ -1072,7 +1133,10 @@ impl<T: RingElement> Ring<T> {
     fn remove_hole(&self, slot: usize, start: u32, n: u32) {
         let sh = self.mem.shared();
         let v = start as u64 | (n as u64) << 32;
-        if sh.holes[slot].compare_exchange(v, 0, AcqRel, Relaxed).is_ok() {
+        if sh.holes[slot]
+            .compare_exchange(v, 0, AcqRel, Relaxed)
+            .is_ok()
+        {
             sh.prod.holes.fetch_sub(1, AcqRel);
         }
     }
@@ -1089,7 +1153,11 @@ impl<T: RingElement> Ring<T> {
         loop {
             let (pos, pm, pn) = unpack(h);
             if sync == SyncMode::Hts || sync == SyncMode::Rts {
-                let limit = if sync == SyncMode::Hts { 0 } else { self.htd_max };
+                let limit = if sync == SyncMode::Hts {
+                    0
+                } else {
+                    self.htd_max
+                };
                 if pos.wrapping_sub(mine.tail.load(Acquire)) > limit {
                     self.wait_step(Which::Cons, &mut spins);
                     h = mine.head.load(Acquire);
@@ -1120,7 +1188,8 @@ impl<T: RingElement> Ring<T> {
             };
             let mut got = 0usize;
             for &(rel, len) in &plan.segs[..plan.nsegs] {
-                self.mem.read(&claim, rel, &mut out[got..got + len as usize]);
+                self.mem
+                    .read(&claim, rel, &mut out[got..got + len as usize]);
                 got += len as usize;
             }
             self.publish(Which::Cons, &claim, sync);
@@ -1204,7 +1273,9 @@ impl<T: RingElement> Ring<T> {
                 continue;
             }
             let end = (v as u32).wrapping_add((v >> 32) as u32);
-            if (head.wrapping_sub(end) as i32) >= 0 && e.compare_exchange(v, 0, AcqRel, Relaxed).is_ok() {
+            if (head.wrapping_sub(end) as i32) >= 0
+                && e.compare_exchange(v, 0, AcqRel, Relaxed).is_ok()
+            {
                 sh.prod.holes.fetch_sub(1, AcqRel);
             }
         }
@@ -1216,7 +1287,11 @@ impl<T: RingElement> Ring<T> {
     #[doc(hidden)]
     pub fn test_reserve_and_vanish(&self, consumer: bool, n: u32) -> u32 {
         let w = if consumer { Which::Cons } else { Which::Prod };
-        let sync = if consumer { self.cons_sync } else { self.prod_sync };
+        let sync = if consumer {
+            self.cons_sync
+        } else {
+            self.prod_sync
+        };
         let (c, _) = match sync {
             SyncMode::St => self.reserve_st(w, n, true),
             _ => self.reserve_mt(w, n, true, sync),

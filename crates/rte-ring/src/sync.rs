@@ -26,5 +26,5 @@ pub(crate) fn yield_now() {
     std::thread::yield_now();
 }
 
-/// How many spins a waiter makes between two looks at its peers' liveness.
+/// How many spins a waiter makes between two looks at its peers' liveness (a power of two).
 pub(crate) const SPINS_PER_CHECK: u32 = if cfg!(hugeshare_loom) { 1 } else { 1 << 12 };

@@ -21,9 +21,24 @@ fn same<T: RingElement>(a: &T, b: &T) -> bool {
 /// The modes test_ring.c runs: (label, flags, per-call sync for the explicit calls).
 const MODES: &[(&str, RingFlags, SyncMode, SyncMode)] = &[
     ("default", RingFlags::empty(), SyncMode::Mt, SyncMode::Mt),
-    ("sp/sc", RingFlags::SP_ENQ.union(RingFlags::SC_DEQ), SyncMode::St, SyncMode::St),
-    ("rts", RingFlags::MP_RTS_ENQ.union(RingFlags::MC_RTS_DEQ), SyncMode::Rts, SyncMode::Rts),
-    ("hts", RingFlags::MP_HTS_ENQ.union(RingFlags::MC_HTS_DEQ), SyncMode::Hts, SyncMode::Hts),
+    (
+        "sp/sc",
+        RingFlags::SP_ENQ.union(RingFlags::SC_DEQ),
+        SyncMode::St,
+        SyncMode::St,
+    ),
+    (
+        "rts",
+        RingFlags::MP_RTS_ENQ.union(RingFlags::MC_RTS_DEQ),
+        SyncMode::Rts,
+        SyncMode::Rts,
+    ),
+    (
+        "hts",
+        RingFlags::MP_HTS_ENQ.union(RingFlags::MC_HTS_DEQ),
+        SyncMode::Hts,
+        SyncMode::Hts,
+    ),
 ];
 
 struct Ctx<T: RingElement> {
@@ -45,7 +60,11 @@ impl<T: RingElement> Ctx<T> {
         let mut out = vec![T::new_zeroed(); n];
         let got = self.r.dequeue_with(&mut out, how, self.cs).n;
         for v in &out[..got] {
-            assert!(same(v, &mk::<T>(self.next_out)), "element {} out of order or damaged", self.next_out);
+            assert!(
+                same(v, &mk::<T>(self.next_out)),
+                "element {} out of order or damaged",
+                self.next_out
+            );
             self.next_out += 1;
         }
         got
@@ -68,7 +87,13 @@ fn run_all<T: RingElement>() {
             Ring::<T>::create(&zones, "test_ring_basic_ex", 4096, flags),
             Err(RingError::Exists(_))
         ));
-        let mut c = Ctx { r, ps, cs, next_in: 0, next_out: 0 };
+        let mut c = Ctx {
+            r,
+            ps,
+            cs,
+            next_in: 0,
+            next_out: 0,
+        };
 
         for how in [Behavior::Fixed, Behavior::Variable] {
             // random shift, then fill and drain
@@ -129,7 +154,10 @@ fn run_all<T: RingElement>() {
             assert!(c.r.enqueue(mk(c.next_in + i)).is_ok());
         }
         let extra: T = mk(99);
-        assert!(same(&c.r.enqueue(extra).unwrap_err(), &extra), "{label}: full gives the value back");
+        assert!(
+            same(&c.r.enqueue(extra).unwrap_err(), &extra),
+            "{label}: full gives the value back"
+        );
         assert!(c.r.is_full());
         for i in 0..4095 {
             assert!(same(&c.r.dequeue().unwrap(), &mk::<T>(c.next_in + i)));
@@ -192,7 +220,10 @@ fn bad_sizes_flags_and_elements() {
     ));
     for count in [4097, RING_COUNT_MAX + 1, 0, 1, 3] {
         assert!(
-            matches!(Ring::<u64>::create(&z, "sz", count, RingFlags::empty()), Err(RingError::BadCount { .. })),
+            matches!(
+                Ring::<u64>::create(&z, "sz", count, RingFlags::empty()),
+                Err(RingError::BadCount { .. })
+            ),
             "count {count}"
         );
     }
@@ -212,7 +243,10 @@ fn bad_sizes_flags_and_elements() {
         Ring::<u64>::create(&z, &"n".repeat(61), 64, RingFlags::empty()),
         Err(RingError::BadName { .. })
     ));
-    assert!(matches!(Ring::<u64>::create(&z, "", 64, RingFlags::empty()), Err(RingError::BadName { .. })));
+    assert!(matches!(
+        Ring::<u64>::create(&z, "", 64, RingFlags::empty()),
+        Err(RingError::BadName { .. })
+    ));
     // nothing was left behind by the refusals
     assert!(z.list().is_empty());
 }
@@ -227,10 +261,27 @@ fn lookup_checks() {
     Ring::<u64>::create(&z, "typed", 64, RingFlags::empty()).unwrap();
     // same size, other type: refused, naming both
     let e = Ring::<i64>::lookup(&z, "typed").unwrap_err();
-    assert!(matches!(e, RingError::WrongElement { found_size: 8, want_size: 8, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            RingError::WrongElement {
+                found_size: 8,
+                want_size: 8,
+                ..
+            }
+        ),
+        "{e}"
+    );
     assert!(e.to_string().contains("type id"));
     let e = Ring::<u32>::lookup(&z, "typed").unwrap_err();
-    assert!(matches!(e, RingError::WrongElement { found_size: 8, want_size: 4, .. }));
+    assert!(matches!(
+        e,
+        RingError::WrongElement {
+            found_size: 8,
+            want_size: 4,
+            ..
+        }
+    ));
     // a zone that is not a ring
     z.reserve(&shmconfig::ZoneRequest::new("RG_plain", 4096, shmconfig::ZoneKind::Ring).align(128))
         .unwrap();
@@ -244,7 +295,16 @@ fn lookup_checks() {
     let version = unsafe { std::sync::atomic::AtomicU32::from_ptr(base.add(8).cast::<u32>()) };
     version.store(77, std::sync::atomic::Ordering::Release);
     let e = Ring::<u64>::lookup(&z, "versioned").unwrap_err();
-    assert!(matches!(e, RingError::BadHeader { field: "version", .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            RingError::BadHeader {
+                field: "version",
+                ..
+            }
+        ),
+        "{e}"
+    );
     version.store(1, std::sync::atomic::Ordering::Release);
     assert!(Ring::<u64>::lookup(&z, "versioned").is_ok());
 }
@@ -261,15 +321,22 @@ fn exact_size() {
     for (i, v) in unaligned.iter().take(15).enumerate() {
         assert!(std_r.enqueue(*v).is_ok(), "std {i}");
     }
-    assert_eq!(std_r.enqueue(16), Err(16), "the 16th single enqueue on a std ring of 16 fails");
+    assert_eq!(
+        std_r.enqueue(16),
+        Err(16),
+        "the 16th single enqueue on a std ring of 16 fails"
+    );
     for v in unaligned.iter().take(16) {
         assert!(exact.enqueue(*v).is_ok());
     }
     assert!(exact.is_full());
-    let mut out = vec![0u64; 17];
+    let mut out = [0u64; 17];
     assert_eq!(exact.dequeue_burst(&mut out[1..]), 16);
     assert_eq!(&out[1..], unaligned);
-    assert!(Ring::<u64>::lookup(&z, "exact sz").is_ok(), "names with spaces work");
+    assert!(
+        Ring::<u64>::lookup(&z, "exact sz").is_ok(),
+        "names with spaces work"
+    );
 }
 
 #[test]
@@ -282,7 +349,10 @@ fn info_dump() {
     assert_eq!((i.prod_tail, i.cons_tail, i.prod_head.0), (3, 0, 3));
     assert_eq!(i.sync, (SyncMode::St, SyncMode::Mt));
     let s = i.to_string();
-    assert!(s.contains("ring <dump>@zone RG_dump") && s.contains("used=3"), "{s}");
+    assert!(
+        s.contains("ring <dump>@zone RG_dump") && s.contains("used=3"),
+        "{s}"
+    );
 }
 
 // ----- dead members (simulated in one process: LocalZones declares a member dead) -----
@@ -309,7 +379,12 @@ fn drain(r: &Ring<u64>) -> Vec<u64> {
 
 #[test]
 fn dead_producer_does_not_wedge_the_ring() {
-    for flags in [RingFlags::empty(), RingFlags::MP_HTS_ENQ, RingFlags::MP_RTS_ENQ, RingFlags::SP_ENQ] {
+    for flags in [
+        RingFlags::empty(),
+        RingFlags::MP_HTS_ENQ,
+        RingFlags::MP_RTS_ENQ,
+        RingFlags::SP_ENQ,
+    ] {
         let (z0, r0, r1) = two_members(flags);
         assert_eq!(r0.enqueue_bulk(&[1, 2, 3]), 3);
         assert_eq!(r1.test_reserve_and_vanish(false, 5), 5);
@@ -325,7 +400,11 @@ fn dead_producer_does_not_wedge_the_ring() {
         assert_eq!(r0.info().holes_pending, 1);
         // consumers never see the 5 abandoned slots
         let mut out = [0u64; 5];
-        assert_eq!(r0.dequeue_bulk(&mut out), 5, "{flags:?}: a bulk steps over the hole");
+        assert_eq!(
+            r0.dequeue_bulk(&mut out),
+            5,
+            "{flags:?}: a bulk steps over the hole"
+        );
         assert_eq!(out, [1, 2, 3, 4, 5]);
         assert!(r0.dequeue().is_none());
         assert_eq!(r0.info().holes_pending, 0);
@@ -373,7 +452,11 @@ fn chain_of_dead_producers_and_recover_without_waiters() {
 
 #[test]
 fn dead_consumer_is_counted_and_frees_its_slots() {
-    for flags in [RingFlags::empty(), RingFlags::MC_HTS_DEQ, RingFlags::MC_RTS_DEQ] {
+    for flags in [
+        RingFlags::empty(),
+        RingFlags::MC_HTS_DEQ,
+        RingFlags::MC_RTS_DEQ,
+    ] {
         let (z0, r0, r1) = two_members(flags);
         assert_eq!(r0.enqueue_bulk(&(0..10).collect::<Vec<_>>()), 10);
         assert_eq!(r1.test_reserve_and_vanish(true, 4), 4);

@@ -1,0 +1,233 @@
+//! loom models of the MP/MC and HTS protocols, and of the dead-member rule, over the same code
+//! that ships (the crate's `sync` module switches to loom's atomics).
+//!
+//! `LOOM_MAX_PREEMPTIONS=2 RUSTFLAGS="--cfg hugeshare_loom" cargo test -p rte-ring --release --test loom`
+#![cfg(hugeshare_loom)]
+
+use std::sync::Arc;
+
+use loom::sync::atomic::{AtomicBool, Ordering};
+use loom::thread;
+use rte_ring::{Ring, RingFlags};
+use shmconfig::{Liveness, MemberId, MemberState};
+
+/// Members 0..4, each alive until `kill`.
+#[derive(Debug)]
+struct Lives([AtomicBool; 4]);
+
+impl Lives {
+    fn new() -> Arc<Self> {
+        Arc::new(Lives(std::array::from_fn(|_| AtomicBool::new(true))))
+    }
+    fn kill(&self, m: u16) {
+        self.0[m as usize].store(false, Ordering::Release);
+    }
+}
+
+impl Liveness for Lives {
+    fn member_state(&self, m: MemberId) -> MemberState {
+        match self.0.get(m.0 as usize) {
+            Some(a) if a.load(Ordering::Acquire) => MemberState::Alive,
+            Some(_) => MemberState::Dead,
+            None => MemberState::Alive,
+        }
+    }
+}
+
+fn ring(count: u32, flags: RingFlags, lives: &Arc<Lives>) -> Ring<u64> {
+    Ring::model(count, flags, MemberId(0), lives.clone())
+}
+
+fn two_producers_one_consumer(flags: RingFlags) {
+    loom::model(move || {
+        let lives = Lives::new();
+        let r = ring(4, flags, &lives);
+        let p: Vec<_> = [1u64, 2]
+            .into_iter()
+            .map(|v| {
+                let r = r.as_member(MemberId(v as u16));
+                thread::spawn(move || assert_eq!(r.enqueue_bulk(&[v]), 1))
+            })
+            .collect();
+        let mut got = vec![];
+        let mut buf = [0u64; 2];
+        let n = r.dequeue_burst(&mut buf);
+        got.extend_from_slice(&buf[..n]);
+        for h in p {
+            h.join().unwrap();
+        }
+        loop {
+            let n = r.dequeue_burst(&mut buf);
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        got.sort();
+        assert_eq!(got, vec![1, 2]);
+        assert!(r.is_empty());
+    });
+}
+
+#[test]
+fn mp_enqueue() {
+    two_producers_one_consumer(RingFlags::empty());
+}
+
+#[test]
+fn hts_enqueue() {
+    two_producers_one_consumer(RingFlags::MP_HTS_ENQ | RingFlags::MC_HTS_DEQ);
+}
+
+fn two_consumers(flags: RingFlags) {
+    loom::model(move || {
+        let lives = Lives::new();
+        let r = ring(4, flags, &lives);
+        assert_eq!(r.enqueue_bulk(&[1, 2]), 2);
+        let c: Vec<_> = (1..3u16)
+            .map(|m| {
+                let r = r.as_member(MemberId(m));
+                thread::spawn(move || r.dequeue())
+            })
+            .collect();
+        let mut got: Vec<u64> = c.into_iter().map(|h| h.join().unwrap().unwrap()).collect();
+        got.sort();
+        assert_eq!(got, vec![1, 2]);
+    });
+}
+
+#[test]
+fn mc_dequeue() {
+    two_consumers(RingFlags::empty());
+}
+
+#[test]
+fn hts_dequeue() {
+    two_consumers(RingFlags::MP_HTS_ENQ | RingFlags::MC_HTS_DEQ);
+}
+
+/// A producer and a consumer wrap around a ring of 2 slots: the consumer sees 1, 2, 3 in order.
+#[test]
+fn mp_mc_wrap_fifo() {
+    loom::model(|| {
+        let lives = Lives::new();
+        let r = ring(2, RingFlags::empty(), &lives);
+        let p = {
+            let r = r.as_member(MemberId(1));
+            thread::spawn(move || {
+                for v in 1..=3u64 {
+                    while r.enqueue(v).is_err() {
+                        thread::yield_now();
+                    }
+                }
+            })
+        };
+        for want in 1..=3u64 {
+            loop {
+                if let Some(v) = r.dequeue() {
+                    assert_eq!(v, want);
+                    break;
+                }
+                thread::yield_now();
+            }
+        }
+        p.join().unwrap();
+    });
+}
+
+/// Member 1 dies between its reservation and its publication; member 2 enqueues behind it and
+/// must not wedge: its wait abandons the dead range; the consumer never sees the dead slot.
+fn dead_producer(flags: RingFlags) {
+    loom::model(move || {
+        let lives = Lives::new();
+        let r = ring(4, flags, &lives);
+        let victim = {
+            let r = r.as_member(MemberId(1));
+            let lives = lives.clone();
+            thread::spawn(move || {
+                assert_eq!(r.test_reserve_and_vanish(false, 1), 1);
+                lives.kill(1);
+            })
+        };
+        let live = {
+            let r = r.as_member(MemberId(2));
+            thread::spawn(move || assert_eq!(r.enqueue_bulk(&[7]), 1))
+        };
+        victim.join().unwrap();
+        live.join().unwrap();
+        r.recover();
+        let mut buf = [0u64; 4];
+        assert_eq!(r.dequeue_burst(&mut buf), 1);
+        assert_eq!(buf[0], 7);
+        assert_eq!(r.abandoned(), (1, 0));
+        assert!(r.is_empty());
+    });
+}
+
+#[test]
+fn dead_producer_mp() {
+    dead_producer(RingFlags::empty());
+}
+
+#[test]
+fn dead_producer_hts() {
+    dead_producer(RingFlags::MP_HTS_ENQ);
+}
+
+/// A consumer dies holding a reservation while another consumer dequeues behind it.
+#[test]
+fn dead_consumer_mc() {
+    loom::model(|| {
+        let lives = Lives::new();
+        let r = ring(4, RingFlags::empty(), &lives);
+        assert_eq!(r.enqueue_bulk(&[1, 2]), 2);
+        let victim = {
+            let r = r.as_member(MemberId(1));
+            let lives = lives.clone();
+            thread::spawn(move || {
+                assert_eq!(r.test_reserve_and_vanish(true, 1), 1);
+                lives.kill(1);
+            })
+        };
+        let live = {
+            let r = r.as_member(MemberId(2));
+            thread::spawn(move || r.dequeue())
+        };
+        victim.join().unwrap();
+        let got = live.join().unwrap();
+        r.recover();
+        // the live consumer got whichever element the dead one did not reserve
+        assert!(matches!(got, Some(1) | Some(2)));
+        assert_eq!(r.abandoned(), (0, 1));
+        assert!(r.is_empty());
+        assert_eq!(r.free_count(), 3);
+    });
+}
+
+/// A waiting consumer and a recovering helper race to step over an abandoned range.
+#[test]
+fn consumer_steps_over_hole_while_producer_recovers() {
+    loom::model(|| {
+        let lives = Lives::new();
+        let r = ring(4, RingFlags::empty(), &lives);
+        assert_eq!(
+            r.as_member(MemberId(1)).test_reserve_and_vanish(false, 1),
+            1
+        );
+        lives.kill(1);
+        let p = {
+            let r = r.as_member(MemberId(2));
+            thread::spawn(move || assert_eq!(r.enqueue_bulk(&[5]), 1))
+        };
+        let c = {
+            let r = r.as_member(MemberId(3));
+            thread::spawn(move || r.dequeue())
+        };
+        p.join().unwrap();
+        let first = c.join().unwrap();
+        let rest = r.dequeue();
+        assert_eq!(first.or(rest), Some(5));
+        assert!(first.is_none() || rest.is_none());
+        assert_eq!(r.abandoned(), (1, 0));
+    });
+}
