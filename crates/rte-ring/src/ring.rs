@@ -12,7 +12,7 @@ use crate::layout::{
     SLOTS_OFFSET, VERSION,
 };
 use crate::raw::{self, Claim, Mem};
-use crate::sync::{self, Ordering::*, SPINS_PER_CHECK};
+use crate::sync::{self, Ordering::*};
 
 bitflags::bitflags! {
     /// Creation flags, with DPDK's values and meanings (`RING_F_*`).
@@ -1052,7 +1052,7 @@ impl<T: RingElement> Ring<T> {
     #[inline(never)]
     fn wait_step(&self, w: Which, spins: &mut u32) {
         *spins = spins.wrapping_add(1);
-        if *spins & (SPINS_PER_CHECK - 1) == 0 {
+        if sync::time_to_check(*spins) {
             self.resolve(w);
             sync::yield_now();
         } else {

@@ -26,5 +26,9 @@ pub(crate) fn yield_now() {
     std::thread::yield_now();
 }
 
-/// How many spins a waiter makes between two looks at its peers' liveness (a power of two).
-pub(crate) const SPINS_PER_CHECK: u32 = if cfg!(hugeshare_loom) { 1 } else { 1 << 12 };
+/// Whether a waiter that has spun `spins` times should look at its peers' liveness now (every
+/// 4096 spins; every time in the loom build).
+#[inline(always)]
+pub(crate) fn time_to_check(spins: u32) -> bool {
+    cfg!(hugeshare_loom) || spins % 4096 == 0
+}
