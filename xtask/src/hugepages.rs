@@ -31,6 +31,11 @@ pub struct Args {
     /// used by files in hugetlbfs mounts stay (as surplus) until those files are removed.
     #[arg(long)]
     clear: bool,
+    /// Remove the stale segment files (`<PREFIX>map_<N>` that no live process holds) of this
+    /// prefix from every hugetlbfs mount and /dev/shm. Other prefixes and live files are never
+    /// touched.
+    #[arg(long, value_name = "PREFIX")]
+    remove_stale: Option<String>,
 }
 
 /// Entry point.
@@ -120,6 +125,21 @@ pub fn main(a: Args) -> Result<()> {
             p.display(),
             p.display()
         );
+    }
+    if let Some(prefix) = &a.remove_stale {
+        let mut dirs: Vec<PathBuf> = info.mounts.iter().map(|m| m.path.clone()).collect();
+        dirs.push(PathBuf::from("/dev/shm"));
+        for d in dirs {
+            match hugemem::remove_stale(&d, prefix) {
+                Ok(v) if v.is_empty() => println!("{}: no stale {prefix}map_* files", d.display()),
+                Ok(v) => {
+                    for f in v {
+                        println!("removed stale {}", f.display());
+                    }
+                }
+                Err(e) => println!("{}: {e}", d.display()),
+            }
+        }
     }
     let info = if acting {
         HugepageInfo::discover()?
