@@ -43,7 +43,9 @@ pub mod admin;
 mod backing;
 mod discover;
 mod error;
+mod phys;
 mod segment;
+mod stale;
 mod window;
 
 pub use backing::{choose_backing, source_for, Backing, BackingChoice, BackingRequest};
@@ -53,11 +55,13 @@ pub use discover::{
     PageSizeInfo, SYS_HUGEPAGES, SYS_NODES,
 };
 pub use error::{HugememError, PhysAddrUnavailable};
+pub use phys::phys_addr;
 pub use segment::{
-    base_page_size, check_prefix, maps_occupants, parse_smaps_kernel_page_size, phys_addr,
-    remove_stale, segment_file_name, segment_index, stale_segments, BackingKind, Hugetlbfs,
-    MapOptions, Memfd, Segment, SegmentSource, SegmentSpec, ShmFallback,
+    base_page_size, check_prefix, maps_occupants, parse_smaps_kernel_page_size, segment_file_name,
+    segment_index, BackingKind, Hugetlbfs, MapOptions, Memfd, Segment, SegmentSource, SegmentSpec,
+    ShmFallback,
 };
+pub use stale::{remove_stale, stale_segments};
 pub use window::{VaWindow, WINDOW_ALIGN};
 
 #[cfg(test)]

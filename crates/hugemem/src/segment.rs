@@ -898,7 +898,7 @@ impl Drop for Unlinker<'_> {
     }
 }
 
-fn open_dir(dir: &Path) -> Result<OwnedFd, HugememError> {
+pub(crate) fn open_dir(dir: &Path) -> Result<OwnedFd, HugememError> {
     rustix::fs::open(
         dir,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -991,112 +991,6 @@ fn create_file(
         kind,
         path: Some(path),
     })
-}
-
-/// The segment files `<prefix>map_<N>` in `dir` that no process holds a lock on, sorted.
-/// Other prefixes' files, symlinks and non-regular files are never listed.
-///
-/// Holds the directory's exclusive lock while it looks (as [`remove_stale`] does), so a file
-/// whose creator has not yet locked it is never reported.
-pub fn stale_segments(dir: &Path, prefix: &str) -> Result<Vec<PathBuf>, HugememError> {
-    check_prefix(prefix)?;
-    let dirfd = open_dir(dir)?;
-    rustix::fs::flock(&dirfd, FlockOperation::LockExclusive)
-        .map_err(|e| HugememError::sys(format!("flock directory {}", dir.display()), e))?;
-    let mut out = Vec::new();
-    for name in candidate_names(dir, prefix)? {
-        if let Some(_locked) = lock_if_stale(dirfd.as_fd(), &name)? {
-            out.push(dir.join(&name));
-        }
-    }
-    Ok(out)
-}
-
-/// Removes the stale segment files of `prefix` in `dir` (see [`stale_segments`]) and returns
-/// them. Holds the directory's exclusive lock meanwhile, so no segment being created is touched.
-pub fn remove_stale(dir: &Path, prefix: &str) -> Result<Vec<PathBuf>, HugememError> {
-    check_prefix(prefix)?;
-    let dirfd = open_dir(dir)?;
-    rustix::fs::flock(&dirfd, FlockOperation::LockExclusive)
-        .map_err(|e| HugememError::sys(format!("flock directory {}", dir.display()), e))?;
-    let mut out = Vec::new();
-    for name in candidate_names(dir, prefix)? {
-        if let Some(_locked) = lock_if_stale(dirfd.as_fd(), &name)? {
-            let p = dir.join(&name);
-            match rustix::fs::unlinkat(&dirfd, name.as_str(), AtFlags::empty()) {
-                Ok(()) => out.push(p),
-                Err(Errno::NOENT) => {}
-                Err(e) => return Err(HugememError::sys(format!("unlink {}", p.display()), e)),
-            }
-        }
-    }
-    Ok(out)
-}
-
-fn candidate_names(dir: &Path, prefix: &str) -> Result<Vec<String>, HugememError> {
-    let rd = std::fs::read_dir(dir)
-        .map_err(|e| HugememError::io(format!("list {}", dir.display()), e))?;
-    let mut names: Vec<(u32, String)> = rd
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let n = e.file_name().into_string().ok()?;
-            let i = segment_index(&n, prefix)?;
-            Some((i, n))
-        })
-        .collect();
-    names.sort();
-    Ok(names.into_iter().map(|(_, n)| n).collect())
-}
-
-/// Opens `name` (no symlinks) and takes `LOCK_EX|LOCK_NB`; `Some(fd)` (holding the lock) if it
-/// is a regular file nobody holds and the name still refers to it.
-fn lock_if_stale(dirfd: BorrowedFd<'_>, name: &str) -> Result<Option<OwnedFd>, HugememError> {
-    let fd = match rustix::fs::openat(
-        dirfd,
-        name,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
-        Mode::empty(),
-    ) {
-        Ok(fd) => fd,
-        Err(Errno::NOENT | Errno::LOOP) => return Ok(None),
-        Err(e) => return Err(HugememError::sys(format!("open {name}"), e)),
-    };
-    let st = rustix::fs::fstat(&fd).map_err(|e| HugememError::sys(format!("fstat {name}"), e))?;
-    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
-        return Ok(None);
-    }
-    match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => {}
-        Err(Errno::WOULDBLOCK) => return Ok(None),
-        Err(e) => return Err(HugememError::sys(format!("flock {name}"), e)),
-    }
-    match rustix::fs::statat(dirfd, name, AtFlags::SYMLINK_NOFOLLOW) {
-        Ok(now) if now.st_ino == st.st_ino && now.st_dev == st.st_dev => Ok(Some(fd)),
-        _ => Ok(None),
-    }
-}
-
-/// The physical address of the byte at `ptr`, from `/proc/self/pagemap` (needs
-/// `CAP_SYS_ADMIN`; the page must be present, so touch it first).
-pub fn phys_addr(ptr: *const u8) -> Result<u64, crate::PhysAddrUnavailable> {
-    use crate::PhysAddrUnavailable as E;
-    use std::io::{Read, Seek, SeekFrom};
-    let addr = ptr.addr();
-    let ps = base_page_size() as usize;
-    let mut f = std::fs::File::open("/proc/self/pagemap").map_err(E::Io)?;
-    f.seek(SeekFrom::Start(((addr / ps) * 8) as u64))
-        .map_err(E::Io)?;
-    let mut b = [0u8; 8];
-    f.read_exact(&mut b).map_err(E::Io)?;
-    let entry = u64::from_ne_bytes(b);
-    if entry & (1 << 63) == 0 {
-        return Err(E::NotPresent { addr });
-    }
-    let pfn = entry & ((1 << 55) - 1);
-    if pfn == 0 {
-        return Err(E::NotPermitted);
-    }
-    Ok(pfn * ps as u64 + (addr % ps) as u64)
 }
 
 #[cfg(test)]
