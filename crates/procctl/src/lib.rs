@@ -29,8 +29,13 @@
 //! finds them unheld). The orphan and the new group never share memory; the orphan should exit
 //! (or restart and attach to the new primary). DPDK, in the same situation, fails with
 //! `Cannot init memzone` and later secondaries hang forever.
+//!
+//! # Messages between members
+//! See [`channel`]: named messages with small payloads and descriptors, sent to one member,
+//! broadcast, or as requests with replies and timeouts; a dead peer never blocks a sender.
 #![deny(unsafe_code)]
 
+pub mod channel;
 pub mod error;
 pub mod lcores;
 pub mod options;
@@ -39,6 +44,7 @@ pub mod rundir;
 #[allow(unsafe_code)]
 mod sys;
 
+pub use channel::{BroadcastReport, ChannelError, Message};
 pub use error::{ProcError, Result};
 pub use lcores::LcoreMap;
 pub use options::{Options, OptionsError, ProcType, DEFAULT_PREFIX};

@@ -21,6 +21,7 @@ use shmconfig::{
     Liveness, MemberId, MemberState, Tables, Zone, ZoneError, ZoneInfo, ZoneRequest, Zones,
 };
 
+use crate::channel::{self, BroadcastReport, Channel, ChannelError, Message};
 use crate::error::{ProcError, Result};
 use crate::lcores::LcoreMap;
 use crate::options::{Options, ProcType, DEFAULT_PREFIX};
@@ -193,6 +194,8 @@ pub struct Process {
     events: Mutex<Receiver<Event>>,
     monitor: Option<JoinHandle<()>>,
     server: Option<JoinHandle<()>>,
+    channel: Arc<Channel>,
+    receiver: Option<JoinHandle<()>>,
 }
 
 fn now_ns() -> u64 {
@@ -459,7 +462,11 @@ impl Process {
                     addr: Some(addr),
                 },
             };
-            let seg = source.create(&spec)?;
+            let seg = if node == u32::MAX {
+                source.create(&spec)?
+            } else {
+                source.create_on_node(&spec, node)?
+            };
             seg_bases.push((seg.as_ptr() as usize, seg.len()));
             entries.push((
                 node,
@@ -639,7 +646,7 @@ impl Process {
             .name("hugeshare-clock".into())
             .spawn(move || choose_group_clock(&s2, force))
             .map_err(|e| ProcError::io("spawning the clock thread", PathBuf::new(), e))?;
-        let mut p = Self::start(shared);
+        let mut p = Self::start(shared)?;
         if opts.in_memory {
             p.server = Some(start_server(p.shared.clone())?);
         }
@@ -825,7 +832,7 @@ impl Process {
             notices,
         })?;
         let _ = probe;
-        Ok(Self::start(shared))
+        Self::start(shared)
     }
 
     fn header_state(map: &SharedMap) -> Option<ConfigState> {
@@ -943,7 +950,19 @@ impl Process {
         Ok(shared)
     }
 
-    fn start(shared: Arc<Shared>) -> Process {
+    fn start(shared: Arc<Shared>) -> Result<Process> {
+        let channel = Channel::bind(&shared.dir, shared.slot).map_err(|e| {
+            ProcError::io(
+                "binding the member socket",
+                channel::socket_path(&shared.dir, shared.slot),
+                e,
+            )
+        })?;
+        let c2 = channel.clone();
+        let receiver = std::thread::Builder::new()
+            .name("hugeshare-channel".into())
+            .spawn(move || c2.run())
+            .map_err(|e| ProcError::io("spawning the channel thread", PathBuf::new(), e))?;
         let (tx, rx) = mpsc::channel();
         let interval = Duration::from_millis(
             std::env::var("HUGESHARE_MONITOR_MS")
@@ -955,13 +974,15 @@ impl Process {
         let monitor = std::thread::Builder::new()
             .name("hugeshare-monitor".into())
             .spawn(move || monitor_loop(s2, tx, interval))
-            .expect("spawning the monitor thread");
-        Process {
+            .map_err(|e| ProcError::io("spawning the monitor thread", PathBuf::new(), e))?;
+        Ok(Process {
             shared,
             events: Mutex::new(rx),
             monitor: Some(monitor),
             server: None,
-        }
+            channel,
+            receiver: Some(receiver),
+        })
     }
 
     /// This process's role.
@@ -1149,6 +1170,82 @@ impl Process {
             .clone()
     }
 
+    /// Send a named message (payload at most [`channel::MAX_PAYLOAD`] bytes, at most
+    /// [`channel::MAX_MSG_FDS`] descriptors) to one member. Never blocks.
+    pub fn send(
+        &self,
+        to: MemberId,
+        name: &str,
+        payload: &[u8],
+        fds: &[std::os::fd::BorrowedFd<'_>],
+    ) -> Result<(), ChannelError> {
+        if to == self.shared.slot || self.shared.liveness.member_state(to) != MemberState::Alive {
+            return Err(ChannelError::NoSuchMember(to));
+        }
+        self.channel.send(to, name, payload, fds)
+    }
+
+    /// Send a named message to every other live member. Never blocks; the report says who got
+    /// it and why the others did not.
+    pub fn broadcast(
+        &self,
+        name: &str,
+        payload: &[u8],
+        fds: &[std::os::fd::BorrowedFd<'_>],
+    ) -> BroadcastReport {
+        let mut report = BroadcastReport::default();
+        for m in self.shared.mem.tables.occupied_members() {
+            if m == self.shared.slot || self.shared.liveness.member_state(m) != MemberState::Alive {
+                continue;
+            }
+            match self.channel.send(m, name, payload, fds) {
+                Ok(()) => report.sent.push(m),
+                Err(e) => report.failed.push((m, e)),
+            }
+        }
+        report
+    }
+
+    /// Ask a member and wait (at most `timeout`) for its reply.
+    pub fn request(
+        &self,
+        to: MemberId,
+        name: &str,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<Message, ChannelError> {
+        if to == self.shared.slot || self.shared.liveness.member_state(to) != MemberState::Alive {
+            return Err(ChannelError::NoSuchMember(to));
+        }
+        self.channel.request(to, name, payload, timeout)
+    }
+
+    /// Answer requests named `name` with `handler` (run on the channel's thread; it returns the
+    /// reply payload, or an error text sent back as an error reply).
+    pub fn on_request(
+        &self,
+        name: &str,
+        handler: impl Fn(&Message) -> Result<Vec<u8>, String> + Send + Sync + 'static,
+    ) {
+        self.channel.on_request(name, Arc::new(handler));
+    }
+
+    /// The next message sent to this member (not requests, which handlers answer), waiting at
+    /// most `timeout`.
+    pub fn next_message(&self, timeout: Duration) -> Option<Message> {
+        self.channel
+            .inbox_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .recv_timeout(timeout)
+            .ok()
+    }
+
+    /// How many malformed datagrams this member dropped.
+    pub fn rejected_messages(&self) -> u64 {
+        self.channel.rejected.load(Ordering::Relaxed)
+    }
+
     /// Bind the calling thread to `lcore` (one this process owns): it runs on the lcore's CPUs and
     /// [`Zones::current_lcore`] returns `lcore` in it.
     pub fn bind_thread(&self, lcore: u32) -> Result<()> {
@@ -1316,6 +1413,7 @@ fn monitor_loop(s: Arc<Shared>, tx: Sender<Event>, interval: Duration) {
                     {
                         let view = ZonesView(s.clone());
                         let report = cleanup_member(&tables, &*s.liveness, s.slot, id, &view);
+                        let _ = std::fs::remove_file(channel::socket_path(&s.dir, id));
                         let _ = tx.send(Event::MemberDied {
                             member: id,
                             pid,
@@ -1473,6 +1571,11 @@ impl Drop for Process {
         if let Some(t) = self.monitor.take() {
             let _ = t.join();
         }
+        self.channel.stop.store(true, Ordering::Release);
+        if let Some(t) = self.receiver.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(channel::socket_path(&s.dir, s.slot));
         if let Some(t) = self.server.take() {
             let _ = UnixStream::connect(s.dir.join("socket")); // wake the accept loop
             let _ = t.join();

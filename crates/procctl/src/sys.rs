@@ -293,3 +293,122 @@ pub(crate) fn euid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() }
 }
+
+fn sockaddr_un(path: &std::path::Path) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: sockaddr_un is a plain C struct; all-zero is valid before we fill it.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as _;
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.len() >= addr.sun_path.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("socket path {} is too long", path.display()),
+        ));
+    }
+    for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    let len = std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1;
+    Ok((addr, len as libc::socklen_t))
+}
+
+/// Send one datagram with descriptors to the socket bound at `path`, without blocking: a peer
+/// whose queue is full gives `WouldBlock`, a dead one `ConnectionRefused` or `NotFound`.
+pub(crate) fn dgram_send_to(
+    sock: &std::os::unix::net::UnixDatagram,
+    path: &std::path::Path,
+    data: &[u8],
+    fds: &[RawFd],
+) -> io::Result<()> {
+    assert!(fds.len() <= MAX_FDS);
+    let (mut addr, alen) = sockaddr_un(path)?;
+    let space = (std::mem::size_of::<RawFd>() * fds.len()) as u32;
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let cap = unsafe { libc::CMSG_SPACE(space) } as usize;
+    let mut cbuf = vec![0u64; cap.div_ceil(8)];
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut _,
+        iov_len: data.len(),
+    };
+    // SAFETY: zeroed msghdr is valid before we fill it in.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&mut addr as *mut libc::sockaddr_un).cast();
+    msg.msg_namelen = alen;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if !fds.is_empty() {
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = cap as _;
+        // SAFETY: as in `send_fds`: the control buffer holds CMSG_SPACE(space) bytes we own.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(space) as _;
+            std::ptr::copy_nonoverlapping(
+                fds.as_ptr(),
+                libc::CMSG_DATA(c).cast::<RawFd>(),
+                fds.len(),
+            );
+        }
+    }
+    // SAFETY: every pointer in `msg` refers to live buffers for the duration of the call.
+    let r = unsafe {
+        libc::sendmsg(
+            sock.as_raw_fd(),
+            &msg,
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Receive one datagram (blocking up to the socket's read timeout) with its descriptors.
+/// Returns the bytes, the descriptors, and whether anything was truncated.
+pub(crate) fn dgram_recv(
+    sock: &std::os::unix::net::UnixDatagram,
+    max: usize,
+) -> io::Result<(Vec<u8>, Vec<OwnedFd>, bool)> {
+    let mut data = vec![0u8; max];
+    // SAFETY: pure size computation.
+    let cap = unsafe { libc::CMSG_SPACE((std::mem::size_of::<RawFd>() * MAX_FDS) as u32) } as usize;
+    let mut cbuf = vec![0u64; cap.div_ceil(8)];
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
+    };
+    // SAFETY: zeroed msghdr is valid before we fill it in.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = cap as _;
+    // SAFETY: buffers are valid for the call; received descriptors are marked close-on-exec.
+    let r = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    data.truncate(r as usize);
+    let mut fds = Vec::new();
+    // SAFETY: walking the control messages the kernel wrote, as in `recv_fds`; each received
+    // descriptor is new and now ours.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let payload = (*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                let p = libc::CMSG_DATA(c).cast::<RawFd>();
+                for i in 0..payload / std::mem::size_of::<RawFd>() {
+                    fds.push(OwnedFd::from_raw_fd(p.add(i).read_unaligned()));
+                }
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    let truncated = msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0;
+    Ok((data, fds, truncated))
+}

@@ -14,6 +14,11 @@
 //! | `event TIMEOUT_MS [KIND]` | `EVENT <kind> member=N pid=P [cleaned_here=B] [report=...]` or `TIMEOUT` |
 //! | `event-at TIMEOUT_MS [KIND]` | as `event`, with ` at_ns=<CLOCK_MONOTONIC ns>` |
 //! | `clock` | `CLOCK kind=K hz=N record=...` (the group's clock as this member uses it) |
+//! | `send N NAME TEXT` / `send-big N LEN` | `OK` or `ERR <message>` |
+//! | `broadcast NAME TEXT` | `SENT to=[..] failed=[..]` |
+//! | `request N NAME TIMEOUT_MS TEXT` | `REPLY from=N <payload>` or `ERR <message>` |
+//! | `serve NAME` | `OK` (answers requests NAME with `member M answers <payload>`) |
+//! | `recv TIMEOUT_MS` | `MSG from=N name=.. payload=..` or `TIMEOUT` |
 //! | `smaps` | `BACKING <kind> kernel_page_kb=N` read from /proc/self/smaps |
 //! | `info` | `INFO ...` |
 //! | `ping` | `PONG` |
@@ -213,6 +218,49 @@ fn run(p: &Process, line: &str) -> Option<String> {
                 p.clock_notice().unwrap_or_default()
             ),
             Err(e) => format!("ERR {e}"),
+        },
+        "send" => match num(0) {
+            Err(e) => e,
+            Ok(to) => {
+                let text = args.get(2..).map(|t| t.join(" ")).unwrap_or_default();
+                match p.send(shmconfig::MemberId(to as u16), arg(1), text.as_bytes(), &[]) {
+                    Ok(()) => "OK".into(),
+                    Err(e) => format!("ERR {e}"),
+                }
+            }
+        },
+        "send-big" => match num(0) {
+            Err(e) => e,
+            Ok(to) => match p.send(shmconfig::MemberId(to as u16), "big", &vec![b'x'; num(1).unwrap_or(5000)], &[]) {
+                Ok(()) => "OK".into(),
+                Err(e) => format!("ERR {e}"),
+            },
+        },
+        "broadcast" => {
+            let text = args.get(1..).map(|t| t.join(" ")).unwrap_or_default();
+            let r = p.broadcast(arg(0), text.as_bytes(), &[]);
+            let sent: Vec<String> = r.sent.iter().map(|m| m.0.to_string()).collect();
+            let failed: Vec<String> = r.failed.iter().map(|(m, e)| format!("{}:{e}", m.0)).collect();
+            format!("SENT to=[{}] failed=[{}]", sent.join(","), failed.join(";"))
+        }
+        "request" => match (num(0), num(2)) {
+            (Ok(to), Ok(ms)) => {
+                let text = args.get(3..).map(|t| t.join(" ")).unwrap_or_default();
+                match p.request(shmconfig::MemberId(to as u16), arg(1), text.as_bytes(), Duration::from_millis(ms as u64)) {
+                    Ok(m) => format!("REPLY from={} {}", m.from.0, String::from_utf8_lossy(&m.payload)),
+                    Err(e) => format!("ERR {e}"),
+                }
+            }
+            (Err(e), _) | (_, Err(e)) => e,
+        },
+        "serve" => {
+            let me = p.member().0;
+            p.on_request(arg(0), move |m| Ok(format!("member {me} answers {}", String::from_utf8_lossy(&m.payload)).into_bytes()));
+            "OK".into()
+        }
+        "recv" => match p.next_message(Duration::from_millis(num(0).unwrap_or(1000) as u64)) {
+            Some(m) => format!("MSG from={} name={} payload={}", m.from.0, m.name, String::from_utf8_lossy(&m.payload)),
+            None => "TIMEOUT".into(),
         },
         "smaps" => smaps_backing(p),
         "info" => format!(
