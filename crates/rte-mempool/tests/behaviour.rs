@@ -1,0 +1,455 @@
+//! DPDK `test_mempool.c` behaviours that apply (dpdk-facts §7.2), the cache rules, and the
+//! recovery of dead members, over `LocalZones`.
+
+use std::collections::HashSet;
+
+use rte_mempool::{
+    Mempool, MempoolError, MempoolFlags, MempoolParams, Obj, OrphanReason, CACHE_MAX_SIZE,
+};
+use rte_ring::{Ring, RingFlags};
+use shmconfig::{LocalZones, MemberId, MemberState, Zones};
+
+/// DPDK's MEMPOOL_SIZE for 2 lcores: lcores × (16 + 512) − 1.
+const SIZE: u32 = 2 * (16 + 512) - 1;
+const ELT: u32 = 2048;
+
+fn write_u32(o: Obj, v: u32) {
+    let b = v.to_le_bytes();
+    for (k, x) in b.iter().enumerate() {
+        // Raw pointer writes into the object we hold: that is what the handle is for.
+        let p = o.as_ptr().wrapping_add(k);
+        std::hint::black_box(p);
+        rawio::write(p, *x);
+    }
+}
+
+fn read_u32(o: Obj) -> u32 {
+    let mut b = [0u8; 4];
+    for (k, x) in b.iter_mut().enumerate() {
+        *x = rawio::read(o.as_ptr().wrapping_add(k));
+    }
+    u32::from_le_bytes(b)
+}
+
+#[allow(unsafe_code)]
+mod rawio {
+    pub fn write(p: *mut u8, v: u8) {
+        // SAFETY: callers pass a byte inside an object the test holds.
+        unsafe { p.write_volatile(v) }
+    }
+    pub fn read(p: *mut u8) -> u8 {
+        // SAFETY: callers pass a byte inside an object the test holds.
+        unsafe { p.read_volatile() }
+    }
+}
+
+/// The basic test of `test_mempool_basic`: get one, counts, get 2 / put 2, contents kept.
+fn basic(zones: &LocalZones, mp: &Mempool, use_local: bool) {
+    let mut local = mp.local(zones);
+    let mut get = |out: &mut [Obj]| {
+        if use_local {
+            local.get_bulk(out)
+        } else {
+            mp.get_bulk(out)
+        }
+    };
+    let mut one = [Obj::empty()];
+    assert_eq!(get(&mut one), 1);
+    // counts include what the caches hold
+    assert_eq!(mp.avail_count(), SIZE - 1);
+    assert_eq!(mp.in_use_count(), 1);
+    assert_eq!(Mempool::from_ptr(one[0].as_ptr()).unwrap().name(), mp.name());
+    let mut two = [Obj::empty(); 2];
+    assert_eq!(get(&mut two), 2);
+    assert_eq!(mp.avail_count(), SIZE - 3);
+    let all = [one[0], two[0], two[1]];
+    assert_eq!(all.iter().map(|o| o.index()).collect::<HashSet<_>>().len(), 3);
+    for o in all {
+        write_u32(o, o.index());
+    }
+    if use_local {
+        local.put_bulk(&all);
+    } else {
+        mp.put_bulk(&all);
+    }
+    assert_eq!(mp.avail_count(), SIZE);
+    for o in all {
+        assert_eq!(read_u32(o), o.index(), "object contents are kept");
+    }
+}
+
+#[test]
+fn basic_without_cache_with_cache_and_via_ring() {
+    let zones = LocalZones::new().with_lcore(Some(0));
+    let nc = Mempool::create(&zones, "test_nocache", MempoolParams::new(SIZE, ELT)).unwrap();
+    basic(&zones, &nc, false);
+    basic(&zones, &nc, true);
+    let c = Mempool::create(
+        &zones,
+        "test_cache",
+        MempoolParams::new(SIZE, ELT).cache_size(CACHE_MAX_SIZE),
+    )
+    .unwrap();
+    basic(&zones, &c, true);
+    basic(&zones, &c, false);
+    // objects left in lcore 0's cache are counted as available
+    assert!(c.cache_count(0) > 0);
+    assert_eq!(c.avail_count(), SIZE);
+}
+
+#[test]
+fn create_refusals() {
+    let zones = LocalZones::new();
+    let e = Mempool::create(&zones, "big_cache", MempoolParams::new(SIZE, ELT).cache_size(512 + 32));
+    assert!(matches!(e, Err(MempoolError::BadCacheSize { cache_size: 544, .. })), "{e:?}");
+    // 1.5 × cache size (rounded down, as DPDK) must not exceed the count
+    let e = Mempool::create(&zones, "small", MempoolParams::new(100, 8).cache_size(68));
+    assert!(matches!(e, Err(MempoolError::BadCacheSize { .. })), "{e:?}");
+    assert!(Mempool::create(&zones, "small", MempoolParams::new(100, 8).cache_size(67)).is_ok());
+    let e = Mempool::create(
+        &zones,
+        "bad_flags",
+        MempoolParams::new(SIZE, ELT).flags(MempoolFlags::from_bits_retain(0x80)),
+    );
+    assert!(matches!(e, Err(MempoolError::BadFlags { bits: 0x80, .. })), "{e:?}");
+    let e = Mempool::create(&zones, "zero", MempoolParams::new(0, ELT));
+    assert!(matches!(e, Err(MempoolError::BadCount { n: 0, .. })), "{e:?}");
+    let e = Mempool::create(&zones, &"x".repeat(26), MempoolParams::new(8, 8));
+    assert!(matches!(e, Err(MempoolError::BadName { .. })), "{e:?}");
+    // nothing was left behind by the refusals
+    assert_eq!(zones.list().len(), 3, "{:?}", zones.list());
+    Mempool::create(&zones, "dup", MempoolParams::new(8, 8)).unwrap();
+    let e = Mempool::create(&zones, "dup", MempoolParams::new(8, 8));
+    assert!(matches!(e, Err(MempoolError::Exists(ref n)) if n == "dup"), "{e:?}");
+    assert!(matches!(Mempool::lookup(&zones, "nothing"), Err(MempoolError::NotFound(_))));
+}
+
+#[test]
+fn lookup_finds_the_same_pool() {
+    let zones = LocalZones::new();
+    let a = Mempool::create(&zones, "test_nocache", MempoolParams::new(SIZE, ELT).priv_size(16))
+        .unwrap();
+    let b = Mempool::lookup(&zones, "test_nocache").unwrap();
+    let o = b.get().unwrap();
+    assert_eq!(a.obj(o.index()), Some(o), "same memory, same object");
+    assert_eq!(a.avail_count(), SIZE - 1);
+    assert_eq!(b.priv_size(), 16);
+    assert_eq!(a.private_ptr(o), o.as_ptr().wrapping_add(ELT as usize));
+    assert_eq!(a.obj_from_ptr(a.private_ptr(o)), Some(o));
+    assert_eq!(a.obj_from_ptr(std::ptr::null()), None);
+    b.put(o);
+    // iteration visits every object once, at distinct addresses `stride` apart
+    let objs: Vec<Obj> = a.iter().collect();
+    assert_eq!(objs.len(), SIZE as usize);
+    for w in objs.windows(2) {
+        assert_eq!(w[1].as_ptr() as usize - w[0].as_ptr() as usize, a.stride());
+    }
+    assert_eq!(a.stride() % 64, 0);
+}
+
+#[test]
+fn get_all_then_empty_put_all_then_full() {
+    for cache in [0, 32, CACHE_MAX_SIZE] {
+        let zones = LocalZones::new().with_lcore(Some(1));
+        let mp = Mempool::create(&zones, "all", MempoolParams::new(SIZE, ELT).cache_size(cache))
+            .unwrap();
+        let mut local = mp.local(&zones);
+        let mut held = Vec::new();
+        while let Some(o) = local.get() {
+            held.push(o);
+        }
+        assert_eq!(held.len(), SIZE as usize, "cache {cache}: every object can be had");
+        assert!(mp.is_empty());
+        assert_eq!(mp.in_use_count(), SIZE);
+        let set: HashSet<u32> = held.iter().map(|o| o.index()).collect();
+        assert_eq!(set.len(), SIZE as usize, "no object handed out twice");
+        for o in &held {
+            local.put(*o);
+        }
+        assert!(mp.is_full(), "cache {cache}");
+    }
+}
+
+#[test]
+fn bulk_get_is_all_or_nothing() {
+    let zones = LocalZones::new().with_lcore(Some(2));
+    let mp = Mempool::create(&zones, "bulk", MempoolParams::new(100, 64).cache_size(16)).unwrap();
+    let mut local = mp.local(&zones);
+    let mut big = vec![Obj::empty(); 101];
+    assert_eq!(local.get_bulk(&mut big), 0);
+    assert_eq!(mp.avail_count(), 100);
+    let mut some = vec![Obj::empty(); 90];
+    assert_eq!(local.get_bulk(&mut some), 90);
+    let mut more = vec![Obj::empty(); 11];
+    assert_eq!(local.get_bulk(&mut more), 0, "only 10 left");
+    assert_eq!(mp.avail_count(), 10);
+    assert_eq!(local.get_bulk(&mut more[..10]), 10);
+    assert!(mp.is_empty());
+}
+
+#[test]
+fn cache_refill_and_flush_thresholds() {
+    let zones = LocalZones::new().with_lcore(Some(4));
+    let mp = Mempool::create(&zones, "thr", MempoolParams::new(1000, 64).cache_size(32)).unwrap();
+    assert_eq!(mp.flush_threshold(), 48);
+    let mut local = mp.local(&zones);
+    assert_eq!(local.lcore(), Some(4));
+    // get 1 from an empty cache: refill with cache_size + 1, hand out 1
+    let o = local.get().unwrap();
+    assert_eq!(local.cache_len(), 32);
+    assert_eq!(mp.ring().count(), 1000 - 33);
+    let mut held = vec![o];
+    let mut buf = vec![Obj::empty(); 32];
+    assert_eq!(local.get_bulk(&mut buf), 32);
+    assert_eq!(local.cache_len(), 0);
+    held.extend_from_slice(&buf);
+    let mut buf = vec![Obj::empty(); 16];
+    assert_eq!(local.get_bulk(&mut buf), 16);
+    assert_eq!(local.cache_len(), 32, "refilled with 32 + 16, gave 16");
+    held.extend_from_slice(&buf);
+    // put 16: 48 ≤ threshold, kept
+    local.put_bulk(&held[..16]);
+    assert_eq!(local.cache_len(), 48);
+    // one more passes the threshold: the 48 go to the ring, the new one is the cache
+    let ring_before = mp.ring().count();
+    local.put(held[16]);
+    assert_eq!(local.cache_len(), 1);
+    assert_eq!(mp.ring().count(), ring_before + 48);
+    // a put larger than the threshold goes straight to the ring
+    let ring_before = mp.ring().count();
+    local.put_bulk(&held[17..]);
+    assert_eq!(held[17..].len(), 32);
+    assert_eq!(local.cache_len(), 33);
+    let mut many = vec![Obj::empty(); 49];
+    assert_eq!(local.get_bulk(&mut many), 49);
+    local.put_bulk(&many);
+    assert!(mp.ring().count() >= ring_before);
+    local.flush();
+    assert_eq!(local.cache_len(), 0);
+    assert_eq!(mp.ring().count(), 1000);
+}
+
+#[test]
+fn threads_without_lcore_and_guests_use_the_ring() {
+    let zones = LocalZones::new();
+    let mp = Mempool::create(&zones, "nolc", MempoolParams::new(100, 64).cache_size(8)).unwrap();
+    let mut l = mp.local(&zones);
+    assert_eq!(l.lcore(), None);
+    let o = l.get().unwrap();
+    assert_eq!(mp.ring().count(), 99, "no cache refill without an lcore");
+    l.put(o);
+    let guest = zones.as_member(MemberId::OUTSIDER).with_lcore(Some(3));
+    let g = Mempool::lookup(&guest, "nolc").unwrap();
+    let mut gl = g.local(&guest);
+    assert_eq!(gl.lcore(), None, "a guest never uses an lcore cache");
+    let o = gl.get().unwrap();
+    assert_eq!(mp.ring().count(), 99);
+    gl.put(o);
+    // a pool without caches gives no cache either
+    let nc = Mempool::create(&zones, "nc", MempoolParams::new(10, 8)).unwrap();
+    assert_eq!(nc.local(&zones.with_lcore(Some(1))).lcore(), None);
+}
+
+#[test]
+fn dead_members_cache_is_flushed_by_the_hook() {
+    let zones = LocalZones::new();
+    let mp = Mempool::create(&zones, "dc", MempoolParams::new(500, 64).cache_size(64)).unwrap();
+    let m1 = zones.as_member(MemberId(1)).with_lcore(Some(7));
+    let p1 = Mempool::lookup(&m1, "dc").unwrap();
+    let mut l1 = p1.local(&m1);
+    let mut held = vec![Obj::empty(); 10];
+    assert_eq!(l1.get_bulk(&mut held), 10);
+    assert_eq!(mp.cache_count(7), 64);
+    // alive: recovery does nothing
+    assert!(!mp.recover_dead_members().did_something());
+    zones.set_member_state(MemberId(1), MemberState::Dead);
+    let report = shmconfig::hooks::run_all(&zones, MemberId(1));
+    assert!(
+        report.iter().any(|l| l.contains("mempool dc: flushed 1 caches (64 objects)")),
+        "{report:?}"
+    );
+    assert_eq!(mp.cache_count(7), 0);
+    assert_eq!(mp.ring().count(), 490, "untracked: the 10 held objects are not known");
+    assert_eq!(mp.stats().caches_flushed, 1);
+    // idempotent
+    assert!(!mp.recover_dead_members().did_something());
+    // the lcore's next owner starts with an empty cache it owns
+    let m2 = zones.as_member(MemberId(2)).with_lcore(Some(7));
+    let p2 = Mempool::lookup(&m2, "dc").unwrap();
+    let mut l2 = p2.local(&m2);
+    assert!(l2.get().is_some());
+    assert_eq!(mp.cache_count(7), 64);
+}
+
+#[test]
+fn next_lcore_owner_adopts_a_dead_owners_cache() {
+    let zones = LocalZones::new();
+    let mp = Mempool::create(&zones, "adopt", MempoolParams::new(500, 64).cache_size(64)).unwrap();
+    let m1 = zones.as_member(MemberId(1)).with_lcore(Some(9));
+    let mut l1 = Mempool::lookup(&m1, "adopt").unwrap().local(&m1);
+    let o = l1.get().unwrap();
+    l1.put(o);
+    assert_eq!(mp.cache_count(9), 65);
+    let m2 = zones.as_member(MemberId(2)).with_lcore(Some(9));
+    let p2 = Mempool::lookup(&m2, "adopt").unwrap();
+    zones.set_member_state(MemberId(1), MemberState::Free);
+    // no recovery ran; a new owner of lcore 9 takes the cache over, objects included
+    let mut l2 = p2.local(&m2);
+    let mut held = vec![Obj::empty(); 65];
+    assert_eq!(l2.get_bulk(&mut held), 65);
+    assert_eq!(mp.ring().count(), 500 - 65, "served from the adopted cache");
+    assert!(!mp.recover_dead_members().did_something(), "the cache is member 2's now");
+    l2.put_bulk(&held);
+    assert!(mp.is_full());
+}
+
+#[test]
+fn tracked_objects_of_a_dead_member_are_returned() {
+    let zones = LocalZones::new();
+    let mp = Mempool::create(
+        &zones,
+        "tr",
+        MempoolParams::new(300, 64).cache_size(16).flags(MempoolFlags::TRACK),
+    )
+    .unwrap();
+    let m1 = zones.as_member(MemberId(1)).with_lcore(Some(3));
+    let p1 = Mempool::lookup(&m1, "tr").unwrap();
+    let mut l1 = p1.local(&m1);
+    let mut held = vec![Obj::empty(); 40];
+    assert_eq!(l1.get_bulk(&mut held), 40);
+    // member 0 holds some too; they must survive member 1's death
+    let mine: Vec<Obj> = (0..5).map(|_| mp.get().unwrap()).collect();
+    zones.set_member_state(MemberId(1), MemberState::Dead);
+    let r = mp.recover_dead_members();
+    assert_eq!(r.reclaimed, 40);
+    assert_eq!(r.caches_flushed, 1);
+    assert_eq!(mp.avail_count(), 295);
+    let audit = mp.audit(&[], false);
+    assert!(audit.is_sound(), "{audit}");
+    assert_eq!(audit.held_by_live, 5);
+    assert!(audit.orphans.is_empty());
+    mp.put_bulk(&mine);
+    assert!(mp.is_full());
+    assert_eq!(mp.stats().violations, 0);
+}
+
+#[test]
+fn objects_in_transit_belong_to_the_ring() {
+    let zones = LocalZones::new();
+    let mp = Mempool::create(
+        &zones,
+        "tx",
+        MempoolParams::new(64, 64).flags(MempoolFlags::TRACK),
+    )
+    .unwrap();
+    let link = Ring::<u32>::create(&zones, "link", 64, RingFlags::empty()).unwrap();
+    let a = zones.as_member(MemberId(1));
+    let b = zones.as_member(MemberId(2));
+    let pa = Mempool::lookup(&a, "tx").unwrap();
+    let pb = Mempool::lookup(&b, "tx").unwrap();
+    let mut objs = vec![Obj::empty(); 8];
+    assert_eq!(pa.get_bulk(&mut objs), 8);
+    for o in &objs {
+        write_u32(*o, 1000 + o.index());
+    }
+    assert_eq!(pa.send(&link, &objs[..6]), 6);
+    // the sender dies: what it still held comes back, what it sent stays in the ring
+    zones.set_member_state(MemberId(1), MemberState::Dead);
+    let r = mp.recover_dead_members();
+    assert_eq!(r.reclaimed, 2);
+    let audit = mp.audit(&[&link], false);
+    assert!(audit.is_sound(), "{audit}");
+    assert_eq!(audit.in_rings, 6);
+    let mut got = vec![Obj::empty(); 8];
+    assert_eq!(pb.receive(&link, &mut got), 6);
+    for o in &got[..6] {
+        assert_eq!(read_u32(*o), 1000 + o.index());
+    }
+    let audit = mp.audit(&[&link], false);
+    assert_eq!(audit.held_by_live, 6, "{audit}");
+    pb.put_bulk(&got[..6]);
+    assert!(mp.is_full());
+    assert_eq!(mp.stats().violations, 0);
+}
+
+#[test]
+fn audit_finds_and_repairs_orphans_and_counts_violations() {
+    let zones = LocalZones::new();
+    let mp = Mempool::create(
+        &zones,
+        "orph",
+        MempoolParams::new(32, 64).flags(MempoolFlags::TRACK),
+    )
+    .unwrap();
+    // a member killed between taking objects from the ring and recording itself: simulated by
+    // taking indexes from the ring directly
+    let mut lost = [0u32; 3];
+    assert_eq!(mp.ring().dequeue_bulk(&mut lost), 3);
+    let held = mp.get().unwrap();
+    let a = mp.audit(&[], false);
+    assert!(a.is_sound(), "{a}");
+    assert_eq!(a.orphans.len(), 3);
+    assert!(a.orphans.iter().all(|o| o.reason == OrphanReason::LostInPool));
+    assert_eq!(a.held_by_live, 1);
+    let a = mp.audit(&[], true);
+    assert_eq!(a.repaired, 3);
+    assert_eq!(mp.avail_count(), 31);
+    // a put of an object not held is a violation
+    mp.put(held);
+    assert!(mp.is_full());
+    assert_eq!(mp.stats().violations, 0);
+    let again = mp.obj(held.index()).unwrap();
+    let o = mp.get().unwrap();
+    mp.put(o);
+    let _ = again;
+    let dup = mp.get().unwrap();
+    mp.put(dup);
+    mp.put(dup); // put twice
+    assert!(mp.stats().violations >= 1);
+}
+
+#[test]
+fn untracked_audit_counts_places() {
+    let zones = LocalZones::new().with_lcore(Some(0));
+    let mp = Mempool::create(&zones, "ua", MempoolParams::new(200, 8).cache_size(20)).unwrap();
+    let mut l = mp.local(&zones);
+    let mut objs = vec![Obj::empty(); 7];
+    assert_eq!(l.get_bulk(&mut objs), 7);
+    let a = mp.audit(&[], false);
+    assert!(a.is_sound(), "{a}");
+    assert_eq!(a.out_untracked, 7);
+    assert_eq!(a.in_caches + a.in_free_ring, 193);
+}
+
+#[test]
+fn sp_sc_pool_works_and_destroy_frees_zones() {
+    let zones = LocalZones::new();
+    let mp = Mempool::create(
+        &zones,
+        "spsc",
+        MempoolParams::new(SIZE, ELT).flags(
+            MempoolFlags::NO_CACHE_ALIGN | MempoolFlags::SP_PUT | MempoolFlags::SC_GET,
+        ),
+    )
+    .unwrap();
+    assert_eq!(mp.stride(), ELT as usize);
+    let producer = {
+        let mp = mp.clone();
+        std::thread::spawn(move || {
+            let mut n = 0u32;
+            let until = std::time::Instant::now() + std::time::Duration::from_millis(125);
+            while std::time::Instant::now() < until {
+                if let Some(o) = mp.get() {
+                    assert_eq!(Mempool::from_ptr(o.as_ptr()).unwrap().name(), "spsc");
+                    mp.put(o);
+                    n += 1;
+                }
+            }
+            n
+        })
+    };
+    assert!(producer.join().unwrap() > 0);
+    assert!(mp.is_full());
+    mp.destroy(&zones).unwrap();
+    assert!(zones.list().is_empty(), "{:?}", zones.list());
+}
