@@ -1,0 +1,213 @@
+//! [`QemuArgs`]: the `-object memory-backend-file` and `-device ivshmem-plain` arguments of one
+//! or more metadata devices, with stable PCI addresses.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+
+use shmconfig::Zones;
+
+use crate::error::MetaError;
+use crate::host::{registered, Metadata};
+use crate::layout::{self, hdr, META_LEN};
+use crate::raw::Mapping;
+
+/// The PCI slot (device number on bus 0) of the first ivshmem device: devices get
+/// `0x10`, `0x11`, ... in the order given, so the guest sees `0000:00:10.0`, `0000:00:11.0`, ...
+pub const FIRST_PCI_SLOT: u8 = 0x10;
+/// The last usable slot on bus 0.
+pub const LAST_PCI_SLOT: u8 = 0x1f;
+
+/// One ivshmem device of a VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QemuDevice {
+    /// The metadata name (the memdev id is `hs_<name>`).
+    pub name: String,
+    /// The backing file.
+    pub path: PathBuf,
+    /// Its length in bytes (a power of two).
+    pub size: u64,
+    /// The PCI slot on bus 0.
+    pub slot: u8,
+}
+
+impl QemuDevice {
+    /// The memory backend id: `hs_<name>`.
+    pub fn memdev_id(&self) -> String {
+        format!("hs_{}", self.name)
+    }
+    /// The guest's sysfs name of the device, e.g. `0000:00:10.0`.
+    pub fn pci_address(&self) -> String {
+        format!("0000:00:{:02x}.0", self.slot)
+    }
+}
+
+/// The QEMU arguments giving a VM one `ivshmem-plain` device per metadata.
+///
+/// ```
+/// use ivshmem_meta::QemuArgs;
+/// let a = QemuArgs::new(vec![("vm0".into(), "/dev/shm/g.ivshmem.vm0.map_0".into(), 1 << 22)], 0x10).unwrap();
+/// assert_eq!(a.args(), [
+///     "-object", "memory-backend-file,id=hs_vm0,size=4194304,mem-path=/dev/shm/g.ivshmem.vm0.map_0,share=on",
+///     "-device", "ivshmem-plain,memdev=hs_vm0,addr=0x10",
+/// ]);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QemuArgs {
+    devices: Vec<QemuDevice>,
+}
+
+impl QemuArgs {
+    /// Arguments for devices `(name, backing file, size)`, in slots `first_slot`, `first_slot + 1`, ...
+    /// Does not seal anything (use [`QemuArgs::for_metadata`] or [`QemuArgs::from_group`]).
+    pub fn new(devices: Vec<(String, PathBuf, u64)>, first_slot: u8) -> Result<Self, MetaError> {
+        let n = devices.len();
+        if first_slot == 0 || usize::from(first_slot) + n > usize::from(LAST_PCI_SLOT) + 1 {
+            return Err(MetaError::NoPciAddress {
+                count: n,
+                first: first_slot,
+            });
+        }
+        for (name, _, size) in &devices {
+            crate::host::check_meta_name(name)?;
+            if !size.is_power_of_two() {
+                return Err(MetaError::BadOptions(format!(
+                    "device {name}: size {size} is not a power of two (QEMU aborts on such a BAR)"
+                )));
+            }
+        }
+        Ok(QemuArgs {
+            devices: devices
+                .into_iter()
+                .enumerate()
+                .map(|(i, (name, path, size))| QemuDevice {
+                    name,
+                    path,
+                    size,
+                    slot: first_slot + i as u8,
+                })
+                .collect(),
+        })
+    }
+
+    /// The arguments of metadata created in this process, sealing each.
+    pub fn for_metadata(metas: &[&Metadata<'_>]) -> Result<Self, MetaError> {
+        let a = Self::new(
+            metas
+                .iter()
+                .map(|m| (m.name().to_string(), m.path().to_path_buf(), m.device_len()))
+                .collect(),
+            FIRST_PCI_SLOT,
+        )?;
+        for m in metas {
+            m.seal();
+        }
+        Ok(a)
+    }
+
+    /// The arguments of metadata registered in a running group (by any of its processes),
+    /// found through the group's registry; each device's block is checked and sealed, so its
+    /// creator refuses further additions.
+    pub fn from_group(
+        group: &dyn Zones,
+        prefix: &str,
+        names: &[&str],
+        first_slot: u8,
+    ) -> Result<Self, MetaError> {
+        let mut devs = Vec::new();
+        for name in names {
+            let r = registered(group, prefix, name)?;
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&r.path)
+                .map_err(|source| MetaError::Io {
+                    what: "opening the backing file of",
+                    path: r.path.clone(),
+                    source,
+                })?;
+            let len = file
+                .metadata()
+                .map_err(|source| MetaError::Io {
+                    what: "inspecting",
+                    path: r.path.clone(),
+                    source,
+                })?
+                .len();
+            let dev = r.path.display().to_string();
+            if len != r.device_len || usize::try_from(len).is_err() {
+                return Err(MetaError::corrupt(
+                    &dev,
+                    "file length",
+                    len,
+                    format!("the registry says {}", r.device_len),
+                ));
+            }
+            let map = Mapping::map_file(&file, len as usize).map_err(|source| MetaError::Io {
+                what: "mapping",
+                path: r.path.clone(),
+                source,
+            })?;
+            let block = map.read(0, META_LEN);
+            let info = layout::validate(&dev, &block, len)?;
+            if info.name != *name {
+                return Err(MetaError::corrupt(
+                    &dev,
+                    "name",
+                    info.name,
+                    format!("the registry names it {name:?}"),
+                ));
+            }
+            map.atomic_u32(hdr::SEALED).store(1, Ordering::Release);
+            devs.push((name.to_string(), r.path, len));
+        }
+        Self::new(devs, first_slot)
+    }
+
+    /// The devices, in slot order.
+    pub fn devices(&self) -> &[QemuDevice] {
+        &self.devices
+    }
+
+    /// The arguments, one per element: `-object`, `memory-backend-file,...`, `-device`,
+    /// `ivshmem-plain,...` per device.
+    pub fn args(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        for d in &self.devices {
+            let path = d.path.display().to_string().replace(',', ",,");
+            v.push("-object".into());
+            v.push(format!(
+                "memory-backend-file,id={},size={},mem-path={path},share=on",
+                d.memdev_id(),
+                d.size
+            ));
+            v.push("-device".into());
+            v.push(format!(
+                "ivshmem-plain,memdev={},addr={:#04x}",
+                d.memdev_id(),
+                d.slot
+            ));
+        }
+        v
+    }
+
+    /// The arguments as one line, each quoted for a POSIX shell where needed.
+    pub fn shell_line(&self) -> String {
+        self.args()
+            .iter()
+            .map(|a| shell_quote(a))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// Quote `s` for a POSIX shell (unchanged if it has only safe characters).
+pub fn shell_quote(s: &str) -> String {
+    let safe = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-./=,:+@%".contains(&b));
+    if safe {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
