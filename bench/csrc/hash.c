@@ -62,45 +62,66 @@ void hash_dpdk_reset(void *h)
 	rte_hash_reset((struct rte_hash *)h);
 }
 
-/* One round on an empty table: add the `n` keys (`keys`, `key_len` bytes each, hashes `sigs`),
- * look up the `nl` keys of `lk_keys` one by one, then in bursts of 16 (`lk_ptrs` points to
- * them), then delete the `n` keys. `out` gets TSC cycles per add, lookup, bulk-looked-up key and
- * delete; `fails` the number of adds, lookups and deletes that did not succeed. */
-void hash_dpdk_round(void *hv, uint32_t key_len, const uint8_t *keys, const uint32_t *sigs,
-		     uint32_t n, const uint8_t *lk_keys, const void **lk_ptrs,
-		     const uint32_t *lk_sigs, uint32_t nl, double out[4], uint64_t *fails)
+/* The four timed phases, each returning TSC cycles per operation and adding the operations
+ * that did not succeed to *fails. Keys are `key_len` bytes each, packed; `sigs` their hashes. */
+
+/* Add `n` keys. */
+double hash_dpdk_add(void *hv, uint32_t key_len, const uint8_t *keys, const uint32_t *sigs,
+		     uint32_t n, uint64_t *fails)
 {
 	struct rte_hash *h = hv;
-	uint64_t bad = 0, t0, t1;
-	int32_t positions[16];
-
-	t0 = rte_rdtsc_precise();
+	uint64_t bad = 0;
+	uint64_t t0 = rte_rdtsc_precise();
 	for (uint32_t i = 0; i < n; i++)
 		bad += rte_hash_add_key_with_hash(h, keys + (size_t)i * key_len, sigs[i]) < 0;
-	t1 = rte_rdtsc_precise();
-	out[0] = (double)(t1 - t0) / n;
+	uint64_t t1 = rte_rdtsc_precise();
+	*fails += bad;
+	return (double)(t1 - t0) / n;
+}
 
-	t0 = rte_rdtsc_precise();
-	for (uint32_t i = 0; i < nl; i++)
-		bad += rte_hash_lookup_with_hash(h, lk_keys + (size_t)i * key_len, lk_sigs[i]) < 0;
-	t1 = rte_rdtsc_precise();
-	out[1] = (double)(t1 - t0) / nl;
+/* Look `n` keys up one by one. */
+double hash_dpdk_lookup(void *hv, uint32_t key_len, const uint8_t *keys, const uint32_t *sigs,
+			uint32_t n, uint64_t *fails)
+{
+	struct rte_hash *h = hv;
+	uint64_t bad = 0;
+	uint64_t t0 = rte_rdtsc_precise();
+	for (uint32_t i = 0; i < n; i++)
+		bad += rte_hash_lookup_with_hash(h, keys + (size_t)i * key_len, sigs[i]) < 0;
+	uint64_t t1 = rte_rdtsc_precise();
+	*fails += bad;
+	return (double)(t1 - t0) / n;
+}
 
-	uint32_t nb = nl / 16 * 16;
-	t0 = rte_rdtsc_precise();
-	for (uint32_t i = 0; i < nb; i += 16) {
-		rte_hash_lookup_with_hash_bulk(h, lk_ptrs + i, (hash_sig_t *)(lk_sigs + i), 16,
-					       positions);
+/* Look `n` keys (n a multiple of 16; `ptrs[i]` points to key i) up in bursts of 16; cycles per
+ * key. */
+double hash_dpdk_bulk(void *hv, const void **ptrs, const uint32_t *sigs, uint32_t n,
+		      uint64_t *fails)
+{
+	struct rte_hash *h = hv;
+	uint64_t bad = 0;
+	int32_t positions[16];
+	uint64_t t0 = rte_rdtsc_precise();
+	for (uint32_t i = 0; i + 16 <= n; i += 16) {
+		rte_hash_lookup_with_hash_bulk(h, ptrs + i, (hash_sig_t *)(sigs + i), 16, positions);
 		for (int j = 0; j < 16; j++)
 			bad += positions[j] < 0;
 	}
-	t1 = rte_rdtsc_precise();
-	out[2] = (double)(t1 - t0) / nb;
+	uint64_t t1 = rte_rdtsc_precise();
+	*fails += bad;
+	return (double)(t1 - t0) / (n / 16 * 16);
+}
 
-	t0 = rte_rdtsc_precise();
+/* Delete `n` keys. */
+double hash_dpdk_del(void *hv, uint32_t key_len, const uint8_t *keys, const uint32_t *sigs,
+		     uint32_t n, uint64_t *fails)
+{
+	struct rte_hash *h = hv;
+	uint64_t bad = 0;
+	uint64_t t0 = rte_rdtsc_precise();
 	for (uint32_t i = 0; i < n; i++)
 		bad += rte_hash_del_key_with_hash(h, keys + (size_t)i * key_len, sigs[i]) < 0;
-	t1 = rte_rdtsc_precise();
-	out[3] = (double)(t1 - t0) / n;
-	*fails = bad;
+	uint64_t t1 = rte_rdtsc_precise();
+	*fails += bad;
+	return (double)(t1 - t0) / n;
 }

@@ -82,4 +82,4 @@ pub use hashfn::{Crc32c, HashFn, HashFnId, Murmur3, CHECK_VECTORS, HASH_NAME_MAX
 pub use layout::{BUCKET_ENTRIES, ENTRIES_MAX};
 #[doc(hidden)]
 pub use table::StopAt;
-pub use table::{Hash, Iter, Params, Plain, LOOKUP_BULK_MAX};
+pub use table::{Hash, Iter, Params, Plain, Writer, LOOKUP_BULK_MAX};

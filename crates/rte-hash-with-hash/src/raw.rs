@@ -73,18 +73,35 @@ impl Mem {
     /// before it uses them, so this only fires on a bug).
     #[inline(always)]
     pub(crate) fn w(&self, i: usize) -> &AtomicU64 {
-        assert!(i < self.len, "word {i} outside the table's zone");
+        &self.range(i, 1)[0]
+    }
+
+    /// Words `start..start + n`. Panics if that is out of range.
+    #[inline(always)]
+    pub(crate) fn range(&self, start: usize, n: usize) -> &[AtomicU64] {
+        if start > self.len || n > self.len - start {
+            out_of_range();
+        }
         #[cfg(not(hugeshare_loom))]
         {
-            // SAFETY: `i < len` and the zone (kept alive by `self.zone`) is `len * 8` bytes, 8-byte
-            // aligned (checked in `new`), mapped and writable; `AtomicU64` has the size and
-            // alignment of `u64`, and this memory is only ever accessed atomically.
-            unsafe { &*self.base.as_ptr().add(i) }
+            // SAFETY: `start + n <= len` (checked above) and the zone (kept alive by
+            // `self.zone`) is `len * 8` bytes, 8-byte aligned (checked in `new`), mapped and
+            // writable; `AtomicU64` has the size and alignment of `u64`, and this memory is only
+            // ever accessed atomically (atomics may be shared: `&AtomicU64` is the right view).
+            unsafe { std::slice::from_raw_parts(self.base.as_ptr().add(start), n) }
         }
         #[cfg(hugeshare_loom)]
         {
-            &self.words[i]
+            &self.words[start..start + n]
         }
+    }
+
+    /// The eight words from `start` (one bucket). Panics if out of range.
+    #[inline(always)]
+    pub(crate) fn eight(&self, start: usize) -> &[AtomicU64; 8] {
+        self.range(start, 8)
+            .try_into()
+            .unwrap_or_else(|_| out_of_range())
     }
 
     /// Hint the CPU to bring word `i`'s cache line in. Does nothing if `i` is out of range.
@@ -103,6 +120,12 @@ impl Mem {
         #[cfg(not(all(target_arch = "x86_64", not(hugeshare_loom))))]
         let _ = i;
     }
+}
+
+#[cold]
+#[inline(never)]
+fn out_of_range() -> ! {
+    panic!("rte-hash-with-hash: word index outside the table's zone (a bug, or a corrupt table)")
 }
 
 /// Whether this CPU has the SSE4.2 CRC32 instruction.

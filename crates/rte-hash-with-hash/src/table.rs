@@ -17,6 +17,10 @@ use crate::sync::{fence, spin_loop, yield_now, Ordering::*};
 /// slices are processed in chunks of this size.
 pub const LOOKUP_BULK_MAX: usize = 64;
 
+/// Keys a bulk lookup handles in one set of passes (prefetch buckets, match signatures and
+/// prefetch key slots, compare keys).
+const BULK_STRIDE: usize = 16;
+
 /// Longest cuckoo search, in buckets visited (as DPDK's `RTE_HASH_BFS_QUEUE_MAX_LEN`).
 const BFS_MAX: usize = 1000;
 
@@ -187,6 +191,11 @@ fn zero_lanes(x: u64) -> u32 {
 }
 
 impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
+    /// Words of a key (the geometry's `key_words`, known at compile time).
+    const KW: usize = size_of::<K>().div_ceil(8);
+    /// Words of one value copy (the geometry's `val_words`).
+    const VW: usize = size_of::<V>().div_ceil(8);
+
     /// Create a table named `name` (also the name of its zone, of kind [`ZoneKind::Hash`]).
     ///
     /// Fails if `params.entries` is below 8 (one bucket) or above 2^30, if `K` has size zero,
@@ -459,36 +468,107 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
         found
     }
 
+    /// Up to [`LOOKUP_BULK_MAX`] keys, in three passes so that the memory accesses of all keys
+    /// overlap: (1) prefetch both buckets of every key; (2) match signatures and prefetch the
+    /// candidate key slots; (3) compare keys. A change-counter check around passes 2 and 3
+    /// sends the misses of a pass that raced with a displacement through [`Hash::find`] again.
     fn bulk_chunk(&self, keys: &[K], hashes: &[u32], out: &mut [Option<u32>]) -> usize {
-        let g = &self.g;
-        // Stage 1: bring both buckets of every key in.
-        for &h in hashes {
-            let (sig, prim, sec) = g.split(h);
-            self.mem.prefetch(g.main(prim));
-            self.mem.prefetch(g.main(sec));
-            let _ = sig;
+        let mut found = 0;
+        for ((k, h), o) in keys
+            .chunks(BULK_STRIDE)
+            .zip(hashes.chunks(BULK_STRIDE))
+            .zip(out.chunks_mut(BULK_STRIDE))
+        {
+            found += self.bulk_stride(k, h, o);
         }
-        // Stage 2: signature match; bring the candidate key slots in.
-        for &h in hashes {
-            let (sig, prim, sec) = g.split(h);
-            for b in [prim, sec] {
-                let bw = g.main(b);
-                let mut m = self.sig_candidates(bw, sig);
-                while m != 0 {
-                    let lane = m.trailing_zeros() as usize;
-                    m &= m - 1;
-                    let idx = self.entry_idx(bw, lane, Relaxed);
-                    if idx != 0 && idx <= g.entries {
-                        self.mem.prefetch(g.slot(idx));
+        found
+    }
+
+    /// Up to [`BULK_STRIDE`] keys: the three passes of [`Hash::bulk_chunk`].
+    #[inline]
+    fn bulk_stride(&self, keys: &[K], hashes: &[u32], out: &mut [Option<u32>]) -> usize {
+        let g = &self.g;
+        let n = keys.len().min(BULK_STRIDE);
+        let (keys, hashes, out) = (&keys[..n], &hashes[..n], &mut out[..n]);
+        let mut bkt = [(0usize, 0usize); BULK_STRIDE];
+        for (b, &h) in bkt.iter_mut().zip(hashes) {
+            let (_, prim, sec) = g.split(h);
+            *b = (g.main(prim), g.main(sec));
+            self.mem.prefetch(b.0);
+            self.mem.prefetch(b.1);
+        }
+        let chng = self.mem.w(H_CHNG);
+        let c1 = chng.load(Acquire);
+        // Pass 2: candidate lanes (primary in bits 0-7, secondary in 8-15); prefetch the key
+        // slot of the first candidate.
+        let mut cand = [0u32; BULK_STRIDE];
+        for ((c, &(pb, sb)), &h) in cand.iter_mut().zip(&bkt).zip(hashes) {
+            let sig = (h >> 16) as u16;
+            let (mp, ms) = (self.sig_candidates(pb, sig), self.sig_candidates(sb, sig));
+            *c = mp | ms << 8;
+            let (b, m) = if mp != 0 { (pb, mp) } else { (sb, ms) };
+            if m != 0 {
+                let idx = self.entry_idx(b, m.trailing_zeros() as usize, Relaxed);
+                if idx != 0 && idx <= g.entries {
+                    let sw = g.slot(idx);
+                    self.mem.prefetch(sw);
+                    if Self::KW > 6 {
+                        self.mem.prefetch(sw + Self::KW);
                     }
                 }
             }
         }
-        // Stage 3: full lookups, now from cache.
+        // Pass 3: compare keys.
+        let (mut misses, mut changed) = (0u32, 0u32);
+        let mut none = None;
         let mut found = 0;
-        for ((k, &h), o) in keys.iter().zip(hashes).zip(out.iter_mut()) {
-            *o = self.find(k.as_bytes(), h, None);
-            found += usize::from(o.is_some());
+        for i in 0..n {
+            let (pb, sb) = bkt[i];
+            let kb = keys[i].as_bytes();
+            let mut m = cand[i];
+            let mut r = Probe::Miss;
+            while m != 0 {
+                let bit = m.trailing_zeros() as usize;
+                m &= m - 1;
+                let (b, lane) = if bit < 8 { (pb, bit) } else { (sb, bit - 8) };
+                let idx = self.entry_idx(b, lane, Acquire);
+                r = self.probe_slot(idx, kb, &mut none);
+                if !matches!(r, Probe::Miss) {
+                    break;
+                }
+            }
+            if matches!(r, Probe::Miss) && g.n_ext != 0 {
+                r = self.probe_chain(sb, (hashes[i] >> 16) as u16, kb, &mut none);
+            }
+            out[i] = match r {
+                Probe::Hit(idx) => {
+                    found += 1;
+                    Some(idx - 1)
+                }
+                Probe::Miss => {
+                    misses |= 1 << i;
+                    None
+                }
+                Probe::Changed => {
+                    changed |= 1 << i;
+                    None
+                }
+            };
+        }
+        // Keys whose slot changed while read are looked up again; so are the misses if a key
+        // moved during the passes.
+        let mut redo = changed;
+        if misses != 0 {
+            fence(Acquire);
+            if chng.load(Relaxed) != c1 {
+                redo |= misses;
+            }
+        }
+        while redo != 0 {
+            let i = redo.trailing_zeros() as usize;
+            redo &= redo - 1;
+            out[i] = self.find(keys[i].as_bytes(), hashes[i], None);
+            found += usize::from(out[i].is_some());
         }
         found
     }
@@ -517,25 +597,28 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
 
     #[inline(always)]
     fn sig_candidates(&self, bw: usize, sig: u16) -> u32 {
+        let b = self.mem.eight(bw);
         let pat = u64::from(sig).wrapping_mul(0x0001_0001_0001_0001);
-        let w0 = self.mem.w(bw).load(Relaxed) ^ pat;
-        let w1 = self.mem.w(bw + 1).load(Relaxed) ^ pat;
+        let w0 = b[0].load(Relaxed) ^ pat;
+        let w1 = b[1].load(Relaxed) ^ pat;
         zero_lanes(w0) | zero_lanes(w1) << 4
     }
 
     #[inline(always)]
     fn entry_idx(&self, bw: usize, lane: usize, o: crate::sync::Ordering) -> u32 {
-        (self.mem.w(bw + 2 + lane / 2).load(o) >> ((lane & 1) * 32)) as u32
+        let b = self.mem.eight(bw);
+        (b[(2 + lane / 2) & 7].load(o) >> ((lane & 1) * 32)) as u32
     }
 
     #[inline(always)]
     fn entry_sig(&self, bw: usize, lane: usize) -> u16 {
-        (self.mem.w(bw + lane / 4).load(Relaxed) >> ((lane & 3) * 16)) as u16
+        let b = self.mem.eight(bw);
+        (b[(lane / 4) & 7].load(Relaxed) >> ((lane & 3) * 16)) as u16
     }
 
     #[inline(always)]
     fn next_ext(&self, bw: usize, o: crate::sync::Ordering) -> u32 {
-        self.mem.w(bw + B_NEXT).load(o) as u32
+        self.mem.eight(bw)[B_NEXT].load(o) as u32
     }
 
     /// Does slot `idx` hold `kb`? On a hit, copies the current value into `val` and checks
@@ -546,13 +629,13 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
         if idx == 0 || idx > g.entries {
             return Probe::Miss;
         }
-        let sw = g.slot(idx);
-        let s1 = self.mem.w(sw).load(Acquire);
+        let s = self.mem.range(g.slot(idx), 1 + Self::KW + 2 * Self::VW);
+        let s1 = s[0].load(Acquire);
         if s1 & (S_FILLING | S_LIVE) != S_LIVE {
             return Probe::Miss;
         }
-        for j in 0..g.key_words {
-            if self.mem.w(sw + 1 + j).load(Relaxed) != key_word(kb, j) {
+        for j in 0..Self::KW {
+            if s[1 + j].load(Relaxed) != key_word(kb, j) {
                 // Key words change only when a freed slot is refilled, so the key we look for
                 // was deleted during this lookup if it was here at all: a miss is right.
                 return Probe::Miss;
@@ -560,10 +643,13 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
         }
         if let Some(v) = val.as_deref_mut() {
             let buf = usize::from(s1 & S_BUF != 0);
-            read_words(&self.mem, sw + 1 + g.key_words + buf * g.val_words, v);
+            let vs = &s[1 + Self::KW + buf * Self::VW..];
+            for (ch, w) in v.chunks_mut(8).zip(vs) {
+                ch.copy_from_slice(&w.load(Relaxed).to_le_bytes()[..ch.len()]);
+            }
         }
         fence(Acquire);
-        if self.mem.w(sw).load(Relaxed) == s1 {
+        if s[0].load(Relaxed) == s1 {
             Probe::Hit(idx)
         } else {
             Probe::Changed
@@ -585,6 +671,7 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
         Probe::Miss
     }
 
+    #[inline(never)]
     fn probe_chain(&self, head: usize, sig: u16, kb: &[u8], val: &mut Option<&mut [u8]>) -> Probe {
         let mut e = self.next_ext(head, Acquire);
         let mut hops = 0;
@@ -602,11 +689,12 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
 
     /// The reader: search the primary bucket, the secondary, then the secondary's chain; if
     /// that missed and the change counter moved meanwhile (a key was displaced), search again.
-    #[inline]
+    #[inline(always)]
     fn find(&self, kb: &[u8], hash: u32, mut val: Option<&mut [u8]>) -> Option<u32> {
         let g = &self.g;
         let (sig, prim, sec) = g.split(hash);
         let (pb, sb) = (g.main(prim), g.main(sec));
+        self.mem.prefetch(sb);
         let chng = self.mem.w(H_CHNG);
         loop {
             let c1 = chng.load(Acquire);
@@ -685,6 +773,27 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
             Outcome::Done(pos) => Some(pos),
             _ => None,
         }
+    }
+
+    /// Take the writer lock for a batch of adds and deletes, paying for it once (DPDK's
+    /// single-writer mode, made explicit). Readers are not blocked; other writers wait until
+    /// the [`Writer`] is dropped, and take over if this process dies holding it.
+    ///
+    /// ```
+    /// use rte_hash_with_hash::{Crc32c, Hash, Params};
+    /// let zones = shmconfig::LocalZones::new();
+    /// let t: Hash<u32, u32, Crc32c> =
+    ///     Hash::create(&zones, "batch", Params::new(64), Crc32c::new(0)).unwrap();
+    /// let w = t.writer();
+    /// for k in 0..10u32 {
+    ///     w.add_with_hash(&k, t.hash(&k), &(k * 2)).unwrap();
+    /// }
+    /// assert_eq!(w.delete_with_hash(&3, t.hash(&3)).is_some(), true);
+    /// drop(w);
+    /// assert_eq!(t.count(), 9);
+    /// ```
+    pub fn writer(&self) -> Writer<'_, K, V, H> {
+        Writer { guard: self.lock() }
     }
 
     /// Remove every key.
@@ -892,11 +1001,12 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
 
     #[inline]
     fn set_entry(&self, bw: usize, lane: usize, sig: u16, idx: u32) {
-        let sw = self.mem.w(bw + lane / 4);
+        let b = self.mem.eight(bw);
+        let sw = &b[(lane / 4) & 7];
         let sh = (lane & 3) * 16;
         let v = sw.load(Relaxed);
         sw.store((v & !(0xffff << sh)) | u64::from(sig) << sh, Relaxed);
-        let iw = self.mem.w(bw + 2 + lane / 2);
+        let iw = &b[(2 + lane / 2) & 7];
         let sh = (lane & 1) * 32;
         let v = iw.load(Relaxed);
         iw.store((v & !(0xffff_ffff << sh)) | u64::from(idx) << sh, Release);
@@ -904,7 +1014,7 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
 
     #[inline]
     fn clear_entry(&self, bw: usize, lane: usize) {
-        let iw = self.mem.w(bw + 2 + lane / 2);
+        let iw = &self.mem.eight(bw)[(2 + lane / 2) & 7];
         let sh = (lane & 1) * 32;
         let v = iw.load(Relaxed);
         iw.store(v & !(0xffff_ffff << sh), Release);
@@ -912,8 +1022,9 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
 
     #[inline]
     fn empty_lane(&self, bw: usize) -> Option<usize> {
+        let b = self.mem.eight(bw);
         for j in 0..4 {
-            let w = self.mem.w(bw + 2 + j).load(Relaxed);
+            let w = b[2 + j].load(Relaxed);
             if w as u32 == 0 {
                 return Some(2 * j);
             }
@@ -925,6 +1036,7 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
     }
 
     /// Writer-side search: the bucket word, lane and slot index holding `kb`.
+    #[inline]
     fn locate(&self, kb: &[u8], sig: u16, prim: u32, sec: u32) -> Option<(usize, usize, u32)> {
         let g = &self.g;
         let mut none = None;
@@ -945,6 +1057,9 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
         }
         if let Some(r) = check(g.main(sec)) {
             return Some(r);
+        }
+        if g.n_ext == 0 {
+            return None;
         }
         let mut e = self.next_ext(g.main(sec), Relaxed);
         let mut hops = 0;
@@ -1004,17 +1119,20 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
     /// Write key and value into free slot `idx` and mark it live. Readers holding a stale
     /// index to it see `FILLING` or a new generation and ignore it.
     fn fill_slot(&self, idx: u32, hash: u32, kb: &[u8], vb: &[u8]) {
-        let g = &self.g;
-        let sw = g.slot(idx);
-        let s = self.mem.w(sw).load(Relaxed);
+        let sl = self
+            .mem
+            .range(self.g.slot(idx), 1 + Self::KW + 2 * Self::VW);
+        let s = sl[0].load(Relaxed);
         let filling = next_state(s, S_FILLING, hash);
-        self.mem.w(sw).store(filling, Relaxed);
+        sl[0].store(filling, Relaxed);
         fence(Release);
-        write_words(&self.mem, sw + 1, g.key_words, kb);
-        write_words(&self.mem, sw + 1 + g.key_words, g.val_words, vb);
-        self.mem
-            .w(sw)
-            .store(next_state(filling, S_LIVE, hash), Release);
+        for j in 0..Self::KW {
+            sl[1 + j].store(key_word(kb, j), Relaxed);
+        }
+        for j in 0..Self::VW {
+            sl[1 + Self::KW + j].store(key_word(vb, j), Relaxed);
+        }
+        sl[0].store(next_state(filling, S_LIVE, hash), Release);
     }
 
     /// Mark slot `idx` free (not live, new generation) and push it on the free stack.
@@ -1025,22 +1143,35 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
         self.push_free(idx);
     }
 
+    #[inline]
     fn add_locked(&self, kb: &[u8], hash: u32, vb: &[u8], stop: Option<StopAt>) -> Outcome {
         let g = &self.g;
         let (sig, prim, sec) = g.split(hash);
+        // Start the three memory accesses an add of a new key needs (primary bucket, secondary
+        // bucket, a free key slot) at once instead of one after the other.
+        self.mem.prefetch(g.main(sec));
+        let free = self.pop_free();
+        if let Some(idx) = free {
+            let sw = g.slot(idx);
+            self.mem.prefetch(sw);
+            self.mem.prefetch(sw + 1 + Self::KW + Self::VW - 1);
+        }
         if let Some((_, _, idx)) = self.locate(kb, sig, prim, sec) {
+            if let Some(f) = free {
+                self.push_free(f);
+            }
             // Update: write the spare value copy, then flip to it in one store.
             if g.val_words != 0 {
                 let sw = g.slot(idx);
                 let s = self.mem.w(sw).load(Relaxed);
                 let spare = usize::from(s & S_BUF == 0);
                 fence(Release);
-                let at = sw + 1 + g.key_words + spare * g.val_words;
+                let at = sw + 1 + Self::KW + spare * Self::VW;
                 if stop == Some(StopAt::MidUpdate) {
-                    write_words(&self.mem, at, g.val_words.div_ceil(2), vb);
+                    write_words(&self.mem, at, Self::VW.div_ceil(2), vb);
                     return Outcome::Stopped;
                 }
-                write_words(&self.mem, at, g.val_words, vb);
+                write_words(&self.mem, at, Self::VW, vb);
                 let buf = if spare == 1 { S_BUF } else { 0 };
                 self.mem
                     .w(sw)
@@ -1048,18 +1179,18 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
             }
             return Outcome::Done(idx - 1);
         }
-        let Some(idx) = self.pop_free() else {
+        let Some(idx) = free else {
             return Outcome::Full;
         };
         self.fill_slot(idx, hash, kb, vb);
         if stop == Some(StopAt::AfterSlotFill) {
             return Outcome::Stopped;
         }
+        // As DPDK: the primary bucket, else make room in it by displacement, else the secondary
+        // (its search starts with the secondary itself), so that most keys stay in their
+        // primary bucket and most lookups read one bucket.
         let placed = if let Some(l) = self.empty_lane(g.main(prim)) {
             self.set_entry(g.main(prim), l, sig, idx);
-            Ok(())
-        } else if let Some(l) = self.empty_lane(g.main(sec)) {
-            self.set_entry(g.main(sec), l, sig, idx);
             Ok(())
         } else {
             match self.cuckoo(prim, sig, idx, stop) {
@@ -1186,9 +1317,11 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
         true
     }
 
+    #[inline]
     fn delete_locked(&self, kb: &[u8], hash: u32, stop: Option<StopAt>) -> Outcome {
         let g = &self.g;
         let (sig, prim, sec) = g.split(hash);
+        self.mem.prefetch(g.main(sec));
         let Some((bw, lane, idx)) = self.locate(kb, sig, prim, sec) else {
             return Outcome::Full;
         };
@@ -1387,6 +1520,43 @@ impl<K, V, H> Drop for WriteGuard<'_, K, V, H> {
             0
         };
         self.t.mem.w(H_LOCK).store(v, Release);
+    }
+}
+
+/// The writer lock held for a batch of writes, from [`Hash::writer`]; released on drop.
+pub struct Writer<'a, K, V, H> {
+    guard: WriteGuard<'a, K, V, H>,
+}
+
+impl<K, V, H> fmt::Debug for Writer<'_, K, V, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Writer")
+            .field("table", &self.guard.t.mem.zone().name())
+            .finish()
+    }
+}
+
+impl<K: Plain, V: Plain, H: HashFn> Writer<'_, K, V, H> {
+    /// As [`Hash::add_with_hash`], under the lock this writer holds.
+    #[inline]
+    pub fn add_with_hash(&self, key: &K, hash: u32, value: &V) -> Result<u32, TableFull> {
+        match self
+            .guard
+            .t
+            .add_locked(key.as_bytes(), hash, value.as_bytes(), None)
+        {
+            Outcome::Done(pos) => Ok(pos),
+            Outcome::Full | Outcome::Stopped => Err(TableFull),
+        }
+    }
+
+    /// As [`Hash::delete_with_hash`], under the lock this writer holds.
+    #[inline]
+    pub fn delete_with_hash(&self, key: &K, hash: u32) -> Option<u32> {
+        match self.guard.t.delete_locked(key.as_bytes(), hash, None) {
+            Outcome::Done(pos) => Some(pos),
+            _ => None,
+        }
     }
 }
 
