@@ -603,11 +603,7 @@ impl<T: RingElement> Ring<T> {
     /// Enqueue one element; gives it back if the ring is full.
     #[inline]
     pub fn enqueue(&self, v: T) -> Result<(), T> {
-        if self
-            .enqueue_with(std::slice::from_ref(&v), Behavior::Fixed, self.prod_sync)
-            .n
-            == 1
-        {
+        if self.enq_default(std::slice::from_ref(&v), true).n == 1 {
             Ok(())
         } else {
             Err(v)
@@ -618,106 +614,133 @@ impl<T: RingElement> Ring<T> {
     #[inline]
     pub fn dequeue(&self) -> Option<T> {
         let mut v = T::new_zeroed();
-        (self
-            .dequeue_with(
-                std::slice::from_mut(&mut v),
-                Behavior::Fixed,
-                self.cons_sync,
-            )
-            .n
-            == 1)
-            .then_some(v)
+        (self.deq_default(std::slice::from_mut(&mut v), true).n == 1).then_some(v)
+    }
+
+    /// Single-producer enqueue of one element (the caller promises no other producer runs
+    /// meanwhile, in any member).
+    #[inline]
+    pub fn sp_enqueue(&self, v: T) -> Result<(), T> {
+        if self.enq(std::slice::from_ref(&v), true, SyncMode::St).n == 1 {
+            Ok(())
+        } else {
+            Err(v)
+        }
+    }
+
+    /// Multi-producer enqueue of one element.
+    #[inline]
+    pub fn mp_enqueue(&self, v: T) -> Result<(), T> {
+        if self.enq(std::slice::from_ref(&v), true, SyncMode::Mt).n == 1 {
+            Ok(())
+        } else {
+            Err(v)
+        }
+    }
+
+    /// Single-consumer dequeue of one element (the caller promises no other consumer runs
+    /// meanwhile).
+    #[inline]
+    pub fn sc_dequeue(&self) -> Option<T> {
+        let mut v = T::new_zeroed();
+        (self.deq(std::slice::from_mut(&mut v), true, SyncMode::St).n == 1).then_some(v)
+    }
+
+    /// Multi-consumer dequeue of one element.
+    #[inline]
+    pub fn mc_dequeue(&self) -> Option<T> {
+        let mut v = T::new_zeroed();
+        (self.deq(std::slice::from_mut(&mut v), true, SyncMode::Mt).n == 1).then_some(v)
     }
 
     /// Enqueue all of `items` or none; returns `items.len()` or 0.
     #[inline]
     pub fn enqueue_bulk(&self, items: &[T]) -> usize {
-        self.enqueue_with(items, Behavior::Fixed, self.prod_sync).n
+        self.enq_default(items, true).n
     }
 
     /// Enqueue as many of `items` as fit; returns how many.
     #[inline]
     pub fn enqueue_burst(&self, items: &[T]) -> usize {
-        self.enqueue_with(items, Behavior::Variable, self.prod_sync)
-            .n
+        self.enq_default(items, false).n
     }
 
     /// Fill all of `out` or nothing; returns `out.len()` or 0.
     #[inline]
     pub fn dequeue_bulk(&self, out: &mut [T]) -> usize {
-        self.dequeue_with(out, Behavior::Fixed, self.cons_sync).n
+        self.deq_default(out, true).n
     }
 
     /// Dequeue up to `out.len()` elements; returns how many.
     #[inline]
     pub fn dequeue_burst(&self, out: &mut [T]) -> usize {
-        self.dequeue_with(out, Behavior::Variable, self.cons_sync).n
+        self.deq_default(out, false).n
     }
 
     /// Enqueue with the ring's producer mode, reporting the free space left.
     #[inline]
     pub fn enqueue_bulk_free(&self, items: &[T]) -> Outcome {
-        self.enqueue_with(items, Behavior::Fixed, self.prod_sync)
+        self.enq_default(items, true)
     }
 
     /// Burst enqueue with the ring's producer mode, reporting the free space left.
     #[inline]
     pub fn enqueue_burst_free(&self, items: &[T]) -> Outcome {
-        self.enqueue_with(items, Behavior::Variable, self.prod_sync)
+        self.enq_default(items, false)
     }
 
     /// Bulk dequeue with the ring's consumer mode, reporting the entries left.
     #[inline]
     pub fn dequeue_bulk_avail(&self, out: &mut [T]) -> Outcome {
-        self.dequeue_with(out, Behavior::Fixed, self.cons_sync)
+        self.deq_default(out, true)
     }
 
     /// Burst dequeue with the ring's consumer mode, reporting the entries left.
     #[inline]
     pub fn dequeue_burst_avail(&self, out: &mut [T]) -> Outcome {
-        self.dequeue_with(out, Behavior::Variable, self.cons_sync)
+        self.deq_default(out, false)
     }
 
     /// Single-producer bulk enqueue, whatever the ring's default (the caller promises no other
     /// producer runs meanwhile, in any member).
     #[inline]
     pub fn sp_enqueue_bulk(&self, items: &[T]) -> usize {
-        self.enqueue_with(items, Behavior::Fixed, SyncMode::St).n
+        self.enq(items, true, SyncMode::St).n
     }
     /// Multi-producer bulk enqueue, whatever the ring's default.
     #[inline]
     pub fn mp_enqueue_bulk(&self, items: &[T]) -> usize {
-        self.enqueue_with(items, Behavior::Fixed, SyncMode::Mt).n
+        self.enq(items, true, SyncMode::Mt).n
     }
     /// Single-producer burst enqueue (see [`Ring::sp_enqueue_bulk`]).
     #[inline]
     pub fn sp_enqueue_burst(&self, items: &[T]) -> usize {
-        self.enqueue_with(items, Behavior::Variable, SyncMode::St).n
+        self.enq(items, false, SyncMode::St).n
     }
     /// Multi-producer burst enqueue.
     #[inline]
     pub fn mp_enqueue_burst(&self, items: &[T]) -> usize {
-        self.enqueue_with(items, Behavior::Variable, SyncMode::Mt).n
+        self.enq(items, false, SyncMode::Mt).n
     }
     /// Single-consumer bulk dequeue (the caller promises no other consumer runs meanwhile).
     #[inline]
     pub fn sc_dequeue_bulk(&self, out: &mut [T]) -> usize {
-        self.dequeue_with(out, Behavior::Fixed, SyncMode::St).n
+        self.deq(out, true, SyncMode::St).n
     }
     /// Multi-consumer bulk dequeue.
     #[inline]
     pub fn mc_dequeue_bulk(&self, out: &mut [T]) -> usize {
-        self.dequeue_with(out, Behavior::Fixed, SyncMode::Mt).n
+        self.deq(out, true, SyncMode::Mt).n
     }
     /// Single-consumer burst dequeue.
     #[inline]
     pub fn sc_dequeue_burst(&self, out: &mut [T]) -> usize {
-        self.dequeue_with(out, Behavior::Variable, SyncMode::St).n
+        self.deq(out, false, SyncMode::St).n
     }
     /// Multi-consumer burst dequeue.
     #[inline]
     pub fn mc_dequeue_burst(&self, out: &mut [T]) -> usize {
-        self.dequeue_with(out, Behavior::Variable, SyncMode::Mt).n
+        self.deq(out, false, SyncMode::Mt).n
     }
 
     /// Elements in the ring (abandoned ranges not yet passed by consumers included).
@@ -825,11 +848,38 @@ impl<T: RingElement> Ring<T> {
     /// producer gives the one-in-flight guarantee.
     #[inline]
     pub fn enqueue_with(&self, items: &[T], how: Behavior, sync: SyncMode) -> Outcome {
+        let fixed = how == Behavior::Fixed;
+        match sync {
+            SyncMode::St => self.enq(items, fixed, SyncMode::St),
+            SyncMode::Mt => self.enq(items, fixed, SyncMode::Mt),
+            SyncMode::Hts => self.enq(items, fixed, SyncMode::Hts),
+            SyncMode::Rts => self.enq(items, fixed, SyncMode::Rts),
+        }
+    }
+
+    /// In the ring's default mode for this side.
+    #[inline(always)]
+    fn enq_default(&self, items: &[T], fixed: bool) -> Outcome {
+        match self.prod_sync {
+            SyncMode::St => self.enq(items, fixed, SyncMode::St),
+            SyncMode::Mt => self.enq(items, fixed, SyncMode::Mt),
+            SyncMode::Hts => self.enq(items, fixed, SyncMode::Hts),
+            SyncMode::Rts => self.enq(items, fixed, SyncMode::Rts),
+        }
+    }
+
+    /// The operation, for a mode known where it is inlined.
+    #[inline(always)]
+    fn enq(&self, items: &[T], fixed: bool, sync: SyncMode) -> Outcome {
         if items.len() > MAX_OP {
+            let how = if fixed {
+                Behavior::Fixed
+            } else {
+                Behavior::Variable
+            };
             return self.enqueue_long(items, how, sync);
         }
         let want = items.len() as u32;
-        let fixed = how == Behavior::Fixed;
         let (claim, free) = match sync {
             SyncMode::St => self.reserve_st(Which::Prod, want, fixed),
             _ => self.reserve_mt(Which::Prod, want, fixed, sync),
@@ -871,11 +921,38 @@ impl<T: RingElement> Ring<T> {
     /// what mixing modes means).
     #[inline]
     pub fn dequeue_with(&self, out: &mut [T], how: Behavior, sync: SyncMode) -> Outcome {
+        let fixed = how == Behavior::Fixed;
+        match sync {
+            SyncMode::St => self.deq(out, fixed, SyncMode::St),
+            SyncMode::Mt => self.deq(out, fixed, SyncMode::Mt),
+            SyncMode::Hts => self.deq(out, fixed, SyncMode::Hts),
+            SyncMode::Rts => self.deq(out, fixed, SyncMode::Rts),
+        }
+    }
+
+    /// In the ring's default mode for this side.
+    #[inline(always)]
+    fn deq_default(&self, out: &mut [T], fixed: bool) -> Outcome {
+        match self.cons_sync {
+            SyncMode::St => self.deq(out, fixed, SyncMode::St),
+            SyncMode::Mt => self.deq(out, fixed, SyncMode::Mt),
+            SyncMode::Hts => self.deq(out, fixed, SyncMode::Hts),
+            SyncMode::Rts => self.deq(out, fixed, SyncMode::Rts),
+        }
+    }
+
+    /// The operation, for a mode known where it is inlined.
+    #[inline(always)]
+    fn deq(&self, out: &mut [T], fixed: bool, sync: SyncMode) -> Outcome {
         if out.len() > MAX_OP {
+            let how = if fixed {
+                Behavior::Fixed
+            } else {
+                Behavior::Variable
+            };
             return self.dequeue_long(out, how, sync);
         }
         let want = out.len() as u32;
-        let fixed = how == Behavior::Fixed;
         let (claim, avail) = match sync {
             SyncMode::St => self.reserve_st(Which::Cons, want, fixed),
             _ => self.reserve_mt(Which::Cons, want, fixed, sync),
@@ -955,8 +1032,11 @@ impl<T: RingElement> Ring<T> {
         if w == Which::Cons && other.holes.load(Acquire) != 0 {
             return None;
         }
-        mine.cached_other.store(t, Release);
-        Some(self.room(w, pos, t))
+        let room = self.room(w, pos, t);
+        if room != 0 {
+            mine.cached_other.store(t, Release);
+        }
+        Some(room)
     }
 
     #[inline(always)]

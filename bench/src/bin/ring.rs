@@ -1,0 +1,676 @@
+//! `cargo xtask bench ring`: `rte-ring` beside DPDK's `rte_ring`, in the rows of DPDK's
+//! `ring_perf_autotest` (same loop shapes and definitions; TSC cycles):
+//!
+//! * one core: single element (enqueue + dequeue), burst and bulk of 8 and 32 (enqueue + dequeue
+//!   of the whole burst), SP/SC and MP/MC; an empty bulk dequeue (per call);
+//! * two cores (CPU 0 enqueues, CPU 1 dequeues): bulk 8 and 32, per element, enqueue side plus
+//!   dequeue side;
+//! * two **processes** (a forked child on CPU 1 dequeues and checks the order): burst 32, cycles
+//!   per object, SP/SC and MP/MC;
+//! * a one-element ping-pong round trip between two processes through two SP/SC rings, beside a
+//!   raw shared cache-line ping-pong (one line bounced, and ping and pong on two lines).
+//!
+//! DPDK's side (`csrc/ring.c`) is DPDK's own ring from `rte_ring.h` inlined into the same loops,
+//! with no EAL (`rte_ring_init` on aligned or shared memory), the fair peer described in
+//! `dpdk-baseline.md` §8. Element = 8 bytes (`u64`, as DPDK's pointer API). Each round measures
+//! every row on both sides, one after the other; rows print the median over rounds.
+//!
+//! Options: `--rounds N` (default 5), `--quick` (fewer iterations).
+#![deny(unsafe_code)]
+
+use std::hint::black_box;
+
+use anyhow::{bail, Result};
+use hugeshare_bench::{median, no_dpdk_notice, DPDK_AVAILABLE};
+use rte_ring::{Ring, RingFlags};
+use shmconfig::LocalZones;
+
+/// The bench's only unsafe code: the TSC, CPU pinning, fork and shared mappings, DPDK's C side.
+#[allow(unsafe_code)]
+mod raw {
+    use std::ptr::NonNull;
+    use std::sync::Arc;
+
+    use shmconfig::{
+        AlwaysAlive, Liveness, MemberId, ShmOffset, Zone, ZoneError, ZoneInfo, ZoneKind,
+        ZoneRequest, Zones,
+    };
+
+    /// The TSC (no fence, as DPDK's `rte_rdtsc`).
+    #[inline(always)]
+    pub fn rdtsc() -> u64 {
+        // SAFETY: RDTSC exists on every x86_64 CPU and only reads the counter.
+        unsafe { core::arch::x86_64::_rdtsc() }
+    }
+
+    /// Pin the calling thread to `cpu`.
+    pub fn pin(cpu: usize) -> bool {
+        // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes inside it; sched_setaffinity(0)
+        // affects only the calling thread and reads the set we pass.
+        unsafe {
+            let mut s: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut s);
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &s) == 0
+        }
+    }
+
+    /// Run `child` in a forked process; returns its pid. The child exits with `_exit`.
+    pub fn fork(child: impl FnOnce()) -> i32 {
+        // SAFETY: the bench is single-threaded when it forks (no other thread holds locks the
+        // child could need); the child runs `child` and leaves with `_exit`, never returning.
+        unsafe {
+            let pid = libc::fork();
+            assert!(pid >= 0, "fork failed");
+            if pid == 0 {
+                child();
+                libc::_exit(0);
+            }
+            pid
+        }
+    }
+
+    /// Wait for a forked child; true if it exited with status 0.
+    pub fn wait(pid: i32) -> bool {
+        let mut st = 0;
+        // SAFETY: waits for our own child; `st` is a valid out-pointer.
+        unsafe {
+            libc::waitpid(pid, &mut st, 0) == pid
+                && libc::WIFEXITED(st)
+                && libc::WEXITSTATUS(st) == 0
+        }
+    }
+
+    /// An anonymous MAP_SHARED mapping, shared with forked children.
+    #[derive(Debug)]
+    struct SharedMap {
+        ptr: NonNull<u8>,
+        len: usize,
+    }
+    // SAFETY: plain shared memory, accessed through the ring's atomics and reservations only.
+    unsafe impl Send for SharedMap {}
+    // SAFETY: see Send.
+    unsafe impl Sync for SharedMap {}
+    impl Drop for SharedMap {
+        fn drop(&mut self) {
+            // SAFETY: exactly the mapping made in `SharedZones::new`, unmapped once.
+            unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+        }
+    }
+
+    /// Zones in one anonymous shared mapping (bump-allocated; reserve before forking).
+    #[derive(Debug)]
+    pub struct SharedZones {
+        map: Arc<SharedMap>,
+        next: std::sync::Mutex<Vec<(String, usize, usize)>>,
+    }
+
+    impl SharedZones {
+        /// `len` bytes of shared memory.
+        pub fn new(len: usize) -> Self {
+            // SAFETY: a fresh anonymous shared mapping at an address the kernel picks.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            assert!(p != libc::MAP_FAILED, "mmap failed");
+            SharedZones {
+                map: Arc::new(SharedMap {
+                    ptr: NonNull::new(p.cast()).unwrap(),
+                    len,
+                }),
+                next: Default::default(),
+            }
+        }
+        fn zone(&self, name: &str, off: usize, len: usize) -> Zone {
+            let keep: Arc<dyn std::any::Any + Send + Sync> = self.map.clone();
+            // SAFETY: off..off+len is inside the mapping (checked by `reserve`), kept mapped by
+            // `keep`; the ring touches it through raw pointers and atomics only.
+            unsafe {
+                Zone::from_raw_parts(
+                    name,
+                    ZoneKind::Ring,
+                    NonNull::new_unchecked(self.map.ptr.as_ptr().add(off)),
+                    len,
+                    ShmOffset::new(0, off as u64),
+                    keep,
+                )
+            }
+        }
+    }
+
+    impl Zones for SharedZones {
+        fn reserve(&self, req: &ZoneRequest<'_>) -> Result<Zone, ZoneError> {
+            let mut v = self.next.lock().unwrap();
+            let start = v.last().map_or(0, |(_, o, l)| o + l).next_multiple_of(4096);
+            if start + req.len > self.map.len {
+                return Err(ZoneError::NoMemory {
+                    name: req.name.into(),
+                    len: req.len,
+                    free: 0,
+                });
+            }
+            v.push((req.name.into(), start, req.len));
+            Ok(self.zone(req.name, start, req.len))
+        }
+        fn lookup(&self, name: &str) -> Result<Zone, ZoneError> {
+            let v = self.next.lock().unwrap();
+            let (n, o, l) = v
+                .iter()
+                .find(|e| e.0 == name)
+                .ok_or_else(|| ZoneError::NotFound(name.into()))?;
+            Ok(self.zone(n, *o, *l))
+        }
+        fn free(&self, _: &str) -> Result<(), ZoneError> {
+            Err(ZoneError::Unsupported("bench zones are never freed"))
+        }
+        fn list(&self) -> Vec<ZoneInfo> {
+            vec![]
+        }
+        fn member(&self) -> MemberId {
+            MemberId(0)
+        }
+        fn liveness(&self) -> Arc<dyn Liveness> {
+            Arc::new(AlwaysAlive)
+        }
+    }
+
+    #[cfg(have_dpdk)]
+    mod ffi {
+        extern "C" {
+            pub fn ring_dpdk_init() -> i32;
+            pub fn ring_dpdk_single(mp: i32, iters: u32) -> f64;
+            pub fn ring_dpdk_bulk(mp: i32, kind: i32, n: u32, iters: u32) -> f64;
+            pub fn ring_dpdk_empty(mp: i32, iters: u32) -> f64;
+            pub fn ring_dpdk_two_cores(mp: i32, n: u32, iters: u32) -> f64;
+            pub fn ring_dpdk_xproc(mp: i32, burst: u32, count: u64) -> f64;
+            pub fn ring_dpdk_pingpong(iters: u64) -> f64;
+            pub fn ring_raw_pingpong(lines: i32, iters: u64) -> f64;
+        }
+    }
+
+    /// DPDK's side (each function runs one measurement and returns cycles).
+    #[cfg(have_dpdk)]
+    pub mod dpdk {
+        use super::ffi;
+        // SAFETY (all below): the C functions take plain integers, touch only memory they
+        // allocate, and are called from the bench's main thread only (the two-core and
+        // cross-process ones start and join their own thread or child).
+        pub fn init() -> bool {
+            // SAFETY: see above.
+            unsafe { ffi::ring_dpdk_init() == 0 }
+        }
+        pub fn single(mp: bool, iters: u32) -> f64 {
+            // SAFETY: see above.
+            unsafe { ffi::ring_dpdk_single(mp as i32, iters) }
+        }
+        pub fn bulk(mp: bool, burst: bool, n: u32, iters: u32) -> f64 {
+            // SAFETY: see above.
+            unsafe { ffi::ring_dpdk_bulk(mp as i32, burst as i32, n, iters) }
+        }
+        pub fn empty(mp: bool, iters: u32) -> f64 {
+            // SAFETY: see above.
+            unsafe { ffi::ring_dpdk_empty(mp as i32, iters) }
+        }
+        pub fn two_cores(mp: bool, n: u32, iters: u32) -> f64 {
+            // SAFETY: see above.
+            unsafe { ffi::ring_dpdk_two_cores(mp as i32, n, iters) }
+        }
+        pub fn xproc(mp: bool, burst: u32, count: u64) -> f64 {
+            // SAFETY: see above.
+            unsafe { ffi::ring_dpdk_xproc(mp as i32, burst, count) }
+        }
+        pub fn pingpong(iters: u64) -> f64 {
+            // SAFETY: see above.
+            unsafe { ffi::ring_dpdk_pingpong(iters) }
+        }
+        pub fn raw_pingpong(lines: i32, iters: u64) -> f64 {
+            // SAFETY: see above.
+            unsafe { ffi::ring_raw_pingpong(lines, iters) }
+        }
+    }
+}
+
+use raw::{pin, rdtsc, SharedZones};
+
+struct Rings {
+    sp: Ring<u64>,
+    mp: Ring<u64>,
+}
+
+fn rings() -> Rings {
+    let z = LocalZones::new();
+    Rings {
+        sp: Ring::create(&z, "perf sp", 4096, RingFlags::SP_ENQ | RingFlags::SC_DEQ).unwrap(),
+        mp: Ring::create(&z, "perf mp", 4096, RingFlags::empty()).unwrap(),
+    }
+}
+
+#[inline(never)]
+fn ours_single(r: &Ring<u64>, mp: bool, iters: u32) -> f64 {
+    let mut v = black_box(0u64);
+    let t0 = rdtsc();
+    if mp {
+        for _ in 0..iters {
+            let _ = r.mp_enqueue(v);
+            v = r.mc_dequeue().unwrap_or(v);
+        }
+    } else {
+        for _ in 0..iters {
+            let _ = r.sp_enqueue(v);
+            v = r.sc_dequeue().unwrap_or(v);
+        }
+    }
+    let t1 = rdtsc();
+    black_box(v);
+    (t1 - t0) as f64 / iters as f64
+}
+
+#[inline(never)]
+fn ours_bulk(r: &Ring<u64>, mp: bool, burst: bool, n: usize, iters: u32) -> f64 {
+    let mut buf = [0u64; 32];
+    let n = black_box(n);
+    let t0 = rdtsc();
+    match (mp, burst) {
+        (false, true) => {
+            for _ in 0..iters {
+                r.sp_enqueue_burst(&buf[..n]);
+                r.sc_dequeue_burst(&mut buf[..n]);
+            }
+        }
+        (false, false) => {
+            for _ in 0..iters {
+                r.sp_enqueue_bulk(&buf[..n]);
+                r.sc_dequeue_bulk(&mut buf[..n]);
+            }
+        }
+        (true, true) => {
+            for _ in 0..iters {
+                r.mp_enqueue_burst(&buf[..n]);
+                r.mc_dequeue_burst(&mut buf[..n]);
+            }
+        }
+        (true, false) => {
+            for _ in 0..iters {
+                r.mp_enqueue_bulk(&buf[..n]);
+                r.mc_dequeue_bulk(&mut buf[..n]);
+            }
+        }
+    }
+    let t1 = rdtsc();
+    black_box(&buf);
+    (t1 - t0) as f64 / iters as f64
+}
+
+#[inline(never)]
+fn ours_empty(r: &Ring<u64>, mp: bool, iters: u32) -> f64 {
+    let mut buf = [0u64; 8];
+    let n = black_box(8);
+    let t0 = rdtsc();
+    if mp {
+        for _ in 0..iters {
+            black_box(r.mc_dequeue_bulk(&mut buf[..n]));
+        }
+    } else {
+        for _ in 0..iters {
+            black_box(r.sc_dequeue_bulk(&mut buf[..n]));
+        }
+    }
+    let t1 = rdtsc();
+    (t1 - t0) as f64 / iters as f64
+}
+
+fn ours_two_cores(r: &Ring<u64>, mp: bool, n: usize, iters: u32) -> f64 {
+    let ready = std::sync::atomic::AtomicU32::new(0);
+    let side = |enq: bool| {
+        if !enq {
+            pin(1);
+        }
+        ready.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        while ready.load(std::sync::atomic::Ordering::Acquire) != 2 {
+            std::hint::spin_loop();
+        }
+        let mut buf = [0u64; 32];
+        let t0 = rdtsc();
+        for _ in 0..iters {
+            match (enq, mp) {
+                (true, false) => {
+                    while r.sp_enqueue_bulk(&buf[..n]) == 0 {
+                        std::hint::spin_loop();
+                    }
+                }
+                (true, true) => {
+                    while r.mp_enqueue_bulk(&buf[..n]) == 0 {
+                        std::hint::spin_loop();
+                    }
+                }
+                (false, false) => {
+                    while r.sc_dequeue_bulk(&mut buf[..n]) == 0 {
+                        std::hint::spin_loop();
+                    }
+                }
+                (false, true) => {
+                    while r.mc_dequeue_bulk(&mut buf[..n]) == 0 {
+                        std::hint::spin_loop();
+                    }
+                }
+            }
+        }
+        let t1 = rdtsc();
+        black_box(&buf);
+        (t1 - t0) as f64 / (iters as f64 * n as f64)
+    };
+    pin(0);
+    std::thread::scope(|s| {
+        let d = s.spawn(|| side(false));
+        let e = side(true);
+        e + d.join().unwrap()
+    })
+}
+
+/// Cross-process: parent on CPU 0 enqueues `count` sequence numbers in bursts, a forked child on
+/// CPU 1 dequeues them and checks the order. Cycles per object, from the start signal to the
+/// child's last dequeue.
+fn ours_xproc(mp: bool, burst: usize, count: u64) -> f64 {
+    let z = SharedZones::new(1 << 20);
+    let flags = if mp {
+        RingFlags::empty()
+    } else {
+        RingFlags::SP_ENQ | RingFlags::SC_DEQ
+    };
+    let r = Ring::<u64>::create(&z, "xproc", 4096, flags).unwrap();
+    let ctl = Ring::<u64>::create(&z, "ctl", 4, RingFlags::empty()).unwrap();
+    let back = Ring::<u64>::create(&z, "back", 4, RingFlags::empty()).unwrap();
+    let pid = raw::fork(|| {
+        pin(1);
+        ctl.enqueue(1).unwrap();
+        let mut buf = [0u64; 64];
+        let mut next = 0u64;
+        let mut errs = 0u64;
+        while next < count {
+            let k = r.dequeue_burst(&mut buf[..burst]);
+            for &v in &buf[..k] {
+                errs += (v != next) as u64;
+                next += 1;
+            }
+            if k == 0 {
+                std::hint::spin_loop();
+            }
+        }
+        let end = rdtsc();
+        back.enqueue_bulk(&[end, errs]);
+    });
+    pin(0);
+    while ctl.dequeue().is_none() {
+        std::hint::spin_loop();
+    }
+    let mut buf = [0u64; 64];
+    let mut seq = 0u64;
+    let t0 = rdtsc();
+    while seq < count {
+        let b = (burst as u64).min(count - seq) as usize;
+        for (i, v) in buf[..b].iter_mut().enumerate() {
+            *v = seq + i as u64;
+        }
+        let k = r.enqueue_burst(&buf[..b]) as u64;
+        seq += k;
+        if k == 0 {
+            std::hint::spin_loop();
+        }
+    }
+    let mut res = [0u64; 2];
+    while back.dequeue_bulk(&mut res) == 0 {
+        std::hint::spin_loop();
+    }
+    assert!(raw::wait(pid), "cross-process child failed");
+    assert_eq!(
+        res[1], 0,
+        "cross-process: the child saw elements out of order"
+    );
+    (res[0] - t0) as f64 / count as f64
+}
+
+/// One-element ping-pong through two SP/SC rings between two processes; cycles per round trip.
+fn ours_pingpong(iters: u64) -> f64 {
+    let z = SharedZones::new(1 << 20);
+    let f = RingFlags::SP_ENQ | RingFlags::SC_DEQ;
+    let ping = Ring::<u64>::create(&z, "ping", 64, f).unwrap();
+    let pong = Ring::<u64>::create(&z, "pong", 64, f).unwrap();
+    let ready = Ring::<u64>::create(&z, "ready", 4, f).unwrap();
+    let pid = raw::fork(|| {
+        pin(1);
+        ready.enqueue(1).unwrap();
+        for _ in 0..iters {
+            let v = loop {
+                if let Some(v) = ping.dequeue() {
+                    break v;
+                }
+            };
+            while pong.enqueue(v).is_err() {}
+        }
+    });
+    pin(0);
+    while ready.dequeue().is_none() {}
+    let mut v = 1u64;
+    let t0 = rdtsc();
+    for _ in 0..iters {
+        while ping.enqueue(v).is_err() {}
+        v = loop {
+            if let Some(v) = pong.dequeue() {
+                break v;
+            }
+        };
+    }
+    let t1 = rdtsc();
+    assert!(raw::wait(pid));
+    black_box(v);
+    (t1 - t0) as f64 / iters as f64
+}
+
+/// One row: our samples, DPDK's, and the target for ours ÷ DPDK.
+struct Row {
+    name: &'static str,
+    unit: &'static str,
+    ours: Vec<f64>,
+    dpdk: Vec<f64>,
+    target: Option<f64>,
+}
+
+fn main() -> Result<()> {
+    let mut rounds = 5;
+    let mut quick = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--rounds" => rounds = args.next().unwrap_or_default().parse()?,
+            "--quick" => quick = true,
+            _ => bail!("unknown option {a:?}; options: --rounds N, --quick"),
+        }
+    }
+    if rounds == 0 {
+        bail!("--rounds must be at least 1");
+    }
+    let dpdk = DPDK_AVAILABLE;
+    if !dpdk {
+        println!("# {}", no_dpdk_notice());
+    }
+    #[cfg(have_dpdk)]
+    if !raw::dpdk::init() {
+        bail!("rte_ring_init failed");
+    }
+    let s = if quick { 4 } else { 1 };
+    let single_iters = (1u32 << 24) / s;
+    let bulk_iters = (1u32 << 23) / s;
+    let two_iters = (1u32 << 17) / s;
+    let xproc_count = (1u64 << 24) / s as u64;
+    let pp_iters = (1u64 << 18) / s as u64;
+
+    let names: Vec<(&'static str, &'static str, Option<f64>)> = vec![
+        ("SP/SC single (enq+deq)", "cyc", Some(0.9)),
+        ("MP/MC single (enq+deq)", "cyc", Some(0.9)),
+        ("SP/SC burst 8 (per burst)", "cyc", None),
+        ("SP/SC burst 32 (per burst)", "cyc", None),
+        ("SP/SC bulk 8 (per bulk)", "cyc", Some(0.85)),
+        ("SP/SC bulk 32 (per bulk)", "cyc", Some(0.5)),
+        ("MP/MC burst 8 (per burst)", "cyc", None),
+        ("MP/MC burst 32 (per burst)", "cyc", None),
+        ("MP/MC bulk 8 (per bulk)", "cyc", Some(0.85)),
+        ("MP/MC bulk 32 (per bulk)", "cyc", Some(0.5)),
+        ("SC empty dequeue (per call)", "cyc", None),
+        ("MC empty dequeue (per call)", "cyc", None),
+        ("two cores SP/SC bulk 8 (per elem)", "cyc", Some(0.8)),
+        ("two cores MP/MC bulk 8 (per elem)", "cyc", Some(0.8)),
+        ("two cores SP/SC bulk 32 (per elem)", "cyc", Some(1.0)),
+        ("two cores MP/MC bulk 32 (per elem)", "cyc", Some(1.0)),
+        ("two procs SP/SC burst 32 (per obj)", "cyc", Some(0.9)),
+        ("two procs MP/MC burst 32 (per obj)", "cyc", Some(0.9)),
+        ("two procs ping-pong 1 elem (round trip)", "cyc", Some(1.3)),
+    ];
+    let mut rows: Vec<Row> = names
+        .iter()
+        .map(|&(name, unit, target)| Row {
+            name,
+            unit,
+            ours: vec![],
+            dpdk: vec![],
+            target,
+        })
+        .collect();
+    let mut floor1 = vec![];
+    let mut floor2 = vec![];
+
+    let r = rings();
+    for round in 0..rounds {
+        let mut i = 0;
+        let mut push = |rows: &mut Vec<Row>, o: f64, d: Option<f64>| {
+            rows[i].ours.push(o);
+            if let Some(d) = d {
+                rows[i].dpdk.push(d);
+            }
+            i += 1;
+        };
+        macro_rules! d {
+            ($e:expr) => {{
+                #[cfg(have_dpdk)]
+                let v = Some($e);
+                #[cfg(not(have_dpdk))]
+                let v: Option<f64> = None;
+                v
+            }};
+        }
+        // one core
+        for mp in [false, true] {
+            let rr = if mp { &r.mp } else { &r.sp };
+            let o = ours_single(rr, mp, single_iters);
+            push(&mut rows, o, d!(raw::dpdk::single(mp, single_iters)));
+        }
+        for mp in [false, true] {
+            let rr = if mp { &r.mp } else { &r.sp };
+            for burst in [true, false] {
+                for n in [8usize, 32] {
+                    let o = ours_bulk(rr, mp, burst, n, bulk_iters);
+                    push(
+                        &mut rows,
+                        o,
+                        d!(raw::dpdk::bulk(mp, burst, n as u32, bulk_iters)),
+                    );
+                }
+            }
+        }
+        for mp in [false, true] {
+            let rr = if mp { &r.mp } else { &r.sp };
+            let o = ours_empty(rr, mp, single_iters);
+            push(&mut rows, o, d!(raw::dpdk::empty(mp, single_iters)));
+        }
+        // two cores
+        for n in [8usize, 32] {
+            for mp in [false, true] {
+                let rr = if mp { &r.mp } else { &r.sp };
+                let o = ours_two_cores(rr, mp, n, two_iters * 32 / n as u32);
+                push(
+                    &mut rows,
+                    o,
+                    d!(raw::dpdk::two_cores(
+                        mp,
+                        n as u32,
+                        two_iters * 32 / n as u32
+                    )),
+                );
+            }
+        }
+        pin(0);
+        // two processes
+        for mp in [false, true] {
+            let o = ours_xproc(mp, 32, xproc_count);
+            push(&mut rows, o, d!(raw::dpdk::xproc(mp, 32, xproc_count)));
+        }
+        let o = ours_pingpong(pp_iters);
+        push(&mut rows, o, d!(raw::dpdk::pingpong(pp_iters)));
+        #[cfg(have_dpdk)]
+        {
+            floor1.push(raw::dpdk::raw_pingpong(1, pp_iters));
+            floor2.push(raw::dpdk::raw_pingpong(2, pp_iters));
+        }
+        eprintln!(
+            "# round {round}: raw ping-pong 1 line {:.0}, 2 lines {:.0} cycles",
+            floor1.last().copied().unwrap_or(f64::NAN),
+            floor2.last().copied().unwrap_or(f64::NAN)
+        );
+    }
+
+    println!("# rte-ring vs DPDK 22.11 rte_ring inlined, TSC cycles, median of {rounds} rounds");
+    println!(
+        "{:<42} {:>9} {:>9} {:>7} {:>7} target",
+        "row", "ours", "DPDK", "ratio", "unit"
+    );
+    let f2 = if floor2.is_empty() {
+        f64::NAN
+    } else {
+        median(&mut floor2.clone())
+    };
+    for row in &mut rows {
+        let o = median(&mut row.ours);
+        let d = if row.dpdk.is_empty() {
+            f64::NAN
+        } else {
+            median(&mut row.dpdk)
+        };
+        let (ratio, what) = if row.name.contains("ping-pong") {
+            (o / f2, "÷ 2-line floor")
+        } else {
+            (o / d, "")
+        };
+        let verdict = match row.target {
+            Some(t) if ratio.is_finite() => {
+                if ratio <= t {
+                    format!("≤ {t} met")
+                } else {
+                    format!("≤ {t} MISSED")
+                }
+            }
+            Some(t) => format!("≤ {t} (no DPDK)"),
+            None => "-".into(),
+        };
+        println!(
+            "{:<42} {:>9.2} {:>9.2} {:>7.2} {:>7} {} {}",
+            row.name, o, d, ratio, row.unit, verdict, what
+        );
+    }
+    if !floor1.is_empty() {
+        println!(
+            "{:<42} {:>9.2}   (floor: one cache line bounced, round trip)",
+            "raw ping-pong, 1 line",
+            median(&mut floor1)
+        );
+        println!(
+            "{:<42} {:>9.2}   (floor: ping and pong on two lines, round trip)",
+            "raw ping-pong, 2 lines", f2
+        );
+    }
+    Ok(())
+}
