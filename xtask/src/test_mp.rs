@@ -202,7 +202,9 @@ impl Ctx<'_> {
                 .map(String::from)
                 .collect();
             if !argv.iter().any(|a| a.starts_with("--file-prefix")) {
-                argv.push(format!("--file-prefix={}", self.prefix));
+                // before a `--` that starts the program's own arguments
+                let at = argv.iter().position(|a| a == "--").unwrap_or(argv.len());
+                argv.insert(at, format!("--file-prefix={}", self.prefix));
             }
             let other;
             let bin = match s.binary.as_deref() {

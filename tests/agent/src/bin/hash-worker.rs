@@ -1,0 +1,124 @@
+//! `hash-worker`: one writer and several readers on one `rte-hash-with-hash` table, as separate
+//! processes, for `cargo xtask test-mp`.
+//!
+//! `hash-worker <group options> -- <role> ...`:
+//! * `create TABLE ENTRIES STABLE` — creates the table, adds keys `0..STABLE` (the stable keys,
+//!   present for the whole run), prints `READY`, then waits for `exit` on stdin;
+//! * `write TABLE STABLE MILLIS` — for MILLIS ms, fills the rest of the table with other keys until
+//!   it is full (forcing cuckoo displacements of the stable keys), deletes them, and again;
+//! * `read TABLE STABLE MILLIS` — for MILLIS ms, looks every stable key up (single and bulk);
+//!   a miss, or a wrong value, is a failure.
+#![deny(unsafe_code)]
+
+use std::time::{Duration, Instant};
+
+use procctl::Process;
+use rte_hash_with_hash::{Crc32c, Hash, Params};
+
+type Table = Hash<u64, u64, Crc32c>;
+
+fn fail(msg: &str) -> ! {
+    println!("RESULT FAIL {msg}");
+    std::process::exit(1)
+}
+
+fn value_of(k: u64) -> u64 {
+    k.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xabcd
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (p, rest) = Process::from_args(args).unwrap_or_else(|e| fail(&format!("{e}")));
+    let arg = |i: usize| rest.get(i).cloned().unwrap_or_default();
+    let num = |i: usize| {
+        arg(i)
+            .parse::<u64>()
+            .unwrap_or_else(|_| fail(&format!("argument {i} must be a number")))
+    };
+    let hasher = Crc32c::new(7);
+    match arg(0).as_str() {
+        "create" => {
+            let (name, entries, stable) = (arg(1), num(2) as u32, num(3));
+            let t = Table::create(&p, &name, Params::new(entries), hasher)
+                .unwrap_or_else(|e| fail(&format!("{e}")));
+            for k in 0..stable {
+                t.add_with_hash(&k, t.hash(&k), &value_of(k))
+                    .unwrap_or_else(|_| fail("table full while adding stable keys"));
+            }
+            println!("READY created {name} with {stable} stable keys");
+            let mut line = String::new();
+            while std::io::stdin()
+                .read_line(&mut line)
+                .map(|n| n > 0)
+                .unwrap_or(false)
+            {
+                if line.trim() == "exit" {
+                    break;
+                }
+                line.clear();
+            }
+        }
+        "write" => {
+            let (name, stable, ms) = (arg(1), num(2), num(3));
+            let t = Table::lookup(&p, &name, hasher).unwrap_or_else(|e| fail(&format!("{e}")));
+            println!("READY writer");
+            let end = Instant::now() + Duration::from_millis(ms);
+            let (mut rounds, mut added) = (0u64, 0u64);
+            let mut next = 1u64 << 32;
+            while Instant::now() < end {
+                let mut mine = Vec::new();
+                loop {
+                    let k = next;
+                    next += 1;
+                    match t.add_with_hash(&k, t.hash(&k), &value_of(k)) {
+                        Ok(_) => mine.push(k),
+                        Err(_) => break,
+                    }
+                    if mine.len() > 1 << 20 {
+                        fail("the table never filled up");
+                    }
+                }
+                added += mine.len() as u64;
+                for k in mine {
+                    if t.delete_with_hash(&k, t.hash(&k)).is_none() {
+                        fail(&format!("key {k} that the writer added is missing"));
+                    }
+                }
+                rounds += 1;
+            }
+            if t.count() as u64 != stable {
+                fail(&format!(
+                    "count is {}, expected the {stable} stable keys",
+                    t.count()
+                ));
+            }
+            println!("RESULT ok rounds={rounds} added_and_deleted={added}");
+        }
+        "read" => {
+            let (name, stable, ms) = (arg(1), num(2), num(3));
+            let t = Table::lookup(&p, &name, hasher).unwrap_or_else(|e| fail(&format!("{e}")));
+            println!("READY reader");
+            let end = Instant::now() + Duration::from_millis(ms);
+            let (mut lookups, mut misses) = (0u64, 0u64);
+            let keys: Vec<u64> = (0..stable).collect();
+            let hashes: Vec<u32> = keys.iter().map(|k| t.hash(k)).collect();
+            while Instant::now() < end {
+                for (k, h) in keys.iter().zip(&hashes) {
+                    match t.lookup_data_with_hash(k, *h) {
+                        Some((_, v)) if v == value_of(*k) => {}
+                        Some((_, v)) => fail(&format!("key {k} has value {v:#x}")),
+                        None => misses += 1,
+                    }
+                    lookups += 1;
+                }
+            }
+            if misses > 0 {
+                fail(&format!(
+                    "{misses} of {lookups} lookups missed a key present for the whole run"
+                ));
+            }
+            println!("RESULT ok lookups={lookups} misses=0");
+        }
+        other => fail(&format!("unknown role {other:?}")),
+    }
+}
