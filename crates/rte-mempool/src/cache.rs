@@ -1,4 +1,4 @@
-//! The per-lcore cache algorithm (DPDK's, over object indexes), the claim of a cache by its
+//! The per-lcore cache algorithm (DPDK's, over object handles), the claim of a cache by its
 //! lcore's owner and the flush of a dead owner's cache by a recoverer.
 //!
 //! Every move of an object between places (ring, cache, caller) removes it from its source
@@ -9,33 +9,63 @@
 use rte_ring::Ring;
 
 use crate::layout::{kind_of, member_of, CacheSlot, CACHE_OBJS, KIND_LOCKED};
+use crate::obj::{Conv, Obj};
 use crate::sync::{yield_now, Ordering::*};
+
+#[cfg(not(hugeshare_loom))]
+use crate::raw::{load_h, load_objs, store_h, store_objs};
 
 /// Largest request the cache serves (larger ones go straight to the ring).
 pub(crate) const CACHE_REQ_MAX: usize = CACHE_OBJS / 2;
 
-/// Take `n` objects for the caller: from the top of the cache, refilling it from the ring with
-/// `size + remaining` objects in one bulk when it holds too few; if the refill fails, the
-/// remainder comes straight from the ring; if that fails too, nothing is taken (all or nothing).
-/// `emit(k, index)` receives the k-th object. `scratch` has at least `CACHE_OBJS` entries.
+// The copies in and out of a cache: plain copies over the owner's cache in the normal build
+// (`raw`), atomic loops in the model build.
+#[cfg(hugeshare_loom)]
+fn load_objs(c: &CacheSlot, from: usize, out: &mut [Obj], conv: Conv) {
+    for (k, o) in out.iter_mut().enumerate() {
+        *o = conv.obj(c.objs[from + k].load(Relaxed));
+    }
+}
+#[cfg(hugeshare_loom)]
+fn store_objs(c: &CacheSlot, at: usize, objs: &[Obj], conv: Conv) {
+    for (k, o) in objs.iter().enumerate() {
+        c.objs[at + k].store(conv.handle(*o), Relaxed);
+    }
+}
+#[cfg(hugeshare_loom)]
+fn load_h(c: &CacheSlot, from: usize, out: &mut [u32]) {
+    for (k, o) in out.iter_mut().enumerate() {
+        *o = c.objs[from + k].load(Relaxed);
+    }
+}
+#[cfg(hugeshare_loom)]
+fn store_h(c: &CacheSlot, at: usize, src: &[u32]) {
+    for (k, v) in src.iter().enumerate() {
+        c.objs[at + k].store(*v, Relaxed);
+    }
+}
+
+/// Take `out.len()` objects for the caller: the top of the cache (a stack); when it holds too
+/// few, it is refilled from the ring with `size + remaining` objects in one bulk; if that
+/// fails, the remainder comes straight from the ring; if that fails too, nothing is taken (all
+/// or nothing). `scratch` has at least `CACHE_OBJS` entries.
 #[inline(always)]
 pub(crate) fn get(
     c: &CacheSlot,
     ring: &Ring<u32>,
     size: u32,
-    n: usize,
+    out: &mut [Obj],
     scratch: &mut [u32],
-    mut emit: impl FnMut(usize, u32),
+    conv: Conv,
 ) -> bool {
+    let n = out.len();
     let len = c.len.load(Relaxed) as usize;
     if n <= len {
-        for k in 0..n {
-            emit(k, c.objs[len - 1 - k].load(Relaxed));
-        }
+        load_objs(c, len - n, out, conv);
         c.len.store((len - n) as u32, Relaxed);
         return true;
     }
-    get_refill(c, ring, size, n, len, scratch, emit)
+    get_refill(c, ring, size, out, len, scratch, conv)
 }
 
 #[inline(never)]
@@ -43,47 +73,38 @@ fn get_refill(
     c: &CacheSlot,
     ring: &Ring<u32>,
     size: u32,
-    n: usize,
+    out: &mut [Obj],
     len: usize,
     scratch: &mut [u32],
-    mut emit: impl FnMut(usize, u32),
+    conv: Conv,
 ) -> bool {
+    let n = out.len();
     if n > CACHE_REQ_MAX {
-        return get_direct(ring, n, scratch, emit);
+        return get_direct(ring, out, scratch, conv);
     }
     let remaining = n - len;
     let want = size as usize + remaining;
     if ring.dequeue_bulk(&mut scratch[..want]) == want {
-        for (i, &v) in scratch[..want].iter().enumerate() {
-            c.objs[len + i].store(v, Relaxed);
-        }
+        store_h(c, len, &scratch[..want]);
         let total = len + want;
-        for k in 0..n {
-            emit(k, c.objs[total - 1 - k].load(Relaxed));
-        }
+        load_objs(c, total - n, out, conv);
         c.len.store((total - n) as u32, Relaxed);
         return true;
     }
     if ring.dequeue_bulk(&mut scratch[..remaining]) != remaining {
         return false;
     }
-    for k in 0..len {
-        emit(k, c.objs[len - 1 - k].load(Relaxed));
-    }
+    load_objs(c, 0, &mut out[..len], conv);
     c.len.store(0, Relaxed);
-    for (k, &v) in scratch[..remaining].iter().enumerate() {
-        emit(len + k, v);
+    for (o, &h) in out[len..].iter_mut().zip(&scratch[..remaining]) {
+        *o = conv.obj(h);
     }
     true
 }
 
-/// Take `n` objects straight from the ring, all or nothing.
-pub(crate) fn get_direct(
-    ring: &Ring<u32>,
-    n: usize,
-    scratch: &mut [u32],
-    mut emit: impl FnMut(usize, u32),
-) -> bool {
+/// Take `out.len()` objects straight from the ring, all or nothing.
+pub(crate) fn get_direct(ring: &Ring<u32>, out: &mut [Obj], scratch: &mut [u32], conv: Conv) -> bool {
+    let n = out.len();
     let mut big;
     let buf = if n <= scratch.len() {
         &mut scratch[..n]
@@ -94,34 +115,33 @@ pub(crate) fn get_direct(
     if ring.dequeue_bulk(buf) != n {
         return false;
     }
-    for (k, &v) in buf.iter().enumerate() {
-        emit(k, v);
+    for (o, &h) in out.iter_mut().zip(buf.iter()) {
+        *o = conv.obj(h);
     }
     true
 }
 
-/// Give `n` objects back (`idx(k)` is the k-th one's index): appended to the cache while it
-/// stays at or under `flushthresh`; otherwise the whole cache is flushed to the ring and the new
-/// objects become the cache; more than `flushthresh` at once go straight to the ring. Returns
-/// how many objects the ring refused (0 unless objects were put twice).
+/// Give objects back: appended to the cache while it stays at or under `flushthresh`;
+/// otherwise the whole cache is flushed to the ring and the new objects become the cache; more
+/// than `flushthresh` at once go straight to the ring. Returns how many objects the ring refused
+/// (0 unless objects were put twice).
 #[inline(always)]
 pub(crate) fn put(
     c: &CacheSlot,
     ring: &Ring<u32>,
     flushthresh: u32,
-    n: usize,
+    objs: &[Obj],
     scratch: &mut [u32],
-    idx: impl Fn(usize) -> u32,
+    conv: Conv,
 ) -> usize {
+    let n = objs.len();
     let len = c.len.load(Relaxed) as usize;
     if len + n <= flushthresh as usize {
-        for k in 0..n {
-            c.objs[len + k].store(idx(k), Relaxed);
-        }
+        store_objs(c, len, objs, conv);
         c.len.store((len + n) as u32, Relaxed);
         return 0;
     }
-    put_flush(c, ring, flushthresh, n, len, scratch, idx)
+    put_flush(c, ring, flushthresh, objs, len, scratch, conv)
 }
 
 #[inline(never)]
@@ -129,44 +149,33 @@ fn put_flush(
     c: &CacheSlot,
     ring: &Ring<u32>,
     flushthresh: u32,
-    n: usize,
+    objs: &[Obj],
     len: usize,
     scratch: &mut [u32],
-    idx: impl Fn(usize) -> u32,
+    conv: Conv,
 ) -> usize {
+    let n = objs.len();
     if n > flushthresh as usize {
-        return put_direct(ring, n, scratch, idx);
+        return put_direct(ring, objs, scratch, conv);
     }
-    for (i, s) in scratch[..len].iter_mut().enumerate() {
-        *s = c.objs[i].load(Relaxed);
-    }
+    load_h(c, 0, &mut scratch[..len]);
     // Empty the cache before the objects reach the ring: killed in between, they are lost,
     // never in two places.
     c.len.store(0, Release);
     let refused = len - ring.enqueue_bulk(&scratch[..len]);
-    for k in 0..n {
-        c.objs[k].store(idx(k), Relaxed);
-    }
+    store_objs(c, 0, objs, conv);
     c.len.store(n as u32, Relaxed);
     refused
 }
 
-/// Give `n` objects straight to the ring; returns how many it refused.
-pub(crate) fn put_direct(
-    ring: &Ring<u32>,
-    n: usize,
-    scratch: &mut [u32],
-    idx: impl Fn(usize) -> u32,
-) -> usize {
+/// Give objects straight to the ring; returns how many it refused.
+pub(crate) fn put_direct(ring: &Ring<u32>, objs: &[Obj], scratch: &mut [u32], conv: Conv) -> usize {
     let mut refused = 0;
-    let mut k = 0;
-    while k < n {
-        let m = (n - k).min(scratch.len());
-        for (i, s) in scratch[..m].iter_mut().enumerate() {
-            *s = idx(k + i);
+    for chunk in objs.chunks(scratch.len()) {
+        for (s, o) in scratch.iter_mut().zip(chunk) {
+            *s = conv.handle(*o);
         }
-        refused += m - ring.enqueue_bulk(&scratch[..m]);
-        k += m;
+        refused += chunk.len() - ring.enqueue_bulk(&scratch[..chunk.len()]);
     }
     refused
 }
@@ -175,9 +184,7 @@ pub(crate) fn put_direct(
 /// Returns (moved, refused by the ring).
 pub(crate) fn flush_all(c: &CacheSlot, ring: &Ring<u32>, scratch: &mut [u32]) -> (usize, usize) {
     let len = (c.len.load(Acquire) as usize).min(CACHE_OBJS);
-    for (i, s) in scratch[..len].iter_mut().enumerate() {
-        *s = c.objs[i].load(Relaxed);
-    }
+    load_h(c, 0, &mut scratch[..len]);
     c.len.store(0, Release);
     let done = ring.enqueue_bulk(&scratch[..len]);
     (len, len - done)

@@ -94,6 +94,7 @@
 
 mod cache;
 mod layout;
+mod obj;
 mod sync;
 
 #[cfg(not(hugeshare_loom))]
@@ -108,10 +109,11 @@ mod raw;
 pub use error::MempoolError;
 #[cfg(not(hugeshare_loom))]
 pub use pool::{
-    AuditReport, LocalPool, Mempool, MempoolFlags, MempoolParams, MempoolStats, Obj, Orphan,
+    AuditReport, LocalPool, Mempool, MempoolFlags, MempoolParams, MempoolStats, Orphan,
     OrphanReason, RecoveryReport, CACHE_MAX_SIZE, MEMPOOL_COUNT_MAX, MEMPOOL_NAME_MAX,
 };
 
 /// The cache protocol over loom's atomics, for the model test (`cfg(hugeshare_loom)` only).
 #[cfg(hugeshare_loom)]
 pub mod model;
+pub use obj::Obj;

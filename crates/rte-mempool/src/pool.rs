@@ -14,6 +14,7 @@ use crate::layout::{
     fingerprint, holder, kind_of, locked, member_of, word, CacheSlot, Meta, CACHE_OBJS, FREE,
     KIND_HELD, KIND_TRANSIT, MAGIC, VERSION,
 };
+use crate::obj::{Conv, Obj};
 use crate::raw::{self, PoolMem};
 
 /// Largest cache size (DPDK's `RTE_MEMPOOL_CACHE_MAX_SIZE`); larger sizes are refused.
@@ -93,54 +94,6 @@ impl MempoolParams {
     }
 }
 
-/// One object of a pool, as handed to this process: its index (what shared memory stores) and
-/// its address here.
-///
-/// ```
-/// # use rte_mempool::{Mempool, MempoolParams};
-/// # let zones = shmconfig::LocalZones::new();
-/// let mp = Mempool::create(&zones, "objs", MempoolParams::new(8, 64)).unwrap();
-/// let o = mp.get().unwrap();
-/// assert_eq!(mp.obj(o.index()), Some(o));
-/// assert_eq!(mp.obj_from_ptr(o.as_ptr()), Some(o));
-/// mp.put(o);
-/// ```
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Obj {
-    addr: usize,
-    index: u32,
-}
-
-impl Obj {
-    /// The object's index in its pool (stable across processes; what rings carry).
-    #[inline(always)]
-    pub fn index(&self) -> u32 {
-        self.index
-    }
-    /// The object's first byte in this process. Reading or writing through it is the caller's
-    /// business (`unsafe`): the object is shared memory, which the holder alone should use.
-    #[inline(always)]
-    pub fn as_ptr(&self) -> *mut u8 {
-        std::ptr::with_exposed_provenance_mut(self.addr)
-    }
-    /// A handle used only to fill output arrays before a get (its pointer is null).
-    pub const fn empty() -> Obj {
-        Obj { addr: 0, index: 0 }
-    }
-}
-
-impl Default for Obj {
-    fn default() -> Self {
-        Obj::empty()
-    }
-}
-
-impl fmt::Debug for Obj {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Obj#{}@{:#x}", self.index, self.addr)
-    }
-}
-
 struct Inner {
     name: String,
     mem: PoolMem,
@@ -153,6 +106,11 @@ struct Inner {
     flushthresh: u32,
     flags: MempoolFlags,
     tracked: bool,
+    conv: Conv,
+    /// stride >> conv.shift (odd): handle = index × stride_units.
+    stride_units: u32,
+    /// The inverse of stride_units modulo 2^32: index = handle × inv.
+    inv: u32,
     obj_base: usize,
     obj_end: usize,
     me: u16,
@@ -329,6 +287,13 @@ impl Mempool {
                 n: p.n,
                 stride,
             })?;
+        if (p.n as u64) * ((stride >> stride.trailing_zeros()) as u64) > u32::MAX as u64 {
+            return Err(MempoolError::TooLarge {
+                name: name.into(),
+                n: p.n,
+                stride,
+            });
+        }
         let ncaches = if p.cache_size > 0 {
             shmconfig::layout::MAX_LCORES
         } else {
@@ -404,7 +369,7 @@ impl Mempool {
         while i < p.n {
             buf.clear();
             let end = (i as u64 + 4096).min(p.n as u64) as u32;
-            buf.extend(i..end);
+            buf.extend((i..end).map(|x| mp.inner.handle_of_index(x)));
             let done = mp.inner.ring.sp_enqueue_bulk(&buf);
             assert_eq!(done, buf.len(), "a new ring sized for the pool takes every object");
             i = end;
@@ -516,6 +481,14 @@ impl Mempool {
         };
         let obj_base = raw::exposed_addr(&objects, meta.objects_offset as usize);
         let obj_end = obj_base + meta.n as usize * meta.stride as usize;
+        let shift = meta.stride.trailing_zeros();
+        let stride_units = meta.stride >> shift;
+        // Newton's iteration for the inverse of an odd number modulo 2^32.
+        let mut inv = stride_units;
+        for _ in 0..5 {
+            inv = inv.wrapping_mul(2u32.wrapping_sub(stride_units.wrapping_mul(inv)));
+        }
+        debug_assert_eq!(stride_units.wrapping_mul(inv), 1);
         let mem = PoolMem::new(header, objects, ncaches, meta.n as usize, tracked);
         let inner = Arc::new(Inner {
             name: name.into(),
@@ -529,6 +502,12 @@ impl Mempool {
             flushthresh: meta.cache_size * 3 / 2,
             flags,
             tracked,
+            conv: Conv {
+                base: obj_base,
+                shift,
+            },
+            stride_units,
+            inv,
             obj_base,
             obj_end,
             me: zones.member().0,
@@ -658,6 +637,13 @@ impl Mempool {
     pub fn obj(&self, index: u32) -> Option<Obj> {
         (index < self.inner.n).then(|| self.inner.obj(index))
     }
+    /// The index of `obj` in this pool (`None` if it is not one of its objects).
+    pub fn index_of(&self, obj: Obj) -> Option<u32> {
+        let i = &self.inner;
+        let a = obj.as_ptr() as usize;
+        (a >= i.obj_base && a < i.obj_end && (a - i.obj_base) % i.stride == 0)
+            .then(|| i.index_of_handle(i.conv.handle(obj)))
+    }
     /// The object `ptr` points into (anywhere inside its element or private area).
     pub fn obj_from_ptr(&self, ptr: *const u8) -> Option<Obj> {
         let a = ptr as usize;
@@ -699,9 +685,7 @@ impl Mempool {
     pub fn get_bulk(&self, out: &mut [Obj]) -> usize {
         let mut scratch = [0u32; 64];
         let i = &self.inner;
-        if !cache::get_direct(&i.ring, out.len(), &mut scratch, |k, idx| {
-            out[k] = i.obj(idx)
-        }) {
+        if !cache::get_direct(&i.ring, out, &mut scratch, i.conv) {
             return 0;
         }
         i.mark_got(out);
@@ -718,7 +702,7 @@ impl Mempool {
         let mut scratch = [0u32; 64];
         let i = &self.inner;
         i.mark_put(objs);
-        let refused = cache::put_direct(&i.ring, objs.len(), &mut scratch, |k| objs[k].index);
+        let refused = cache::put_direct(&i.ring, objs, &mut scratch, i.conv);
         i.note_refused(refused);
     }
 
@@ -763,19 +747,19 @@ impl Mempool {
             &mut big[..]
         };
         for (b, o) in buf.iter_mut().zip(objs) {
-            *b = o.index;
+            *b = i.index_of_handle(i.conv.handle(*o));
         }
         if i.tracked {
             let t = word(KIND_TRANSIT, i.me, i.token);
-            for o in objs {
-                i.swap_owner(o.index, t, holder(i.me, i.token));
+            for &x in buf.iter() {
+                i.swap_owner(x, t, holder(i.me, i.token));
             }
         }
         let n = ring.enqueue_bulk(buf);
         if n == 0 && i.tracked {
             let h = holder(i.me, i.token);
-            for o in objs {
-                if let Some(w) = i.mem.owner(o.index) {
+            for &x in buf.iter() {
+                if let Some(w) = i.mem.owner(x) {
                     w.store(h, Release);
                 }
             }
@@ -850,7 +834,7 @@ impl Mempool {
                 // The exact incarnation that held it is gone: take it back with a CAS on the
                 // word read, so a newer holder is never robbed.
                 if w.compare_exchange(v, FREE, AcqRel, Acquire).is_ok() {
-                    batch.push(idx);
+                    batch.push(i.handle_of_index(idx));
                     if batch.len() == 256 {
                         rep.reclaimed += batch.len() as u64;
                         i.note_refused(batch.len() - i.ring.enqueue_bulk(&batch));
@@ -888,7 +872,7 @@ impl Mempool {
             total: i.n,
             ..AuditReport::default()
         };
-        let mut drain = |r: &Ring<u32>, place: u8, rep: &mut AuditReport| -> u32 {
+        let mut drain = |r: &Ring<u32>, place: u8, handles: bool, rep: &mut AuditReport| -> u32 {
             let mut all = Vec::new();
             let mut buf = [0u32; 256];
             loop {
@@ -898,8 +882,9 @@ impl Mempool {
                     break;
                 }
             }
-            for &v in &all {
-                if (v as usize) < n {
+            for &h in &all {
+                let v = if handles { i.index_of_handle(h) } else { h };
+                if (v as usize) < n && (!handles || i.handle_of_index(v) == h) {
                     if seen[v as usize] != 0 {
                         rep.duplicates += 1;
                     }
@@ -912,16 +897,17 @@ impl Mempool {
             rep.lost_on_refill += (all.len() - back) as u32;
             all.len() as u32
         };
-        rep.in_free_ring = drain(&i.ring, 1, &mut rep);
+        rep.in_free_ring = drain(&i.ring, 1, true, &mut rep);
         for r in rings {
-            rep.in_rings += drain(r, 4, &mut rep);
+            rep.in_rings += drain(r, 4, false, &mut rep);
         }
         for l in 0..i.mem.ncaches() {
             let Some(c) = i.mem.cache(l) else { continue };
             let len = (c.len.load(Acquire) as usize).min(CACHE_OBJS);
             for k in 0..len {
-                let v = c.objs[k].load(Relaxed) as usize;
-                if v < n {
+                let h = c.objs[k].load(Relaxed);
+                let v = i.index_of_handle(h) as usize;
+                if v < n && i.handle_of_index(v as u32) == h {
                     if seen[v] != 0 {
                         rep.duplicates += 1;
                     }
@@ -975,7 +961,7 @@ impl Mempool {
                 if let Some(o) = i.mem.owner(idx as u32) {
                     o.store(FREE, Release);
                 }
-                back.push(idx as u32);
+                back.push(i.handle_of_index(idx as u32));
             }
         }
         if repair && !back.is_empty() {
@@ -996,10 +982,15 @@ fn alive(l: &dyn Liveness, m: u16) -> bool {
 impl Inner {
     #[inline(always)]
     fn obj(&self, index: u32) -> Obj {
-        Obj {
-            addr: self.obj_base + index as usize * self.stride,
-            index,
-        }
+        self.conv.obj(self.handle_of_index(index))
+    }
+    #[inline(always)]
+    fn handle_of_index(&self, index: u32) -> u32 {
+        index.wrapping_mul(self.stride_units)
+    }
+    #[inline(always)]
+    fn index_of_handle(&self, h: u32) -> u32 {
+        h.wrapping_mul(self.inv)
     }
 
     /// Tracked pools: record this member as the holder of objects it just got.
@@ -1008,7 +999,7 @@ impl Inner {
         if self.tracked {
             let h = holder(self.me, self.token);
             for o in objs {
-                self.swap_owner(o.index, h, FREE);
+                self.swap_owner(self.index_of_handle(self.conv.handle(*o)), h, FREE);
             }
         }
     }
@@ -1020,7 +1011,7 @@ impl Inner {
         if self.tracked {
             let h = holder(self.me, self.token);
             for o in objs {
-                self.swap_owner(o.index, FREE, h);
+                self.swap_owner(self.index_of_handle(self.conv.handle(*o)), FREE, h);
             }
         }
     }
@@ -1103,13 +1094,9 @@ impl LocalPool {
         let ok = match self.cache {
             Some(p) => {
                 let c = slot_ref(p, i);
-                cache::get(c, &i.ring, i.cache_size, out.len(), &mut self.scratch, |k, idx| {
-                    out[k] = i.obj(idx)
-                })
+                cache::get(c, &i.ring, i.cache_size, out, &mut self.scratch, i.conv)
             }
-            None => cache::get_direct(&i.ring, out.len(), &mut self.scratch, |k, idx| {
-                out[k] = i.obj(idx)
-            }),
+            None => cache::get_direct(&i.ring, out, &mut self.scratch, i.conv),
         };
         if !ok {
             return 0;
@@ -1134,11 +1121,11 @@ impl LocalPool {
                 slot_ref(p, i),
                 &i.ring,
                 i.flushthresh,
-                objs.len(),
+                objs,
                 &mut self.scratch,
-                |k| objs[k].index,
+                i.conv,
             ),
-            None => cache::put_direct(&i.ring, objs.len(), &mut self.scratch, |k| objs[k].index),
+            None => cache::put_direct(&i.ring, objs, &mut self.scratch, i.conv),
         };
         i.note_refused(refused);
     }

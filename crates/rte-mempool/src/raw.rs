@@ -6,7 +6,10 @@ use std::sync::atomic::AtomicU64;
 
 use shmconfig::Zone;
 
-use crate::layout::{CacheSlot, Counters, Meta, CACHES_OFFSET, CACHE_SLOT_LEN, COUNTERS_OFFSET};
+use crate::layout::{
+    CacheSlot, Counters, Meta, CACHES_OFFSET, CACHE_OBJS, CACHE_SLOT_LEN, COUNTERS_OFFSET,
+};
+use crate::obj::{Conv, Obj};
 
 /// A pool's shared memory as mapped in this process. The zones it points into are kept alive
 /// by the [`Zone`] handles stored next to it.
@@ -151,4 +154,65 @@ pub(crate) fn slot_ref(p: NonNull<CacheSlot>, mem: &PoolMem) -> &CacheSlot {
     // the pointer), so it points to a slot inside the header zone `mem` keeps mapped; slots are
     // atomics only. The borrow is tied to `mem`.
     unsafe { p.as_ref() }
+}
+
+// ----- copies in and out of a cache -----
+//
+// A cache's array is touched by one thread at a time: the thread running as its lcore (the
+// group gives an lcore to one live member, and `LocalPool` is neither Send nor Sync), or a
+// recoverer that took the owner word from a member that is no longer alive. So these copies are
+// plain (vectorisable) reads and writes of the `AtomicU32` array, which has `u32`'s layout; they
+// never race with another access.
+
+/// `out[k] = conv.obj(c.objs[from + k])`.
+#[inline(always)]
+pub(crate) fn load_objs(c: &CacheSlot, from: usize, out: &mut [Obj], conv: Conv) {
+    assert!(from + out.len() <= CACHE_OBJS);
+    let src = c.objs.as_ptr().cast::<u32>();
+    for (k, o) in out.iter_mut().enumerate() {
+        // SAFETY: from + k < CACHE_OBJS (asserted): inside the array; exclusive access (above).
+        *o = conv.obj(unsafe { src.add(from + k).read() });
+    }
+}
+
+/// `c.objs[at + k] = conv.handle(objs[k])`.
+#[inline(always)]
+pub(crate) fn store_objs(c: &CacheSlot, at: usize, objs: &[Obj], conv: Conv) {
+    assert!(at + objs.len() <= CACHE_OBJS);
+    let dst = c.objs.as_ptr().cast::<u32>().cast_mut();
+    for (k, o) in objs.iter().enumerate() {
+        // SAFETY: at + k < CACHE_OBJS (asserted): inside the array, whose atomics allow writes
+        // through a shared reference; exclusive access (above).
+        unsafe { dst.add(at + k).write(conv.handle(*o)) };
+    }
+}
+
+/// `out[k] = c.objs[from + k]`.
+#[inline(always)]
+pub(crate) fn load_h(c: &CacheSlot, from: usize, out: &mut [u32]) {
+    assert!(from + out.len() <= CACHE_OBJS);
+    // SAFETY: the source range is inside the array (asserted) and does not overlap `out` (our
+    // own buffer); exclusive access (above).
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            c.objs.as_ptr().cast::<u32>().add(from),
+            out.as_mut_ptr(),
+            out.len(),
+        )
+    };
+}
+
+/// `c.objs[at + k] = src[k]`.
+#[inline(always)]
+pub(crate) fn store_h(c: &CacheSlot, at: usize, src: &[u32]) {
+    assert!(at + src.len() <= CACHE_OBJS);
+    // SAFETY: the destination range is inside the array (asserted), writable through the
+    // atomics' interior mutability, and does not overlap `src`; exclusive access (above).
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            src.as_ptr(),
+            c.objs.as_ptr().cast::<u32>().cast_mut().add(at),
+            src.len(),
+        )
+    };
 }

@@ -63,9 +63,9 @@ fn basic(zones: &LocalZones, mp: &Mempool, use_local: bool) {
     assert_eq!(get(&mut two), 2);
     assert_eq!(mp.avail_count(), SIZE - 3);
     let all = [one[0], two[0], two[1]];
-    assert_eq!(all.iter().map(|o| o.index()).collect::<HashSet<_>>().len(), 3);
+    assert_eq!(all.iter().map(|o| mp.index_of(*o).unwrap()).collect::<HashSet<_>>().len(), 3);
     for o in all {
-        write_u32(o, o.index());
+        write_u32(o, mp.index_of(o).unwrap());
     }
     if use_local {
         local.put_bulk(&all);
@@ -74,7 +74,7 @@ fn basic(zones: &LocalZones, mp: &Mempool, use_local: bool) {
     }
     assert_eq!(mp.avail_count(), SIZE);
     for o in all {
-        assert_eq!(read_u32(o), o.index(), "object contents are kept");
+        assert_eq!(read_u32(o), mp.index_of(o).unwrap(), "object contents are kept");
     }
 }
 
@@ -131,7 +131,7 @@ fn lookup_finds_the_same_pool() {
         .unwrap();
     let b = Mempool::lookup(&zones, "test_nocache").unwrap();
     let o = b.get().unwrap();
-    assert_eq!(a.obj(o.index()), Some(o), "same memory, same object");
+    assert_eq!(a.obj(b.index_of(o).unwrap()), Some(o), "same memory, same object");
     assert_eq!(a.avail_count(), SIZE - 1);
     assert_eq!(b.priv_size(), 16);
     assert_eq!(a.private_ptr(o), o.as_ptr().wrapping_add(ELT as usize));
@@ -161,7 +161,7 @@ fn get_all_then_empty_put_all_then_full() {
         assert_eq!(held.len(), SIZE as usize, "cache {cache}: every object can be had");
         assert!(mp.is_empty());
         assert_eq!(mp.in_use_count(), SIZE);
-        let set: HashSet<u32> = held.iter().map(|o| o.index()).collect();
+        let set: HashSet<u32> = held.iter().map(|o| mp.index_of(*o).unwrap()).collect();
         assert_eq!(set.len(), SIZE as usize, "no object handed out twice");
         for o in &held {
             local.put(*o);
@@ -350,7 +350,7 @@ fn objects_in_transit_belong_to_the_ring() {
     let mut objs = vec![Obj::empty(); 8];
     assert_eq!(pa.get_bulk(&mut objs), 8);
     for o in &objs {
-        write_u32(*o, 1000 + o.index());
+        write_u32(*o, 1000 + pa.index_of(*o).unwrap());
     }
     assert_eq!(pa.send(&link, &objs[..6]), 6);
     // the sender dies: what it still held comes back, what it sent stays in the ring
@@ -363,7 +363,7 @@ fn objects_in_transit_belong_to_the_ring() {
     let mut got = vec![Obj::empty(); 8];
     assert_eq!(pb.receive(&link, &mut got), 6);
     for o in &got[..6] {
-        assert_eq!(read_u32(*o), 1000 + o.index());
+        assert_eq!(read_u32(*o), 1000 + pb.index_of(*o).unwrap());
     }
     let audit = mp.audit(&[&link], false);
     assert_eq!(audit.held_by_live, 6, "{audit}");
@@ -398,7 +398,7 @@ fn audit_finds_and_repairs_orphans_and_counts_violations() {
     mp.put(held);
     assert!(mp.is_full());
     assert_eq!(mp.stats().violations, 0);
-    let again = mp.obj(held.index()).unwrap();
+    let again = mp.obj(mp.index_of(held).unwrap()).unwrap();
     let o = mp.get().unwrap();
     mp.put(o);
     let _ = again;
@@ -452,4 +452,44 @@ fn sp_sc_pool_works_and_destroy_frees_zones() {
     assert!(mp.is_full());
     mp.destroy(&zones).unwrap();
     assert!(zones.list().is_empty(), "{:?}", zones.list());
+}
+
+#[test]
+fn strides_that_are_not_powers_of_two() {
+    for (elt, priv_size, flags, stride) in [
+        (24, 0, MempoolFlags::NO_CACHE_ALIGN, 24),
+        (130, 0, MempoolFlags::empty(), 192),
+        (100, 20, MempoolFlags::NO_CACHE_ALIGN, 120),
+        (8, 0, MempoolFlags::NO_CACHE_ALIGN, 8),
+    ] {
+        let zones = LocalZones::new().with_lcore(Some(5));
+        let mp = Mempool::create(
+            &zones,
+            "odd",
+            MempoolParams::new(777, elt)
+                .priv_size(priv_size)
+                .cache_size(64)
+                .flags(flags | MempoolFlags::TRACK),
+        )
+        .unwrap();
+        assert_eq!(mp.stride(), stride);
+        let mut l = mp.local(&zones);
+        let mut held = Vec::new();
+        while let Some(o) = l.get() {
+            held.push(o);
+        }
+        assert_eq!(held.len(), 777);
+        let idx: HashSet<u32> = held.iter().map(|o| mp.index_of(*o).unwrap()).collect();
+        assert_eq!(idx.len(), 777);
+        assert!(idx.iter().all(|&i| i < 777));
+        for o in &held {
+            assert_eq!(mp.obj(mp.index_of(*o).unwrap()), Some(*o));
+            assert_eq!(mp.obj_from_ptr(o.as_ptr().wrapping_add(stride - 1)), Some(*o));
+        }
+        assert_eq!(mp.index_of(mp.obj_from_ptr(held[0].as_ptr()).unwrap()), mp.index_of(held[0]));
+        l.put_bulk(&held);
+        assert!(mp.is_full());
+        assert_eq!(mp.stats().violations, 0);
+        assert!(mp.audit(&[], false).is_sound());
+    }
 }

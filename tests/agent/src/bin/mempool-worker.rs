@@ -35,7 +35,7 @@ mod raw {
 
     /// The stamp word at the start of an object (objects are at least 8 bytes, 64-aligned).
     pub fn stamp(mp: &rte_mempool::Mempool, o: rte_mempool::Obj) -> &AtomicU64 {
-        assert!(mp.obj(o.index()) == Some(o) && mp.elt_size() >= 8);
+        assert!(mp.index_of(o).is_some() && mp.elt_size() >= 8);
         // SAFETY: `o` is an object of `mp` (checked): 8-aligned (strides are multiples of 8
         // from a 64-aligned start) with at least 8 bytes (checked), in a zone `mp` keeps mapped
         // for the borrow's lifetime. Only atomics touch the word.
@@ -146,7 +146,10 @@ fn run(p: &Arc<Process>, traffic: &mut Option<Traffic>, line: &str) -> String {
     let w: Vec<&str> = line.split_whitespace().collect();
     match w.as_slice() {
         ["create", name, n, elt, cache, rest @ ..] => {
-            let parse = |s: &str| s.parse::<u32>().map_err(|e| format!("ERR bad number {s:?}: {e}"));
+            let parse = |s: &str| {
+                s.parse::<u32>()
+                    .map_err(|e| format!("ERR bad number {s:?}: {e}"))
+            };
             let (n, elt, cache) = match (parse(n), parse(elt), parse(cache)) {
                 (Ok(a), Ok(b), Ok(c)) => (a, b, c),
                 (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return e,
@@ -156,7 +159,9 @@ fn run(p: &Arc<Process>, traffic: &mut Option<Traffic>, line: &str) -> String {
             } else {
                 MempoolFlags::empty()
             };
-            let params = MempoolParams::new(n, elt.max(8)).cache_size(cache).flags(flags);
+            let params = MempoolParams::new(n, elt.max(8))
+                .cache_size(cache)
+                .flags(flags);
             if let Err(e) = Mempool::create(&**p, name, params) {
                 return format!("ERR {e}");
             }
