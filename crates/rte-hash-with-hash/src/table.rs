@@ -495,35 +495,44 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
             let (_, prim, sec) = g.split(h);
             *b = (g.main(prim), g.main(sec));
             self.mem.prefetch(b.0);
-            self.mem.prefetch(b.1);
         }
         let chng = self.mem.w(H_CHNG);
         let c1 = chng.load(Acquire);
-        // Pass 2: candidate lanes (primary in bits 0-7, secondary in 8-15); prefetch the key
-        // slot of the first candidate.
+        // Pass 2: candidate lanes in the primary bucket; prefetch the key slot of the first,
+        // or, with none, the secondary bucket (most keys sit in their primary bucket, so the
+        // secondary is fetched only for the others).
         let mut cand = [0u32; BULK_STRIDE];
-        for ((c, &(pb, sb)), &h) in cand.iter_mut().zip(&bkt).zip(hashes) {
-            let sig = (h >> 16) as u16;
-            let (mp, ms) = (self.sig_candidates(pb, sig), self.sig_candidates(sb, sig));
-            *c = mp | ms << 8;
-            let (b, m) = if mp != 0 { (pb, mp) } else { (sb, ms) };
-            if m != 0 {
-                let idx = self.entry_idx(b, m.trailing_zeros() as usize, Relaxed);
-                if idx != 0 && idx <= g.entries {
-                    let sw = g.slot(idx);
-                    self.mem.prefetch(sw);
-                    if Self::KW > 6 {
-                        self.mem.prefetch(sw + Self::KW);
-                    }
-                }
+        let mut in_sec = 0u32;
+        for (i, (c, &(pb, sb))) in cand.iter_mut().zip(&bkt).enumerate().take(n) {
+            let sig = (hashes[i] >> 16) as u16;
+            *c = self.sig_candidates(pb, sig);
+            if *c != 0 {
+                self.prefetch_slot(self.entry_idx(pb, c.trailing_zeros() as usize, Relaxed));
+            } else {
+                self.mem.prefetch(sb);
+                in_sec |= 1 << i;
             }
         }
-        // Pass 3: compare keys.
+        // Pass 2b: the same in the secondary buckets, for keys with no primary candidate.
+        let mut m = in_sec;
+        while m != 0 {
+            let i = m.trailing_zeros() as usize;
+            m &= m - 1;
+            let sb = bkt[i].1;
+            let c = self.sig_candidates(sb, (hashes[i] >> 16) as u16);
+            cand[i] = c << 8;
+            if c != 0 {
+                self.prefetch_slot(self.entry_idx(sb, c.trailing_zeros() as usize, Relaxed));
+            }
+        }
+        // Pass 3: compare keys; a key not among its primary candidates is searched in its
+        // secondary bucket (and chain) in full.
         let (mut misses, mut changed) = (0u32, 0u32);
         let mut none = None;
         let mut found = 0;
         for i in 0..n {
             let (pb, sb) = bkt[i];
+            let sig = (hashes[i] >> 16) as u16;
             let kb = keys[i].as_bytes();
             let mut m = cand[i];
             let mut r = Probe::Miss;
@@ -537,8 +546,11 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
                     break;
                 }
             }
+            if matches!(r, Probe::Miss) && cand[i] & 0xff != 0 {
+                r = self.probe_bucket(sb, sig, kb, &mut none);
+            }
             if matches!(r, Probe::Miss) && g.n_ext != 0 {
-                r = self.probe_chain(sb, (hashes[i] >> 16) as u16, kb, &mut none);
+                r = self.probe_chain(sb, sig, kb, &mut none);
             }
             out[i] = match r {
                 Probe::Hit(idx) => {
@@ -571,6 +583,18 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
             found += usize::from(out[i].is_some());
         }
         found
+    }
+
+    /// Prefetch the first cache line(s) of key slot `idx`, if it is a valid index.
+    #[inline(always)]
+    fn prefetch_slot(&self, idx: u32) {
+        if idx != 0 && idx <= self.g.entries {
+            let sw = self.g.slot(idx);
+            self.mem.prefetch(sw);
+            if Self::KW > 6 {
+                self.mem.prefetch(sw + Self::KW);
+            }
+        }
     }
 
     /// The key stored at `position`, if that position holds a key now (as DPDK's

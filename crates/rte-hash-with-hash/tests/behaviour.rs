@@ -238,6 +238,10 @@ fn extendable_table_takes_all_64_colliding_keys() {
             "lookup {i}"
         );
     }
+    // Bulk lookups find the keys in the extendable chain too.
+    let mut out = vec![None; 64];
+    assert_eq!(t.lookup_bulk_with_hash(&keys, &[3; 64], &mut out), 64);
+    assert_eq!(out, pos.iter().map(|&p| Some(p)).collect::<Vec<_>>());
     for (i, k) in keys.iter().enumerate() {
         assert_eq!(
             t.add_with_hash(k, 3, &(i as u64 + 100)),
