@@ -587,3 +587,57 @@ fn a_dead_writer_is_taken_over_and_its_half_done_work_repaired() {
         }
     }
 }
+
+#[test]
+fn a_writer_that_panics_does_not_wedge_the_lock() {
+    let z = LocalZones::new();
+    let t = table(&z, "panicky", 64);
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let w = t.writer();
+        let k = flow(1);
+        w.add_with_hash(&k, t.hash(&k), &1).unwrap();
+        panic!("user code panics while holding the writer lock");
+    }));
+    assert!(r.is_err());
+    assert_eq!(
+        t.debug_lock_holder(),
+        None,
+        "the lock is released (marked for repair)"
+    );
+    let k = flow(2);
+    let pos = t.add_with_hash(&k, t.hash(&k), &2).unwrap();
+    assert_eq!(t.lookup_with_hash(&k, t.hash(&k)), Some(pos));
+    assert!(t.lookup_with_hash(&flow(1), t.hash(&flow(1))).is_some());
+    assert_eq!(t.count(), 2);
+    t.check_consistency().unwrap();
+}
+
+#[test]
+fn a_batch_writer_adds_and_deletes_under_one_lock() {
+    let z = LocalZones::new();
+    let t = table(&z, "batch", 256);
+    let other = z.as_member(MemberId(2));
+    let u: Table = Hash::lookup(&other, "batch", Crc32c::new(0)).unwrap();
+    {
+        let w = t.writer();
+        assert_eq!(u.debug_lock_holder(), Some(MemberId(0)));
+        for i in 0..100 {
+            let k = flow(i);
+            w.add_with_hash(&k, t.hash(&k), &u64::from(i)).unwrap();
+        }
+        // Readers in another member see the writes while the batch goes on.
+        assert_eq!(
+            u.lookup_data_with_hash(&flow(7), u.hash(&flow(7)))
+                .unwrap()
+                .1,
+            7
+        );
+        for i in 0..50 {
+            let k = flow(i);
+            assert!(w.delete_with_hash(&k, t.hash(&k)).is_some());
+        }
+    }
+    assert_eq!(u.debug_lock_holder(), None);
+    assert_eq!(u.count(), 50);
+    t.check_consistency().unwrap();
+}
