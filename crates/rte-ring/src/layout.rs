@@ -4,9 +4,10 @@
 //! ```text
 //! offset 0     Meta (128 B): magic, version, layout fingerprint, flags, size, capacity,
 //!              element size/align/type id, name            (written once, before the magic)
-//! offset 128   Shared: producer side (128 B: head word, tail, cached consumer tail, hole count)
-//!              consumer side (128 B), statistics (64 B), abandoned-range table (128 B)
-//! offset 640   slots: size × element size
+//! offset 128   Shared: producer side (256 B: a line with the head word and the cached consumer
+//!              tail, then a line with the tail and the hole count), consumer side (256 B),
+//!              statistics (64 B), abandoned-range table (128 B)
+//! offset 896   slots: size × element size
 //! then         reservation records: size × u64 per side (producers, then consumers)
 //! ```
 //!
@@ -18,7 +19,7 @@ use crate::sync::{AtomicU32, AtomicU64};
 /// "HSRING" + format byte, little-endian: the first 8 bytes of every ring zone.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"HSRING\x01\x00");
 /// Version of the layout below; bumped on any change of meaning.
-pub(crate) const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 2;
 /// Number of abandoned-range entries (see the crate docs, "Dead members").
 pub(crate) const NHOLES: usize = 16;
 /// Where [`Shared`] starts.
@@ -50,18 +51,20 @@ pub(crate) struct Meta {
 
 const _: () = assert!(core::mem::size_of::<Meta>() == SHARED_OFFSET);
 
-/// One side (producers or consumers) of the ring: everything its members write on the fast path
-/// sits on one cache line, and the other side reads it only when its cached copy runs out.
+/// One side (producers or consumers) of the ring. The head and the cached copy of the other
+/// side's tail sit on one cache line that only this side's members touch; the tail (what the
+/// other side reads) sits on its own line, 128 bytes further (past the adjacent-line prefetch).
 #[derive(Debug)]
 #[repr(C, align(128))]
 pub(crate) struct Side {
     /// `pos | member << 32 | n << 48`: where the next reservation starts, and who made the last
     /// one and how long it is (so a waiter knows whose work it waits for).
     pub head: AtomicU64,
-    /// Everything before this position is published to the other side.
-    pub tail: AtomicU32,
     /// The other side's tail as last seen by a member of this side.
     pub cached_other: AtomicU32,
+    _pad: [u32; 29],
+    /// Everything before this position is published to the other side.
+    pub tail: AtomicU32,
     /// Producer side: the number of abandoned ranges consumers have not yet stepped over.
     pub holes: AtomicU32,
 }
@@ -91,8 +94,8 @@ pub(crate) struct Shared {
 #[allow(dead_code)]
 #[repr(C, align(128))]
 pub(crate) struct SharedLayout {
-    prod: [u8; 128],
-    cons: [u8; 128],
+    prod: [u8; 256],
+    cons: [u8; 256],
     stats: [u8; 64],
     holes: [u64; NHOLES],
 }
@@ -107,8 +110,9 @@ impl Side {
     fn new() -> Self {
         Side {
             head: AtomicU64::new(0),
-            tail: AtomicU32::new(0),
             cached_other: AtomicU32::new(0),
+            _pad: [0; 29],
+            tail: AtomicU32::new(0),
             holes: AtomicU32::new(0),
         }
     }
@@ -136,7 +140,7 @@ pub(crate) const fn fingerprint() -> u64 {
         core::mem::size_of::<Meta>() as u64,
         SHARED_OFFSET as u64,
         SLOTS_OFFSET as u64,
-        128,
+        256,
         64,
         NHOLES as u64,
         VERSION as u64,

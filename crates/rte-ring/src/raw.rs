@@ -204,12 +204,18 @@ impl<T: Copy> Mem<T> {
         assert!(src.len() == c.n as usize && c.n <= self.size);
         let n = src.len();
         let idx = (c.pos & (self.size - 1)) as usize;
-        let first = n.min(self.size as usize - idx);
-        // SAFETY: both runs lie inside the slot array (idx + first <= size, n - first <= size),
-        // and the claim gives this thread the slots [pos, pos + n) until it publishes them.
+        let size = self.size as usize;
+        // SAFETY: the runs lie inside the slot array (idx + n <= size in the first case;
+        // idx + first == size and n - first <= size in the second), and the claim gives this
+        // thread the slots [pos, pos + n) until it publishes them.
         unsafe {
-            copy_in(self.slots.as_ptr().add(idx), src.as_ptr(), first);
-            copy_in(self.slots.as_ptr(), src.as_ptr().add(first), n - first);
+            if idx + n <= size {
+                copy_in(self.slots.as_ptr().add(idx), src.as_ptr(), n);
+            } else {
+                let first = size - idx;
+                copy_in(self.slots.as_ptr().add(idx), src.as_ptr(), first);
+                copy_in(self.slots.as_ptr(), src.as_ptr().add(first), n - first);
+            }
         }
     }
 
@@ -220,13 +226,18 @@ impl<T: Copy> Mem<T> {
         assert!(rel as usize + dst.len() <= c.n as usize && c.n <= self.size);
         let n = dst.len();
         let idx = (c.pos.wrapping_add(rel) & (self.size - 1)) as usize;
-        let first = n.min(self.size as usize - idx);
-        // SAFETY: as in `write`: both runs are inside the slot array, inside the caller's claim
+        let size = self.size as usize;
+        // SAFETY: as in `write`: the runs are inside the slot array, inside the caller's claim
         // on the consumer side, and the producers published them (the consumer saw their tail
         // past them with acquire ordering before it claimed them).
         unsafe {
-            copy_out(dst.as_mut_ptr(), self.slots.as_ptr().add(idx), first);
-            copy_out(dst.as_mut_ptr().add(first), self.slots.as_ptr(), n - first);
+            if idx + n <= size {
+                copy_out(dst.as_mut_ptr(), self.slots.as_ptr().add(idx), n);
+            } else {
+                let first = size - idx;
+                copy_out(dst.as_mut_ptr(), self.slots.as_ptr().add(idx), first);
+                copy_out(dst.as_mut_ptr().add(first), self.slots.as_ptr(), n - first);
+            }
         }
     }
 }

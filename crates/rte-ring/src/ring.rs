@@ -1029,11 +1029,15 @@ impl<T: RingElement> Ring<T> {
             return Some(room);
         }
         let t = other.tail.load(Acquire);
+        let room = self.room(w, pos, t);
+        if room == 0 {
+            return Some(0);
+        }
         if w == Which::Cons && other.holes.load(Acquire) != 0 {
             return None;
         }
-        let room = self.room(w, pos, t);
-        if room != 0 {
+        if room > want {
+            // Worth keeping: the next operation may not need to read the other side's line.
             mine.cached_other.store(t, Release);
         }
         Some(room)

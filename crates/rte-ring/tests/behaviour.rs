@@ -293,7 +293,8 @@ fn lookup_checks() {
     // SAFETY: the zone is at least 640 bytes and 128-aligned; bytes 8..12 hold the version,
     // which nobody else accesses in this test.
     let version = unsafe { std::sync::atomic::AtomicU32::from_ptr(base.add(8).cast::<u32>()) };
-    version.store(77, std::sync::atomic::Ordering::Release);
+    let original = version.load(std::sync::atomic::Ordering::Acquire);
+    version.store(original + 77, std::sync::atomic::Ordering::Release);
     let e = Ring::<u64>::lookup(&z, "versioned").unwrap_err();
     assert!(
         matches!(
@@ -305,7 +306,7 @@ fn lookup_checks() {
         ),
         "{e}"
     );
-    version.store(1, std::sync::atomic::Ordering::Release);
+    version.store(original, std::sync::atomic::Ordering::Release);
     assert!(Ring::<u64>::lookup(&z, "versioned").is_ok());
 }
 
