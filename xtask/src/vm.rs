@@ -1,20 +1,578 @@
-//! `cargo xtask qemu-cmdline` and `cargo xtask vm-test` (issue 8): being written.
-use anyhow::{bail, Result};
+//! `cargo xtask qemu-cmdline` and `cargo xtask vm-test` (issue 8): QEMU guests using the host
+//! group's rings, mempools and memzones through `ivshmem-plain` devices.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use ivshmem_meta::{Metadata, QemuArgs, FIRST_PCI_SLOT};
+use rte_ring::{Ring, RingFlags};
+use shmconfig::{ZoneKind, ZoneRequest, Zones};
+
+use crate::{cargo, run, workspace_root};
 
 /// Arguments of `cargo xtask qemu-cmdline`.
 #[derive(clap::Args, Debug)]
-pub struct CmdlineArgs {}
+pub struct CmdlineArgs {
+    /// The group's file prefix (its primary must be running).
+    #[arg(long)]
+    file_prefix: String,
+    /// A metadata name; repeat for several devices in one VM (PCI slots 0x10, 0x11, ... in
+    /// this order).
+    #[arg(long = "metadata", required = true)]
+    metadata: Vec<String>,
+    /// Print one shell-quoted line instead of one argument per line.
+    #[arg(long)]
+    one_line: bool,
+    /// The runtime directory base of the group, if not the default.
+    #[arg(long)]
+    runtime_dir: Option<PathBuf>,
+    /// PCI slot of the first device.
+    #[arg(long, default_value_t = FIRST_PCI_SLOT, value_parser = parse_slot)]
+    first_slot: u8,
+}
+
+fn parse_slot(s: &str) -> Result<u8, String> {
+    let v = match s.strip_prefix("0x") {
+        Some(h) => u8::from_str_radix(h, 16),
+        None => s.parse(),
+    };
+    v.map_err(|e| format!("{s:?}: {e}"))
+}
 
 /// Arguments of `cargo xtask vm-test`.
 #[derive(clap::Args, Debug)]
-pub struct VmTestArgs {}
+pub struct VmTestArgs {
+    /// Seconds each guest may run before it is killed and counted as failed.
+    #[arg(long, default_value_t = 90)]
+    timeout: u64,
+    /// Keep the serial logs and the initramfs (printed at the end).
+    #[arg(long)]
+    keep: bool,
+}
+
+fn join_group(prefix: &str, runtime_dir: Option<&Path>) -> Result<procctl::Process> {
+    std::env::set_var("HUGESHARE_QUIET", "1");
+    let mut a = vec![
+        "--proc-type=secondary".to_string(),
+        format!("--file-prefix={prefix}"),
+    ];
+    if let Some(d) = runtime_dir {
+        a.push(format!("--runtime-dir={}", d.display()));
+    }
+    let (p, _) = procctl::Process::from_args(a)
+        .with_context(|| format!("joining group {prefix:?} (is its primary running?)"))?;
+    Ok(p)
+}
 
 /// `cargo xtask qemu-cmdline`.
-pub fn cmdline(_a: CmdlineArgs) -> Result<()> {
-    bail!("`cargo xtask qemu-cmdline` is not built yet")
+pub fn cmdline(a: CmdlineArgs) -> Result<()> {
+    let p = join_group(&a.file_prefix, a.runtime_dir.as_deref())?;
+    let names: Vec<&str> = a.metadata.iter().map(String::as_str).collect();
+    let q = QemuArgs::from_group(&p, &a.file_prefix, &names, a.first_slot)?;
+    if a.one_line {
+        println!("{}", q.shell_line());
+    } else {
+        for arg in q.args() {
+            println!("{arg}");
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- vm-test
+
+/// Messages from the host to guest a (and replies back).
+const N_HOST: usize = 200;
+/// Messages between the two guests.
+const N_VM: usize = 200;
+/// The word the host writes in the `ctl` memzone, and the one guest a writes back.
+const HOST_WORD: u64 = 0x4853_4956_5348_4d44;
+const GUEST_WORD: u64 = 0x6775_6573_7421;
+/// isa-debug-exit: the guest writes 0x10 for "all passed", QEMU exits with 2*0x10+1.
+const QEMU_PASS: i32 = 0x10 * 2 + 1;
+
+struct Row {
+    who: String,
+    check: String,
+    ok: bool,
+    detail: String,
+}
+
+/// Removes files and directories on drop.
+struct Cleanup(Vec<PathBuf>);
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            if p.is_dir() {
+                let _ = std::fs::remove_dir_all(p);
+            } else {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+}
+
+/// A QEMU process, killed by pid if still running when dropped.
+struct Vm {
+    role: &'static str,
+    child: Child,
+    log: PathBuf,
+    status: Option<Result<i32, String>>,
+}
+impl Drop for Vm {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 /// `cargo xtask vm-test`.
-pub fn vm_test(_a: VmTestArgs) -> Result<()> {
-    bail!("`cargo xtask vm-test` is not built yet")
+pub fn vm_test(a: VmTestArgs) -> Result<()> {
+    let t0 = Instant::now();
+    let qemu = "qemu-system-x86_64";
+    if Command::new(qemu).arg("--version").output().is_err() {
+        bail!(
+            "{qemu} is not installed: apt-get install -y --no-install-recommends qemu-system-x86"
+        );
+    }
+    let root = workspace_root();
+    let cache = root.join("target").join("vm");
+    std::fs::create_dir_all(&cache)?;
+    let vmlinux = fetch_kernel(&cache).context("getting the guest kernel")?;
+    println!(
+        "vm-test: kernel {} ({:.1?})",
+        vmlinux.display(),
+        t0.elapsed()
+    );
+    let guest = build_guest(&root).context("building the guest program")?;
+    println!("vm-test: guest {} ({:.1?})", guest.display(), t0.elapsed());
+
+    let pid = std::process::id();
+    let work = std::env::temp_dir().join(format!("hugeshare-vmtest-{pid}"));
+    std::fs::create_dir_all(&work)?;
+    let mut cleanup = Cleanup(vec![work.clone()]);
+    let initrd = work.join("initramfs.cpio");
+    write_initramfs(&initrd, &std::fs::read(&guest)?)?;
+
+    // The host primary, its metadata, the objects inside.
+    std::env::set_var("HUGESHARE_QUIET", "1");
+    let prefix = format!("hsvm{pid}");
+    let (process, _) = procctl::Process::from_args([
+        "--proc-type=primary".to_string(),
+        format!("--file-prefix={prefix}"),
+        "--no-huge".into(),
+        "-m".into(),
+        "16".into(),
+        format!("--runtime-dir={}", work.join("run").display()),
+    ])
+    .context("starting the host primary")?;
+    let meta = Metadata::create(&process, "vmtest")?;
+    let mut rows: Vec<Row> = Vec::new();
+    let mut host = |check: &str, ok: bool, detail: String| {
+        rows.push(Row {
+            who: "host".into(),
+            check: check.into(),
+            ok,
+            detail,
+        })
+    };
+    let zones = meta.zones();
+    let h2g = Ring::<u64>::create(&zones, "h2g", 1024, RingFlags::empty())?;
+    let g2h = Ring::<u64>::create(&zones, "g2h", 1024, RingFlags::empty())?;
+    let a2b = Ring::<u64>::create(&zones, "a2b", 256, RingFlags::empty())?;
+    let b2a = Ring::<u64>::create(&zones, "b2a", 256, RingFlags::empty())?;
+    let ctl = zones.reserve(&ZoneRequest::new("ctl", 64, ZoneKind::Memzone))?;
+    for r in [&h2g, &g2h, &a2b, &b2a] {
+        meta.add_ring(r)?;
+    }
+    meta.add_memzone(&ctl)?;
+    ivshmem_meta::atomic_u64(&ctl, 0).store(HOST_WORD, Ordering::Release);
+    let sent: Vec<u64> = (0..N_HOST as u64).map(|i| 1000 + i).collect();
+    let k = h2g.enqueue_bulk(&sent);
+    host(
+        "enqueue for guest",
+        k == N_HOST,
+        format!("{k} of {N_HOST} messages in h2g"),
+    );
+    let refused = meta.add_ring(&Ring::<u64>::create(
+        &process,
+        "outside",
+        64,
+        RingFlags::empty(),
+    )?);
+    host(
+        "group memory refused",
+        refused.is_err(),
+        refused
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or("accepted!".into()),
+    );
+
+    // The QEMU arguments, through the group's registry as `cargo xtask qemu-cmdline` does.
+    let qargs = QemuArgs::from_group(&process, &prefix, &["vmtest"], FIRST_PCI_SLOT)?;
+    let late = meta.add_memzone(&ctl);
+    host(
+        "sealed after cmdline",
+        meta.is_sealed() && matches!(late, Err(ivshmem_meta::MetaError::Sealed { .. })),
+        qargs.shell_line(),
+    );
+
+    let generation = process.generation();
+    let mut vms = Vec::new();
+    for role in ["a", "b"] {
+        let log = work.join(format!("serial-{role}.log"));
+        let out = File::create(work.join(format!("qemu-{role}.out")))?;
+        let mut c = Command::new(qemu);
+        c.args(["-accel", "tcg", "-machine", "pc", "-smp", "1,maxcpus=2", "-m", "256M"])
+            .args(["-nographic", "-nodefaults", "-no-reboot", "-monitor", "none"])
+            .arg("-serial")
+            .arg(format!("file:{}", log.display()))
+            .arg("-kernel")
+            .arg(&vmlinux)
+            .arg("-initrd")
+            .arg(&initrd)
+            .arg("-append")
+            .arg(format!(
+                "console=ttyS0 panic=-1 quiet hugeshare.role={role} hugeshare.gen={generation} hugeshare.n={N_HOST} hugeshare.m={N_VM}"
+            ))
+            .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+            .args(qargs.args())
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out);
+        let child = c.spawn().with_context(|| format!("starting {qemu}"))?;
+        println!("vm-test: guest {role} started (QEMU pid {})", child.id());
+        vms.push(Vm {
+            role,
+            child,
+            log,
+            status: None,
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(a.timeout);
+    while vms.iter().any(|v| v.status.is_none()) {
+        for v in vms.iter_mut().filter(|v| v.status.is_none()) {
+            match v.child.try_wait()? {
+                Some(st) => {
+                    v.status = Some(Ok(st.code().unwrap_or(-1)));
+                    println!(
+                        "vm-test: guest {} exited ({st}) at {:.1?}",
+                        v.role,
+                        t0.elapsed()
+                    );
+                }
+                None if Instant::now() > deadline => {
+                    let _ = v.child.kill();
+                    let _ = v.child.wait();
+                    v.status = Some(Err(format!("killed after {} s", a.timeout)));
+                }
+                None => {}
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // Host-side checks of what the guests did.
+    let mut got = vec![0u64; N_HOST + 1];
+    let k = g2h.dequeue_burst(&mut got);
+    let expect: Vec<u64> = sent.iter().map(|v| v * 3).collect();
+    host(
+        "replies from guest",
+        k == N_HOST && got[..k] == expect[..],
+        format!(
+            "{k} of {N_HOST} replies, {}",
+            if got[..k] == expect[..k.min(N_HOST)] {
+                "values right"
+            } else {
+                "values WRONG"
+            }
+        ),
+    );
+    let gw = ivshmem_meta::atomic_u64(&ctl, 8).load(Ordering::Acquire);
+    host(
+        "memzone written by guest",
+        gw == GUEST_WORD,
+        format!("{gw:#x}"),
+    );
+    host(
+        "rings drained",
+        h2g.count() == 0 && a2b.count() == 0 && b2a.count() == 0,
+        format!(
+            "h2g {} a2b {} b2a {}",
+            h2g.count(),
+            a2b.count(),
+            b2a.count()
+        ),
+    );
+
+    let mut guest_rows = Vec::new();
+    for v in &vms {
+        let log = std::fs::read_to_string(&v.log).unwrap_or_default();
+        let mut checks = 0;
+        for line in log.lines() {
+            if let Some(rest) = line.trim().strip_prefix("HSCHECK ") {
+                let mut it = rest.splitn(3, ' ');
+                let (name, verdict, detail) = (
+                    it.next().unwrap_or(""),
+                    it.next().unwrap_or(""),
+                    it.next().unwrap_or(""),
+                );
+                checks += 1;
+                guest_rows.push(Row {
+                    who: format!("guest {}", v.role),
+                    check: name.into(),
+                    ok: verdict == "PASS",
+                    detail: detail.into(),
+                });
+            }
+        }
+        let (ok, detail) = match &v.status {
+            Some(Ok(c)) if *c == QEMU_PASS => {
+                (true, format!("QEMU exit {c} (isa-debug-exit 0x10)"))
+            }
+            Some(Ok(0)) => (
+                false,
+                "QEMU exit 0: the guest never reported (kernel panic or power-off)".to_string(),
+            ),
+            Some(Ok(c)) => (false, format!("QEMU exit {c}")),
+            Some(Err(e)) => (false, e.clone()),
+            None => (false, "not run".into()),
+        };
+        guest_rows.push(Row {
+            who: format!("guest {}", v.role),
+            check: "verdict".into(),
+            ok: ok && checks > 0,
+            detail: format!("{detail}; {checks} checks reported"),
+        });
+    }
+    rows.extend(guest_rows);
+    drop(vms);
+    drop(h2g);
+    drop(g2h);
+    drop(a2b);
+    drop(b2a);
+    drop(ctl);
+    let meta_path = meta.path().to_path_buf();
+    drop(meta);
+    drop(process);
+
+    println!();
+    println!("{:<8} {:<26} {:<5} detail", "who", "check", "");
+    let mut failed = 0;
+    for r in &rows {
+        if !r.ok {
+            failed += 1;
+        }
+        println!(
+            "{:<8} {:<26} {:<5} {}",
+            r.who,
+            r.check,
+            if r.ok { "PASS" } else { "FAIL" },
+            r.detail
+        );
+    }
+    println!();
+    let gone = !meta_path.exists();
+    println!(
+        "vm-test: {} checks, {failed} failed, {:.1?}; device file removed: {gone}",
+        rows.len(),
+        t0.elapsed()
+    );
+    if a.keep || failed > 0 {
+        let keep = cache.join(format!("last-run-{pid}"));
+        let _ = std::fs::remove_dir_all(&keep);
+        std::fs::create_dir_all(&keep)?;
+        for f in std::fs::read_dir(&work)?.flatten() {
+            let p = f.path();
+            if p.is_file() {
+                let _ = std::fs::copy(&p, keep.join(f.file_name()));
+            }
+        }
+        println!("vm-test: logs kept in {}", keep.display());
+    }
+    drop(cleanup.0.drain(..).collect::<Cleanup>());
+    if failed > 0 || !gone {
+        bail!("vm-test failed");
+    }
+    Ok(())
+}
+
+impl FromIterator<PathBuf> for Cleanup {
+    fn from_iter<I: IntoIterator<Item = PathBuf>>(it: I) -> Self {
+        Cleanup(it.into_iter().collect())
+    }
+}
+
+/// The guest kernel: Debian's `linux-image-amd64` (and the versioned package it depends on),
+/// fetched with `apt-get download`, its xz-compressed payload turned into a plain `vmlinux`
+/// that QEMU boots through PVH. Cached in `target/vm/vmlinux`.
+fn fetch_kernel(cache: &Path) -> Result<PathBuf> {
+    let vmlinux = cache.join("vmlinux");
+    if vmlinux.exists() {
+        return Ok(vmlinux);
+    }
+    let debs = cache.join("debs");
+    std::fs::create_dir_all(&debs)?;
+    let find = |prefix: &str| -> Option<PathBuf> {
+        std::fs::read_dir(&debs)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name().is_some_and(|n| {
+                    n.to_string_lossy().starts_with(prefix) && n.to_string_lossy().ends_with(".deb")
+                })
+            })
+    };
+    if find("linux-image-amd64_").is_none() {
+        run(Command::new("apt-get")
+            .args(["download", "linux-image-amd64"])
+            .current_dir(&debs))?;
+    }
+    let meta =
+        find("linux-image-amd64_").context("apt-get download left no linux-image-amd64 .deb")?;
+    let out = Command::new("dpkg-deb")
+        .arg("-f")
+        .arg(&meta)
+        .arg("Depends")
+        .output()?;
+    let deps = String::from_utf8_lossy(&out.stdout);
+    let image = deps
+        .split(',')
+        .map(|d| d.trim().split(' ').next().unwrap_or(""))
+        .find(|d| d.starts_with("linux-image-") && d.ends_with("-amd64"))
+        .with_context(|| format!("no versioned linux-image in {deps:?}"))?
+        .to_string();
+    if find(&format!("{image}_")).is_none() {
+        run(Command::new("apt-get")
+            .args(["download", &image])
+            .current_dir(&debs))?;
+    }
+    let deb = find(&format!("{image}_")).context("apt-get download left no kernel .deb")?;
+    let tree = debs.join("tree");
+    std::fs::create_dir_all(&tree)?;
+    run(Command::new("sh")
+        .arg("-c")
+        .arg("dpkg-deb --fsys-tarfile \"$1\" | tar -x -C \"$2\" ./boot")
+        .arg("sh")
+        .arg(&deb)
+        .arg(&tree))?;
+    let vmlinuz = std::fs::read_dir(tree.join("boot"))?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+        })
+        .context("no /boot/vmlinuz-* in the kernel package")?;
+    let bz = std::fs::read(&vmlinuz)?;
+    const XZ: [u8; 6] = [0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00];
+    let at = bz
+        .windows(6)
+        .position(|w| w == XZ)
+        .with_context(|| format!("no xz stream in {}", vmlinuz.display()))?;
+    let tmp = cache.join("vmlinux.tmp");
+    let mut xz = Command::new("xz")
+        .args(["-dc", "--single-stream"])
+        .stdin(Stdio::piped())
+        .stdout(File::create(&tmp)?)
+        .spawn()
+        .context("running xz (apt-get install xz-utils)")?;
+    // xz stops reading at the end of the stream: the bytes after it (a broken pipe) are not ours.
+    match xz.stdin.take().expect("piped").write_all(&bz[at..]) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
+        _ => {}
+    }
+    let st = xz.wait()?;
+    let mut head = [0u8; 4];
+    File::open(&tmp)?.read_exact(&mut head)?;
+    if !st.success() || head != *b"\x7fELF" {
+        let _ = std::fs::remove_file(&tmp);
+        bail!(
+            "decompressing {} gave no ELF vmlinux (xz: {st})",
+            vmlinuz.display()
+        );
+    }
+    std::fs::rename(&tmp, &vmlinux)?;
+    let _ = std::fs::remove_dir_all(&tree);
+    Ok(vmlinux)
+}
+
+/// Build the guest program statically (`+crt-static`, explicit `--target` so the flag stays off
+/// build scripts).
+fn build_guest(root: &Path) -> Result<PathBuf> {
+    let triple = "x86_64-unknown-linux-gnu";
+    run(cargo()
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "hugeshare-guest",
+            "--target",
+            triple,
+        ])
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .env("CARGO_PROFILE_RELEASE_DEBUG", "0")
+        .env("CARGO_PROFILE_RELEASE_STRIP", "symbols"))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let bin = target.join(triple).join("release").join("hugeshare-guest");
+    if !bin.exists() {
+        bail!("{} was not built", bin.display());
+    }
+    Ok(bin)
+}
+
+/// A `newc` cpio archive holding `/init` (the guest program), the directories it mounts on and
+/// a `/dev/console` node.
+fn write_initramfs(path: &Path, init: &[u8]) -> Result<()> {
+    let mut out = Vec::with_capacity(init.len() + 4096);
+    let mut ino = 1;
+    let mut entry = |out: &mut Vec<u8>, name: &str, mode: u32, data: &[u8], rdev: (u32, u32)| {
+        let namesize = name.len() + 1;
+        let hdr = format!(
+            "070701{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}",
+            ino,
+            mode,
+            0,
+            0,
+            if mode & 0o040000 != 0 { 2 } else { 1 },
+            0,
+            data.len(),
+            0,
+            0,
+            rdev.0,
+            rdev.1,
+            namesize,
+            0
+        );
+        ino += 1;
+        out.extend_from_slice(hdr.as_bytes());
+        out.extend_from_slice(name.as_bytes());
+        out.push(0);
+        while !out.len().is_multiple_of(4) {
+            out.push(0);
+        }
+        out.extend_from_slice(data);
+        while !out.len().is_multiple_of(4) {
+            out.push(0);
+        }
+    };
+    for d in ["dev", "proc", "sys"] {
+        entry(&mut out, d, 0o040755, &[], (0, 0));
+    }
+    entry(&mut out, "dev/console", 0o020600, &[], (5, 1));
+    entry(&mut out, "init", 0o100755, init, (0, 0));
+    entry(&mut out, "TRAILER!!!", 0, &[], (0, 0));
+    std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))
 }

@@ -41,3 +41,4 @@ pub use host::{
 };
 pub use layout::{BlockInfo, ElementInfo, EntryInfo};
 pub use qemu::{QemuArgs, QemuDevice, FIRST_PCI_SLOT};
+pub use raw::atomic_u64;

@@ -168,3 +168,36 @@ pub(crate) fn write_zone(zone: &Zone, off: usize, bytes: &[u8]) {
         unsafe { zone.as_ptr().add(off + i).write_volatile(b) };
     }
 }
+
+/// The 64-bit atomic at byte `offset` of `zone`: a safe way to share words through a memzone
+/// (the host and guests may change them at any moment).
+///
+/// ```
+/// use shmconfig::{LocalZones, ZoneKind, ZoneRequest, Zones};
+/// use std::sync::atomic::Ordering;
+/// let zones = LocalZones::new();
+/// let z = zones.reserve(&ZoneRequest::new("ctl", 64, ZoneKind::Memzone)).unwrap();
+/// ivshmem_meta::atomic_u64(&z, 8).store(7, Ordering::Release);
+/// assert_eq!(ivshmem_meta::atomic_u64(&z, 8).load(Ordering::Acquire), 7);
+/// ```
+///
+/// # Panics
+/// If `offset + 8` is past the end of the zone or the address is not 8-aligned.
+pub fn atomic_u64(zone: &Zone, offset: usize) -> &std::sync::atomic::AtomicU64 {
+    assert!(
+        offset.checked_add(8).is_some_and(|e| e <= zone.len()),
+        "offset {offset} is outside zone {:?} ({} bytes)",
+        zone.name(),
+        zone.len()
+    );
+    let p = zone.as_ptr().wrapping_add(offset);
+    assert!(
+        p as usize % 8 == 0,
+        "offset {offset} of zone {:?} is not 8-aligned",
+        zone.name()
+    );
+    // SAFETY: the 8 bytes lie inside the zone (checked), are 8-aligned (checked), and stay
+    // mapped for as long as `zone` is borrowed (a `Zone` keeps its mapping alive); the memory is
+    // only accessed through the atomic, so concurrent writers elsewhere are fine.
+    unsafe { std::sync::atomic::AtomicU64::from_ptr(p.cast::<u64>()) }
+}
