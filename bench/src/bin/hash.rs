@@ -11,7 +11,9 @@
 //! holding one `Hash::writer()` per chunk instead of locking on every call.
 //!
 //! Options: `--rounds N` (default 7), `--entries-log2 N` (default 19), `--lookups N` per round
-//! (default 2^20), `--keys 4,16,64`.
+//! (default 2^20), `--keys 4,16,64`, `--alternate chunk|phase` (default chunk: the sides take
+//! turns every 16384 operations, so machine noise falls on all alike but every table is cold;
+//! phase: each side runs a whole phase in turn, as hash_perf_autotest runs one table at a time).
 //!
 //! Target (issue 6): ours ≤ 0.9 × DPDK-LF on every row.
 #![deny(unsafe_code)]
@@ -172,6 +174,8 @@ struct Opts {
     entries_log2: u32,
     lookups: usize,
     key_sizes: Vec<usize>,
+    /// Operations per turn when the sides alternate within a phase (usize::MAX: whole phases).
+    chunk: usize,
 }
 
 fn parse_opts() -> Result<Opts> {
@@ -180,6 +184,7 @@ fn parse_opts() -> Result<Opts> {
         entries_log2: 19,
         lookups: 1 << 20,
         key_sizes: vec![4, 16, 64],
+        chunk: 16 * 1024,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -188,13 +193,20 @@ fn parse_opts() -> Result<Opts> {
             "--rounds" => o.rounds = val()?.parse()?,
             "--entries-log2" => o.entries_log2 = val()?.parse()?,
             "--lookups" => o.lookups = val()?.parse()?,
+            "--alternate" => {
+                o.chunk = match val()?.as_str() {
+                    "chunk" => 16 * 1024,
+                    "phase" => usize::MAX,
+                    v => bail!("--alternate takes chunk or phase, not {v:?}"),
+                }
+            }
             "--keys" => {
                 o.key_sizes = val()?
                     .split(',')
                     .map(|s| s.parse())
                     .collect::<Result<_, _>>()?
             }
-            _ => bail!("unknown option {a:?}; options: --rounds N --entries-log2 N --lookups N --keys 4,16,64"),
+            _ => bail!("unknown option {a:?}; options: --rounds N --entries-log2 N --lookups N --keys 4,16,64 --alternate chunk|phase"),
         }
     }
     if o.rounds == 0 || o.lookups < 16 {
@@ -371,7 +383,7 @@ fn run_size<const KL: usize>(o: &Opts, zones: &LocalZones, have_dpdk: bool) -> R
     // Round 0 warms every table (first touch of its pages) and is not counted. Within a phase
     // the sides take turns chunk by chunk (CHUNK operations each), in an order that rotates,
     // so that noise from other work on the machine falls on all of them alike.
-    const CHUNK: usize = 16 * 1024;
+    let chunk = o.chunk;
     for round in 0..=o.rounds {
         #[cfg(have_dpdk)]
         if let Some(d) = &dpdk {
@@ -393,8 +405,8 @@ fn run_size<const KL: usize>(o: &Opts, zones: &LocalZones, have_dpdk: bool) -> R
             sides.extend((0..dpdk_sides).map(|d| 2 + d));
             let mut total = [0f64; 4];
             let mut ops = [0usize; 4];
-            for (ci, start) in (0..pk.len()).step_by(CHUNK).enumerate() {
-                let end = (start + CHUNK).min(pk.len());
+            for (ci, start) in (0..pk.len()).step_by(chunk).enumerate() {
+                let end = start.saturating_add(chunk).min(pk.len());
                 let (ck, cs) = (&pk[start..end], &ps[start..end]);
                 let n_ops = if phase == Phase::Bulk {
                     ck.len() / 16 * 16
@@ -443,11 +455,12 @@ fn main() -> Result<()> {
     let o = parse_opts()?;
     let entries = 1u32 << o.entries_log2;
     println!(
-        "hash: {} entries, {} keys added (75 %), {} lookups per round, precomputed hashes, {} rounds (+1 warm-up), medians; CRC32-C instruction: {}",
+        "hash: {} entries, {} keys added (75 %), {} lookups per round, precomputed hashes, {} rounds (+1 warm-up), medians; sides alternate every {}; CRC32-C instruction: {}",
         entries,
         entries as usize * 3 / 4,
         o.lookups,
         o.rounds,
+        if o.chunk == usize::MAX { "phase".to_string() } else { format!("{} operations", o.chunk) },
         Crc32c::new(0).uses_cpu_instruction()
     );
     #[cfg(have_dpdk)]
@@ -531,7 +544,7 @@ fn main() -> Result<()> {
     }
     println!();
     println!("TSC cycles per operation (bulk16: per key, bursts of 16); ratio = ours / DPDK-LF (target <= 0.90); DPDK = DPDK's default mode (no LF), for reference.");
-    println!("add, delete: ours takes its shared-memory writer lock on every call; add/writer, delete/writer: once per chunk of 16384 operations through Hash::writer() (DPDK-LF takes no lock: it assumes a single writer).");
+    println!("add, delete: ours takes its shared-memory writer lock on every call; add/writer, delete/writer: once per turn (see above) through Hash::writer() (DPDK-LF takes no lock: it assumes a single writer).");
     if have {
         println!("rows missing the target: {misses}");
     }
