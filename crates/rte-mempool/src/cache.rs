@@ -103,7 +103,12 @@ fn get_refill(
 }
 
 /// Take `out.len()` objects straight from the ring, all or nothing.
-pub(crate) fn get_direct(ring: &Ring<u32>, out: &mut [Obj], scratch: &mut [u32], conv: Conv) -> bool {
+pub(crate) fn get_direct(
+    ring: &Ring<u32>,
+    out: &mut [Obj],
+    scratch: &mut [u32],
+    conv: Conv,
+) -> bool {
     let n = out.len();
     let mut big;
     let buf = if n <= scratch.len() {

@@ -54,25 +54,26 @@ pub(crate) struct Meta {
 
 const _: () = assert!(core::mem::size_of::<Meta>() == COUNTERS_OFFSET);
 
-/// Shared counters (statistics and the ready flag).
+/// Shared counters (statistics and the ready flag). Std's atomics in every build: the model
+/// tests do not use them.
 #[derive(Debug)]
 #[repr(C, align(64))]
 pub(crate) struct Counters {
     /// 0 while the creator populates the pool, 1 once it is usable.
-    pub ready: AtomicU32,
-    pub _pad: AtomicU32,
+    pub ready: std::sync::atomic::AtomicU32,
+    pub _pad: std::sync::atomic::AtomicU32,
     /// Caches of dead members flushed back by recovery.
-    pub caches_flushed: AtomicU64,
+    pub caches_flushed: std::sync::atomic::AtomicU64,
     /// Objects those flushes returned.
-    pub cache_objs_flushed: AtomicU64,
+    pub cache_objs_flushed: std::sync::atomic::AtomicU64,
     /// Objects held by dead members and returned (tracked pools).
-    pub reclaimed: AtomicU64,
+    pub reclaimed: std::sync::atomic::AtomicU64,
     /// Objects found by an audit in no place at all and returned with `repair`.
-    pub repaired: AtomicU64,
+    pub repaired: std::sync::atomic::AtomicU64,
     /// Times a tracked get found an object not marked free, or a put found one the putter did
     /// not hold: a broken ownership rule (must stay 0).
-    pub violations: AtomicU64,
-    pub _more: [AtomicU64; 26],
+    pub violations: std::sync::atomic::AtomicU64,
+    pub _more: [std::sync::atomic::AtomicU64; 26],
 }
 
 const _: () = assert!(core::mem::size_of::<Counters>() == CACHES_OFFSET - COUNTERS_OFFSET);

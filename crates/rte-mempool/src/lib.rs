@@ -91,6 +91,7 @@
 //! * `tests/scenarios/3*-mempool-*.toml`: real processes, one SIGKILLed at random points, then
 //!   an audit (`cargo xtask test-mp --filter mempool`).
 #![deny(unsafe_code)]
+#![cfg_attr(hugeshare_loom, allow(dead_code))]
 
 mod cache;
 mod layout;

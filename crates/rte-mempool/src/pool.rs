@@ -302,25 +302,26 @@ impl Mempool {
         let hname = Self::zone_name(name);
         let oname = Self::objects_zone_name(name);
         let header = zones
-            .reserve(&ZoneRequest::new(&hname, raw::header_len(ncaches), ZoneKind::Mempool))
+            .reserve(&ZoneRequest::new(
+                &hname,
+                raw::header_len(ncaches),
+                ZoneKind::Mempool,
+            ))
             .map_err(|e| match e {
                 ZoneError::Exists(_) => MempoolError::Exists(name.into()),
                 e => zone_err(name, &hname, e),
             })?;
-        let objects = match zones.reserve(&ZoneRequest::new(
-            &oname,
-            obj_len,
-            ZoneKind::MempoolObjects,
-        )) {
-            Ok(z) => z,
-            Err(e) => {
-                let _ = zones.free(&hname);
-                return Err(match e {
-                    ZoneError::Exists(_) => MempoolError::Exists(name.into()),
-                    e => zone_err(name, &oname, e),
-                });
-            }
-        };
+        let objects =
+            match zones.reserve(&ZoneRequest::new(&oname, obj_len, ZoneKind::MempoolObjects)) {
+                Ok(z) => z,
+                Err(e) => {
+                    let _ = zones.free(&hname);
+                    return Err(match e {
+                        ZoneError::Exists(_) => MempoolError::Exists(name.into()),
+                        e => zone_err(name, &oname, e),
+                    });
+                }
+            };
         let mut rflags = RingFlags::EXACT_SZ;
         if p.flags.contains(MempoolFlags::SP_PUT) {
             rflags |= RingFlags::SP_ENQ;
@@ -371,7 +372,11 @@ impl Mempool {
             let end = (i as u64 + 4096).min(p.n as u64) as u32;
             buf.extend((i..end).map(|x| mp.inner.handle_of_index(x)));
             let done = mp.inner.ring.sp_enqueue_bulk(&buf);
-            assert_eq!(done, buf.len(), "a new ring sized for the pool takes every object");
+            assert_eq!(
+                done,
+                buf.len(),
+                "a new ring sized for the pool takes every object"
+            );
             i = end;
         }
         mp.inner.mem.counters().ready.store(1, Release);
@@ -418,10 +423,18 @@ impl Mempool {
         }
         let meta = raw::read_meta(&header).expect("length checked by ready_word");
         if meta.magic != MAGIC {
-            return Err(bad("magic", format!("{:#x}", meta.magic), format!("{MAGIC:#x}")));
+            return Err(bad(
+                "magic",
+                format!("{:#x}", meta.magic),
+                format!("{MAGIC:#x}"),
+            ));
         }
         if meta.version != VERSION {
-            return Err(bad("version", meta.version.to_string(), VERSION.to_string()));
+            return Err(bad(
+                "version",
+                meta.version.to_string(),
+                VERSION.to_string(),
+            ));
         }
         if meta.fingerprint != fingerprint() {
             return Err(bad(
@@ -783,7 +796,10 @@ impl Mempool {
                 }
                 out[done + k] = i.obj(v);
                 if i.tracked {
-                    let old = i.mem.owner(v).map(|w| w.swap(holder(i.me, i.token), AcqRel));
+                    let old = i
+                        .mem
+                        .owner(v)
+                        .map(|w| w.swap(holder(i.me, i.token), AcqRel));
                     if old.is_some_and(|w| kind_of(w) != KIND_TRANSIT) {
                         i.mem.counters().violations.fetch_add(1, Relaxed);
                     }
@@ -847,7 +863,8 @@ impl Mempool {
         }
         let c = i.mem.counters();
         c.caches_flushed.fetch_add(rep.caches_flushed, Relaxed);
-        c.cache_objs_flushed.fetch_add(rep.cache_objs_flushed, Relaxed);
+        c.cache_objs_flushed
+            .fetch_add(rep.cache_objs_flushed, Relaxed);
         c.reclaimed.fetch_add(rep.reclaimed, Relaxed);
         rep
     }

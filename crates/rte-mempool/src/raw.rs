@@ -126,7 +126,9 @@ pub(crate) fn ready_word(zone: &Zone) -> Option<&std::sync::atomic::AtomicU32> {
     }
     // SAFETY: COUNTERS_OFFSET + 4 ≤ zone length (checked), 4-aligned; accessed atomically only;
     // the borrow is tied to `zone`, which keeps the mapping alive.
-    Some(unsafe { std::sync::atomic::AtomicU32::from_ptr(zone.as_ptr().add(COUNTERS_OFFSET).cast()) })
+    Some(unsafe {
+        std::sync::atomic::AtomicU32::from_ptr(zone.as_ptr().add(COUNTERS_OFFSET).cast())
+    })
 }
 
 /// Write the header into a zone this caller has just reserved (no one reads it before `ready`).
@@ -147,9 +149,9 @@ pub(crate) fn exposed_addr(zone: &Zone, off: usize) -> usize {
 /// The cache slot `p` points to, which [`PoolMem::cache`] gave out for `mem`.
 #[inline(always)]
 pub(crate) fn slot_ref(p: NonNull<CacheSlot>, mem: &PoolMem) -> &CacheSlot {
-    debug_assert!(mem
-        .caches
-        .is_some_and(|b| p.as_ptr() >= b.as_ptr() && p.as_ptr() < b.as_ptr().wrapping_add(mem.ncaches)));
+    debug_assert!(mem.caches.is_some_and(
+        |b| p.as_ptr() >= b.as_ptr() && p.as_ptr() < b.as_ptr().wrapping_add(mem.ncaches)
+    ));
     // SAFETY: `p` came from `mem.cache(i)` of the same pool (callers keep the pool alongside
     // the pointer), so it points to a slot inside the header zone `mem` keeps mapped; slots are
     // atomics only. The borrow is tied to `mem`.

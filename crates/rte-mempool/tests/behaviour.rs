@@ -58,12 +58,21 @@ fn basic(zones: &LocalZones, mp: &Mempool, use_local: bool) {
     // counts include what the caches hold
     assert_eq!(mp.avail_count(), SIZE - 1);
     assert_eq!(mp.in_use_count(), 1);
-    assert_eq!(Mempool::from_ptr(one[0].as_ptr()).unwrap().name(), mp.name());
+    assert_eq!(
+        Mempool::from_ptr(one[0].as_ptr()).unwrap().name(),
+        mp.name()
+    );
     let mut two = [Obj::empty(); 2];
     assert_eq!(get(&mut two), 2);
     assert_eq!(mp.avail_count(), SIZE - 3);
     let all = [one[0], two[0], two[1]];
-    assert_eq!(all.iter().map(|o| mp.index_of(*o).unwrap()).collect::<HashSet<_>>().len(), 3);
+    assert_eq!(
+        all.iter()
+            .map(|o| mp.index_of(*o).unwrap())
+            .collect::<HashSet<_>>()
+            .len(),
+        3
+    );
     for o in all {
         write_u32(o, mp.index_of(o).unwrap());
     }
@@ -74,7 +83,11 @@ fn basic(zones: &LocalZones, mp: &Mempool, use_local: bool) {
     }
     assert_eq!(mp.avail_count(), SIZE);
     for o in all {
-        assert_eq!(read_u32(o), mp.index_of(o).unwrap(), "object contents are kept");
+        assert_eq!(
+            read_u32(o),
+            mp.index_of(o).unwrap(),
+            "object contents are kept"
+        );
     }
 }
 
@@ -100,8 +113,21 @@ fn basic_without_cache_with_cache_and_via_ring() {
 #[test]
 fn create_refusals() {
     let zones = LocalZones::new();
-    let e = Mempool::create(&zones, "big_cache", MempoolParams::new(SIZE, ELT).cache_size(512 + 32));
-    assert!(matches!(e, Err(MempoolError::BadCacheSize { cache_size: 544, .. })), "{e:?}");
+    let e = Mempool::create(
+        &zones,
+        "big_cache",
+        MempoolParams::new(SIZE, ELT).cache_size(512 + 32),
+    );
+    assert!(
+        matches!(
+            e,
+            Err(MempoolError::BadCacheSize {
+                cache_size: 544,
+                ..
+            })
+        ),
+        "{e:?}"
+    );
     // 1.5 × cache size (rounded down, as DPDK) must not exceed the count
     let e = Mempool::create(&zones, "small", MempoolParams::new(100, 8).cache_size(68));
     assert!(matches!(e, Err(MempoolError::BadCacheSize { .. })), "{e:?}");
@@ -111,27 +137,47 @@ fn create_refusals() {
         "bad_flags",
         MempoolParams::new(SIZE, ELT).flags(MempoolFlags::from_bits_retain(0x80)),
     );
-    assert!(matches!(e, Err(MempoolError::BadFlags { bits: 0x80, .. })), "{e:?}");
+    assert!(
+        matches!(e, Err(MempoolError::BadFlags { bits: 0x80, .. })),
+        "{e:?}"
+    );
     let e = Mempool::create(&zones, "zero", MempoolParams::new(0, ELT));
-    assert!(matches!(e, Err(MempoolError::BadCount { n: 0, .. })), "{e:?}");
+    assert!(
+        matches!(e, Err(MempoolError::BadCount { n: 0, .. })),
+        "{e:?}"
+    );
     let e = Mempool::create(&zones, &"x".repeat(26), MempoolParams::new(8, 8));
     assert!(matches!(e, Err(MempoolError::BadName { .. })), "{e:?}");
     // nothing was left behind by the refusals
     assert_eq!(zones.list().len(), 3, "{:?}", zones.list());
     Mempool::create(&zones, "dup", MempoolParams::new(8, 8)).unwrap();
     let e = Mempool::create(&zones, "dup", MempoolParams::new(8, 8));
-    assert!(matches!(e, Err(MempoolError::Exists(ref n)) if n == "dup"), "{e:?}");
-    assert!(matches!(Mempool::lookup(&zones, "nothing"), Err(MempoolError::NotFound(_))));
+    assert!(
+        matches!(e, Err(MempoolError::Exists(ref n)) if n == "dup"),
+        "{e:?}"
+    );
+    assert!(matches!(
+        Mempool::lookup(&zones, "nothing"),
+        Err(MempoolError::NotFound(_))
+    ));
 }
 
 #[test]
 fn lookup_finds_the_same_pool() {
     let zones = LocalZones::new();
-    let a = Mempool::create(&zones, "test_nocache", MempoolParams::new(SIZE, ELT).priv_size(16))
-        .unwrap();
+    let a = Mempool::create(
+        &zones,
+        "test_nocache",
+        MempoolParams::new(SIZE, ELT).priv_size(16),
+    )
+    .unwrap();
     let b = Mempool::lookup(&zones, "test_nocache").unwrap();
     let o = b.get().unwrap();
-    assert_eq!(a.obj(b.index_of(o).unwrap()), Some(o), "same memory, same object");
+    assert_eq!(
+        a.obj(b.index_of(o).unwrap()),
+        Some(o),
+        "same memory, same object"
+    );
     assert_eq!(a.avail_count(), SIZE - 1);
     assert_eq!(b.priv_size(), 16);
     assert_eq!(a.private_ptr(o), o.as_ptr().wrapping_add(ELT as usize));
@@ -151,14 +197,22 @@ fn lookup_finds_the_same_pool() {
 fn get_all_then_empty_put_all_then_full() {
     for cache in [0, 32, CACHE_MAX_SIZE] {
         let zones = LocalZones::new().with_lcore(Some(1));
-        let mp = Mempool::create(&zones, "all", MempoolParams::new(SIZE, ELT).cache_size(cache))
-            .unwrap();
+        let mp = Mempool::create(
+            &zones,
+            "all",
+            MempoolParams::new(SIZE, ELT).cache_size(cache),
+        )
+        .unwrap();
         let mut local = mp.local(&zones);
         let mut held = Vec::new();
         while let Some(o) = local.get() {
             held.push(o);
         }
-        assert_eq!(held.len(), SIZE as usize, "cache {cache}: every object can be had");
+        assert_eq!(
+            held.len(),
+            SIZE as usize,
+            "cache {cache}: every object can be had"
+        );
         assert!(mp.is_empty());
         assert_eq!(mp.in_use_count(), SIZE);
         let set: HashSet<u32> = held.iter().map(|o| mp.index_of(*o).unwrap()).collect();
@@ -265,11 +319,17 @@ fn dead_members_cache_is_flushed_by_the_hook() {
     zones.set_member_state(MemberId(1), MemberState::Dead);
     let report = shmconfig::hooks::run_all(&zones, MemberId(1));
     assert!(
-        report.iter().any(|l| l.contains("mempool dc: flushed 1 caches (64 objects)")),
+        report
+            .iter()
+            .any(|l| l.contains("mempool dc: flushed 1 caches (64 objects)")),
         "{report:?}"
     );
     assert_eq!(mp.cache_count(7), 0);
-    assert_eq!(mp.ring().count(), 490, "untracked: the 10 held objects are not known");
+    assert_eq!(
+        mp.ring().count(),
+        490,
+        "untracked: the 10 held objects are not known"
+    );
     assert_eq!(mp.stats().caches_flushed, 1);
     // idempotent
     assert!(!mp.recover_dead_members().did_something());
@@ -298,7 +358,10 @@ fn next_lcore_owner_adopts_a_dead_owners_cache() {
     let mut held = vec![Obj::empty(); 65];
     assert_eq!(l2.get_bulk(&mut held), 65);
     assert_eq!(mp.ring().count(), 500 - 65, "served from the adopted cache");
-    assert!(!mp.recover_dead_members().did_something(), "the cache is member 2's now");
+    assert!(
+        !mp.recover_dead_members().did_something(),
+        "the cache is member 2's now"
+    );
     l2.put_bulk(&held);
     assert!(mp.is_full());
 }
@@ -309,7 +372,9 @@ fn tracked_objects_of_a_dead_member_are_returned() {
     let mp = Mempool::create(
         &zones,
         "tr",
-        MempoolParams::new(300, 64).cache_size(16).flags(MempoolFlags::TRACK),
+        MempoolParams::new(300, 64)
+            .cache_size(16)
+            .flags(MempoolFlags::TRACK),
     )
     .unwrap();
     let m1 = zones.as_member(MemberId(1)).with_lcore(Some(3));
@@ -389,7 +454,10 @@ fn audit_finds_and_repairs_orphans_and_counts_violations() {
     let a = mp.audit(&[], false);
     assert!(a.is_sound(), "{a}");
     assert_eq!(a.orphans.len(), 3);
-    assert!(a.orphans.iter().all(|o| o.reason == OrphanReason::LostInPool));
+    assert!(a
+        .orphans
+        .iter()
+        .all(|o| o.reason == OrphanReason::LostInPool));
     assert_eq!(a.held_by_live, 1);
     let a = mp.audit(&[], true);
     assert_eq!(a.repaired, 3);
@@ -427,9 +495,8 @@ fn sp_sc_pool_works_and_destroy_frees_zones() {
     let mp = Mempool::create(
         &zones,
         "spsc",
-        MempoolParams::new(SIZE, ELT).flags(
-            MempoolFlags::NO_CACHE_ALIGN | MempoolFlags::SP_PUT | MempoolFlags::SC_GET,
-        ),
+        MempoolParams::new(SIZE, ELT)
+            .flags(MempoolFlags::NO_CACHE_ALIGN | MempoolFlags::SP_PUT | MempoolFlags::SC_GET),
     )
     .unwrap();
     assert_eq!(mp.stride(), ELT as usize);
@@ -484,9 +551,15 @@ fn strides_that_are_not_powers_of_two() {
         assert!(idx.iter().all(|&i| i < 777));
         for o in &held {
             assert_eq!(mp.obj(mp.index_of(*o).unwrap()), Some(*o));
-            assert_eq!(mp.obj_from_ptr(o.as_ptr().wrapping_add(stride - 1)), Some(*o));
+            assert_eq!(
+                mp.obj_from_ptr(o.as_ptr().wrapping_add(stride - 1)),
+                Some(*o)
+            );
         }
-        assert_eq!(mp.index_of(mp.obj_from_ptr(held[0].as_ptr()).unwrap()), mp.index_of(held[0]));
+        assert_eq!(
+            mp.index_of(mp.obj_from_ptr(held[0].as_ptr()).unwrap()),
+            mp.index_of(held[0])
+        );
         l.put_bulk(&held);
         assert!(mp.is_full());
         assert_eq!(mp.stats().violations, 0);
