@@ -74,6 +74,49 @@ fn lookup_racing_a_displacement_never_misses_the_moved_key() {
 static RUNS_1: AtomicUsize = AtomicUsize::new(0);
 
 #[test]
+fn lookup_racing_a_two_step_displacement_never_misses_the_key_moved_first() {
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(2);
+    b.check(|| {
+        RUNS.fetch_add(1, Ordering::Relaxed);
+        // 32 entries = 4 buckets (mask 3). Keys A_i: bucket 0, alternate 1. Keys B_j: bucket 1,
+        // alternate 2. Buckets 0 and 1 are full; the new key N can only go in bucket 0, so the
+        // cuckoo path is A_0 -> bucket 1, B_0 -> bucket 2: B_0 moves first, then A_0 overwrites
+        // B_0's old entry (after a counter bump), then N overwrites A_0's.
+        let z = LocalZones::new();
+        let t = Hash::<u32, (), Identity>::create(&z, "loom4", Params::new(32), Identity).unwrap();
+        for i in 0..8u32 {
+            let a = (4 * i + 1) << 16;
+            t.add_with_hash(&a, a, &()).unwrap();
+            let b = ((4 * i + 3) << 16) | 1;
+            t.add_with_hash(&b, b, &()).unwrap();
+        }
+        let b0 = (3u32 << 16) | 1;
+        let before = t.lookup_with_hash(&b0, b0);
+        assert!(before.is_some());
+        let t = Arc::new(t);
+        let t2 = t.clone();
+        let reader = thread::spawn(move || t2.lookup_with_hash(&b0, b0));
+        let new = 4u32 << 16;
+        t.add_with_hash(&new, new, &()).unwrap();
+        assert_eq!(
+            reader.join().unwrap(),
+            before,
+            "the reader missed a key in mid-move"
+        );
+        assert_eq!(
+            t.debug_change_count(),
+            2,
+            "expected a two-step displacement"
+        );
+    });
+    let runs = RUNS.load(Ordering::Relaxed);
+    eprintln!("two-step displacement model: {runs} interleavings explored");
+    assert!(runs > 20, "loom explored only {runs} interleavings");
+}
+
+#[test]
 fn lookup_racing_updates_sees_a_stored_value_never_a_torn_one() {
     let mut b = loom::model::Builder::new();
     b.preemption_bound = Some(3);
