@@ -252,10 +252,10 @@ fn rings() -> Rings {
 }
 
 #[inline(never)]
-fn ours_single(r: &Ring<u64>, mp: bool, iters: u32) -> f64 {
+fn ours_single<const MP: bool>(r: &Ring<u64>, iters: u32) -> f64 {
     let mut v = black_box(0u64);
     let t0 = rdtsc();
-    if mp {
+    if MP {
         for _ in 0..iters {
             let _ = r.mp_enqueue(v);
             v = r.mc_dequeue().unwrap_or(v);
@@ -272,11 +272,11 @@ fn ours_single(r: &Ring<u64>, mp: bool, iters: u32) -> f64 {
 }
 
 #[inline(never)]
-fn ours_bulk(r: &Ring<u64>, mp: bool, burst: bool, n: usize, iters: u32) -> f64 {
+fn ours_bulk<const MP: bool, const BURST: bool>(r: &Ring<u64>, n: usize, iters: u32) -> f64 {
     let mut buf = [0u64; 32];
     let n = black_box(n);
     let t0 = rdtsc();
-    match (mp, burst) {
+    match (MP, BURST) {
         (false, true) => {
             for _ in 0..iters {
                 r.sp_enqueue_burst(&buf[..n]);
@@ -308,11 +308,11 @@ fn ours_bulk(r: &Ring<u64>, mp: bool, burst: bool, n: usize, iters: u32) -> f64 
 }
 
 #[inline(never)]
-fn ours_empty(r: &Ring<u64>, mp: bool, iters: u32) -> f64 {
+fn ours_empty<const MP: bool>(r: &Ring<u64>, iters: u32) -> f64 {
     let mut buf = [0u64; 8];
     let n = black_box(8);
     let t0 = rdtsc();
-    if mp {
+    if MP {
         for _ in 0..iters {
             black_box(r.mc_dequeue_bulk(&mut buf[..n]));
         }
@@ -566,14 +566,23 @@ fn main() -> Result<()> {
         // one core
         for mp in [false, true] {
             let rr = if mp { &r.mp } else { &r.sp };
-            let o = ours_single(rr, mp, single_iters);
+            let o = if mp {
+                ours_single::<true>(rr, single_iters)
+            } else {
+                ours_single::<false>(rr, single_iters)
+            };
             push(&mut rows, o, d!(raw::dpdk::single(mp, single_iters)));
         }
         for mp in [false, true] {
             let rr = if mp { &r.mp } else { &r.sp };
             for burst in [true, false] {
                 for n in [8usize, 32] {
-                    let o = ours_bulk(rr, mp, burst, n, bulk_iters);
+                    let o = match (mp, burst) {
+                        (false, false) => ours_bulk::<false, false>(rr, n, bulk_iters),
+                        (false, true) => ours_bulk::<false, true>(rr, n, bulk_iters),
+                        (true, false) => ours_bulk::<true, false>(rr, n, bulk_iters),
+                        (true, true) => ours_bulk::<true, true>(rr, n, bulk_iters),
+                    };
                     push(
                         &mut rows,
                         o,
@@ -584,7 +593,11 @@ fn main() -> Result<()> {
         }
         for mp in [false, true] {
             let rr = if mp { &r.mp } else { &r.sp };
-            let o = ours_empty(rr, mp, single_iters);
+            let o = if mp {
+                ours_empty::<true>(rr, single_iters)
+            } else {
+                ours_empty::<false>(rr, single_iters)
+            };
             push(&mut rows, o, d!(raw::dpdk::empty(mp, single_iters)));
         }
         // two cores

@@ -1304,28 +1304,34 @@ impl<T: RingElement> Ring<T> {
             }
         }
         holes[..nh].sort_unstable();
+        // The span is recorded in the head word's 16-bit length: keep it within MAX_OP.
+        let limit = MAX_OP as u32;
         let mut p = Plan::default();
         let mut cur = 0u32;
         let mut got = 0u32;
         for &(rel, hn) in &holes[..nh] {
-            if got == want {
+            if got == want || cur == limit {
                 break;
             }
-            let take = (rel - cur).min(want - got);
+            let take = (rel - cur).min(want - got).min(limit - cur);
             if take > 0 {
                 p.segs[p.nsegs] = (cur, take);
                 p.nsegs += 1;
                 got += take;
                 cur += take;
             }
-            if got == want {
+            if got == want || cur != rel || rel + hn > limit {
                 break;
             }
             cur = rel + hn;
         }
-        if got < want {
-            let take = (avail.saturating_sub(cur)).min(want - got);
-            if take > 0 {
+        if got < want && p.nsegs < p.segs.len() {
+            let take = (avail.saturating_sub(cur)).min(want - got).min(limit - cur);
+            if take > 0
+                && holes[..nh]
+                    .iter()
+                    .all(|&(rel, _)| rel < cur || rel >= cur + take)
+            {
                 p.segs[p.nsegs] = (cur, take);
                 p.nsegs += 1;
                 got += take;
@@ -1337,7 +1343,7 @@ impl<T: RingElement> Ring<T> {
             p = Plan::default();
             let mut front = 0u32;
             for &(rel, hn) in &holes[..nh] {
-                if rel == front {
+                if rel == front && front + hn <= limit {
                     front += hn;
                 }
             }

@@ -524,3 +524,25 @@ fn outsider_is_never_dead() {
     assert_eq!(rep.producer_busy, Some(MemberId::OUTSIDER));
     assert_eq!(rep.producer_abandoned, 0);
 }
+
+#[test]
+fn long_bursts_are_split_and_long_bulks_refused() {
+    let z = LocalZones::new();
+    let r = Ring::<u32>::create(&z, "long", 1 << 18, RingFlags::empty()).unwrap();
+    let items: Vec<u32> = (0..100_000).collect();
+    assert_eq!(
+        r.enqueue_bulk(&items),
+        0,
+        "a bulk above MAX_OP moves nothing"
+    );
+    assert_eq!(
+        r.enqueue_burst(&items),
+        100_000,
+        "a burst above MAX_OP is split"
+    );
+    let mut out = vec![0u32; 100_000];
+    assert_eq!(r.dequeue_bulk(&mut out), 0);
+    assert_eq!(r.dequeue_burst(&mut out), 100_000);
+    assert_eq!(out, items);
+    assert_eq!(rte_ring::MAX_OP, 65_535);
+}
