@@ -593,11 +593,7 @@ impl Process {
                 &(entries.len() as u32).to_ne_bytes(),
             );
         }
-        // SAFETY: the mapping is `cfg_len` bytes laid out by this build, page-aligned, and lives in
-        // `Memory` as long as the view.
-        #[allow(unsafe_code)]
-        let tables = unsafe { Tables::new(map.as_ptr(), map.len(), max_zones) }
-            .map_err(|e| cleanup_tmp(e.into()))?;
+        let tables = sys::tables_over(&map, max_zones).map_err(|e| cleanup_tmp(e.into()))?;
         let config_path = if let Some(tmp) = &tmp_path {
             let final_path = dir.join("config");
             std::fs::rename(tmp, &final_path)
@@ -741,17 +737,14 @@ impl Process {
             file: file_label.clone(),
             why,
         };
-        // SAFETY: the header was checked (magic, version, layout fingerprint); the mapping lives in
-        // `Memory` as long as the view.
         let max_zones = u32::from_ne_bytes(
             map.copy_prefix(std::mem::offset_of!(ConfigHeader, max_zones) + 4)
                 [std::mem::offset_of!(ConfigHeader, max_zones)..]
                 .try_into()
                 .expect("4"),
         );
-        #[allow(unsafe_code)]
-        let tables = unsafe { Tables::new(map.as_ptr(), map.len(), max_zones) }
-            .map_err(|e| corrupt(e.to_string()))?;
+        // The header was checked (magic, version, layout fingerprint) above.
+        let tables = sys::tables_over(&map, max_zones).map_err(|e| corrupt(e.to_string()))?;
         let h = tables.header();
         let n = h.n_segments.load(Ordering::Acquire) as usize;
         if n > MAX_SEGMENTS {
@@ -1376,6 +1369,7 @@ fn monitor_loop(s: Arc<Shared>, tx: Sender<Event>, interval: Duration) {
                 let _ = tx.send(ev);
             }
         }
+        #[allow(clippy::needless_range_loop)] // `i` is the slot number, used beyond indexing
         for i in 0..MAX_MEMBERS {
             if i == s.slot.0 as usize {
                 continue;
@@ -1473,10 +1467,7 @@ fn zone_from_place(
     let ptr = std::ptr::NonNull::new((base + p.offset.offset as usize) as *mut u8)
         .expect("segment base is not null");
     let keep: Arc<dyn std::any::Any + Send + Sync> = s.mem.clone();
-    // SAFETY: the range lies inside a segment mapping (checked above) that `Memory` keeps mapped
-    // for as long as the zone holds its `Arc`; shared memory is never handed out as references.
-    #[allow(unsafe_code)]
-    let z = unsafe { Zone::from_raw_parts(name, p.kind, ptr, p.len, p.offset, keep) };
+    let z = sys::zone_in_mapping(name, p.kind, ptr, p.len, p.offset, keep);
     Ok(z)
 }
 
@@ -1511,7 +1502,7 @@ fn shared_reserve(s: &Arc<Shared>, req: &ZoneRequest<'_>) -> Result<Zone, ZoneEr
         .enumerate()
         .map(|(i, b)| (i as u32, b.1 as u64))
         .collect();
-    let p = t.reserve_zone(&g, req.name, req.kind, req.len, req.align, s.slot, &segs)?;
+    let p = t.reserve_zone(&g, req, s.slot, &segs)?;
     drop(g);
     zone_from_place(s, req.name, p)
 }

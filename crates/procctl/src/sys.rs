@@ -147,13 +147,13 @@ pub(crate) fn set_affinity(cpus: &[usize]) -> io::Result<()> {
     // SAFETY: `cpu_set_t` is a plain bit set; all-zero is the empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     for &c in cpus {
-        // SAFETY: CPU_SET writes one bit inside `set`; `c` is below CPU_SETSIZE (checked).
         if c >= libc::CPU_SETSIZE as usize {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("CPU {c} is out of range"),
             ));
         }
+        // SAFETY: CPU_SET writes one bit inside `set`; `c` is below CPU_SETSIZE (checked above).
         unsafe { libc::CPU_SET(c, &mut set) };
     }
     // SAFETY: pid 0 = calling thread; `set` is a valid cpu_set_t of the size we pass.
@@ -184,7 +184,7 @@ pub(crate) const MAX_FDS: usize = 64;
 /// Send `data` and `fds` over a Unix stream socket (SCM_RIGHTS).
 pub(crate) fn send_fds(sock: &UnixStream, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
     assert!(fds.len() <= MAX_FDS && !data.is_empty());
-    let space = (std::mem::size_of::<RawFd>() * fds.len()) as u32;
+    let space = std::mem::size_of_val(fds) as u32;
     // SAFETY: CMSG_SPACE is a pure size computation.
     let cap = unsafe { libc::CMSG_SPACE(space) } as usize;
     let mut cbuf = vec![0u64; cap.div_ceil(8)];
@@ -323,7 +323,7 @@ pub(crate) fn dgram_send_to(
 ) -> io::Result<()> {
     assert!(fds.len() <= MAX_FDS);
     let (mut addr, alen) = sockaddr_un(path)?;
-    let space = (std::mem::size_of::<RawFd>() * fds.len()) as u32;
+    let space = std::mem::size_of_val(fds) as u32;
     // SAFETY: CMSG_SPACE is a pure size computation.
     let cap = unsafe { libc::CMSG_SPACE(space) } as usize;
     let mut cbuf = vec![0u64; cap.div_ceil(8)];
@@ -411,4 +411,35 @@ pub(crate) fn dgram_recv(
     }
     let truncated = msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0;
     Ok((data, fds, truncated))
+}
+
+/// A view of the shared tables over a configuration mapping.
+///
+/// Crate invariant: the view is stored next to `map` (in `process::Memory`) and never used after
+/// `map` is dropped; `map` holds a whole configuration of `max_zones` zones, written by this build
+/// or checked with `layout::check_header_bytes` before this call.
+pub(crate) fn tables_over(
+    map: &SharedMap,
+    max_zones: u32,
+) -> Result<shmconfig::Tables, shmconfig::ZoneError> {
+    // SAFETY: `map` is a live, page-aligned shared mapping of `map.len()` bytes, and by the crate
+    // invariant above it outlives the view and holds a configuration of this layout.
+    unsafe { shmconfig::Tables::new(map.as_ptr(), map.len(), max_zones) }
+}
+
+/// Describe a zone inside one of the group's segment mappings.
+///
+/// Crate invariant: `ptr..ptr+len` lies inside a segment mapping owned by `keep` (the caller
+/// checks the range against the segment's length), which stays mapped while `keep` lives.
+pub(crate) fn zone_in_mapping(
+    name: &str,
+    kind: shmconfig::ZoneKind,
+    ptr: NonNull<u8>,
+    len: usize,
+    offset: shmconfig::ShmOffset,
+    keep: std::sync::Arc<dyn std::any::Any + Send + Sync>,
+) -> shmconfig::Zone {
+    // SAFETY: by the crate invariant, the range is mapped for as long as `keep` lives, and the
+    // crate never hands shared memory out as references.
+    unsafe { shmconfig::Zone::from_raw_parts(name, kind, ptr, len, offset, keep) }
 }

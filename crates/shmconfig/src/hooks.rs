@@ -40,5 +40,8 @@ pub fn registered() -> Vec<CleanupHook> {
 
 /// Run every registered hook for `dead`, collecting their report lines.
 pub fn run_all(zones: &dyn Zones, dead: MemberId) -> Vec<String> {
-    registered().into_iter().filter_map(|h| h(zones, dead)).collect()
+    registered()
+        .into_iter()
+        .filter_map(|h| h(zones, dead))
+        .collect()
 }

@@ -20,6 +20,7 @@ use crate::layout::{
 use crate::raw::ConfigView;
 use crate::zones::{
     check_zone_name, Liveness, MemberId, MemberState, ShmOffset, ZoneError, ZoneInfo, ZoneKind,
+    ZoneRequest,
 };
 
 /// A view over a mapped configuration.
@@ -53,10 +54,9 @@ impl Tables {
     /// must be the table's size.
     #[allow(unsafe_code)]
     pub unsafe fn new(base: *mut u8, len: usize, max_zones: u32) -> Result<Self, ZoneError> {
-        // SAFETY: forwarded contract.
-        Ok(Self {
-            view: unsafe { ConfigView::new(base, len, max_zones)? },
-        })
+        // SAFETY: this function's contract is exactly `ConfigView::new`'s.
+        let view = unsafe { ConfigView::new(base, len, max_zones)? };
+        Ok(Self { view })
     }
 
     /// The header.
@@ -138,13 +138,11 @@ impl Tables {
     pub fn reserve_zone(
         &self,
         _guard: &TableGuard<'_>,
-        name: &str,
-        kind: ZoneKind,
-        len: usize,
-        align: usize,
+        req: &ZoneRequest<'_>,
         owner: MemberId,
         segments: &[(u32, u64)],
     ) -> Result<ZonePlace, ZoneError> {
+        let (name, kind, len, align) = (req.name, req.kind, req.len, req.align);
         check_zone_name(name)?;
         if len == 0 {
             return Err(ZoneError::BadRequest {
@@ -422,29 +420,46 @@ mod tests {
         let g = t.lock(MemberId(0), &*live, Duration::from_secs(1)).unwrap();
         let segs = [(0u32, 4096u64), (1u32, 1 << 20)];
         let a = t
-            .reserve_zone(&g, "a", ZoneKind::Ring, 100, 64, MemberId(0), &segs)
+            .reserve_zone(
+                &g,
+                &ZoneRequest::new("a", 100, ZoneKind::Ring).align(64),
+                MemberId(0),
+                &segs,
+            )
             .unwrap();
         assert_eq!(a.offset, ShmOffset::new(0, 0));
         let b = t
-            .reserve_zone(&g, "b", ZoneKind::Memzone, 100, 1024, MemberId(0), &segs)
+            .reserve_zone(
+                &g,
+                &ZoneRequest::new("b", 100, ZoneKind::Memzone).align(1024),
+                MemberId(0),
+                &segs,
+            )
             .unwrap();
         assert_eq!(b.offset, ShmOffset::new(0, 1024));
         // does not fit in segment 0 any more: goes to segment 1
         let c = t
-            .reserve_zone(&g, "c", ZoneKind::Memzone, 4000, 64, MemberId(0), &segs)
+            .reserve_zone(
+                &g,
+                &ZoneRequest::new("c", 4000, ZoneKind::Memzone).align(64),
+                MemberId(0),
+                &segs,
+            )
             .unwrap();
         assert_eq!(c.offset.segment, 1);
         assert_eq!(
-            t.reserve_zone(&g, "a", ZoneKind::Ring, 8, 64, MemberId(0), &segs),
+            t.reserve_zone(
+                &g,
+                &ZoneRequest::new("a", 8, ZoneKind::Ring).align(64),
+                MemberId(0),
+                &segs
+            ),
             Err(ZoneError::Exists("a".into()))
         );
         assert!(matches!(
             t.reserve_zone(
                 &g,
-                "huge",
-                ZoneKind::Memzone,
-                2 << 20,
-                64,
+                &ZoneRequest::new("huge", 2 << 20, ZoneKind::Memzone).align(64),
                 MemberId(0),
                 &segs
             ),
@@ -455,7 +470,12 @@ mod tests {
         assert!(matches!(t.find_zone(&g, "a"), Err(ZoneError::NotFound(_))));
         // the freed gap is reused
         let d = t
-            .reserve_zone(&g, "d", ZoneKind::Memzone, 64, 64, MemberId(0), &segs)
+            .reserve_zone(
+                &g,
+                &ZoneRequest::new("d", 64, ZoneKind::Memzone).align(64),
+                MemberId(0),
+                &segs,
+            )
             .unwrap();
         assert_eq!(d.offset, ShmOffset::new(0, 0));
         assert_eq!(t.list_zones(&g).len(), 3);
@@ -469,10 +489,7 @@ mod tests {
         for i in 0..16 {
             t.reserve_zone(
                 &g,
-                &format!("z{i}"),
-                ZoneKind::Memzone,
-                64,
-                64,
+                &ZoneRequest::new(&format!("z{i}"), 64, ZoneKind::Memzone).align(64),
                 MemberId(0),
                 &[(0, 1 << 20)],
             )
@@ -481,10 +498,7 @@ mod tests {
         assert_eq!(
             t.reserve_zone(
                 &g,
-                "z16",
-                ZoneKind::Memzone,
-                64,
-                64,
+                &ZoneRequest::new("z16", 64, ZoneKind::Memzone).align(64),
                 MemberId(0),
                 &[(0, 1 << 20)]
             ),
