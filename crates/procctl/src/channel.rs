@@ -2,13 +2,13 @@
 //! descriptors, over Unix datagram sockets in the group's runtime directory.
 //!
 //! Every member binds `<runtime dir>/member_<slot>.sock` when it joins. A message goes to one
-//! member ([`Process::send`]), to every live member ([`Process::broadcast`]), or asks for a reply
-//! ([`Process::request`], answered by a handler the receiver registered with
-//! [`Process::on_request`], or by an error reply when it has none, so that a requester never waits
+//! member ([`Process::send`](crate::Process::send)), to every live member ([`Process::broadcast`](crate::Process::broadcast)), or asks for a reply
+//! ([`Process::request`](crate::Process::request), answered by a handler the receiver registered with
+//! [`Process::on_request`](crate::Process::on_request), or by an error reply when it has none, so that a requester never waits
 //! for a handler that does not exist). Sending never blocks: a dead peer is reported at once
 //! ([`ChannelError::PeerGone`]), a peer whose queue is full likewise ([`ChannelError::PeerBusy`]).
 //! Received datagrams are checked (magic, kind, lengths, descriptor count, UTF-8 name); anything
-//! else is dropped and counted ([`Process::rejected_messages`]).
+//! else is dropped and counted ([`Process::rejected_messages`](crate::Process::rejected_messages)).
 //!
 //! DPDK says interrupts such as a link-status change reach only the primary and applications
 //! must forward them themselves; here that is:
