@@ -1,0 +1,1 @@
+//! Placeholder while the sample applications are written.
