@@ -400,6 +400,8 @@ fn build_agents(root: &Path) -> Result<(PathBuf, PathBuf)> {
         "--release",
         "-p",
         "hugeshare-agent",
+        "-p",
+        "hugeshare-examples",
         "--bins",
     ]))?;
     let vdir = root.join("target/layout-variant");
