@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use ivshmem_meta::{Metadata, QemuArgs, FIRST_PCI_SLOT};
+use rte_mempool::{Mempool, MempoolParams};
 use rte_ring::{Ring, RingFlags};
 use shmconfig::{ZoneKind, ZoneRequest, Zones};
 
@@ -90,6 +91,8 @@ pub fn cmdline(a: CmdlineArgs) -> Result<()> {
 const N_HOST: usize = 200;
 /// Messages between the two guests.
 const N_VM: usize = 200;
+/// Objects of the host's mempool.
+const POOL_N: u32 = 63;
 /// The word the host writes in the `ctl` memzone, and the one guest a writes back.
 const HOST_WORD: u64 = 0x4853_4956_5348_4d44;
 const GUEST_WORD: u64 = 0x6775_6573_7421;
@@ -189,10 +192,18 @@ pub fn vm_test(a: VmTestArgs) -> Result<()> {
     let a2b = Ring::<u64>::create(&zones, "a2b", 256, RingFlags::empty())?;
     let b2a = Ring::<u64>::create(&zones, "b2a", 256, RingFlags::empty())?;
     let ctl = zones.reserve(&ZoneRequest::new("ctl", 64, ZoneKind::Memzone))?;
+    let pool = Mempool::create(
+        &zones,
+        "pool",
+        MempoolParams::new(POOL_N, 256).cache_size(8),
+    )?;
+    let held = Ring::<u32>::create(&zones, "held", 64, RingFlags::empty())?;
     for r in [&h2g, &g2h, &a2b, &b2a] {
         meta.add_ring(r)?;
     }
+    meta.add_ring(&held)?;
     meta.add_memzone(&ctl)?;
+    meta.add_mempool(&pool)?;
     ivshmem_meta::atomic_u64(&ctl, 0).store(HOST_WORD, Ordering::Release);
     let sent: Vec<u64> = (0..N_HOST as u64).map(|i| 1000 + i).collect();
     let k = h2g.enqueue_bulk(&sent);
@@ -226,6 +237,10 @@ pub fn vm_test(a: VmTestArgs) -> Result<()> {
     );
 
     let generation = process.generation();
+    // The host's TSC frequency: under TCG the guest's RDTSC reads the host's TSC, while its HPET
+    // runs on QEMU's virtual clock, so the guest checks one against the other with a frequency
+    // it did not calibrate against its own (HPET-driven) clocks.
+    let tsc_hz = tsc_hpet::Tsc::frequency().map(|f| f.hz).unwrap_or(0);
     let mut vms = Vec::new();
     for role in ["a", "b"] {
         let log = work.join(format!("serial-{role}.log"));
@@ -241,7 +256,7 @@ pub fn vm_test(a: VmTestArgs) -> Result<()> {
             .arg(&initrd)
             .arg("-append")
             .arg(format!(
-                "console=ttyS0 panic=-1 quiet hugeshare.role={role} hugeshare.gen={generation} hugeshare.n={N_HOST} hugeshare.m={N_VM}"
+                "console=ttyS0 panic=-1 quiet hugeshare.role={role} hugeshare.gen={generation} hugeshare.n={N_HOST} hugeshare.m={N_VM} hugeshare.pool={POOL_N} hugeshare.tsc_hz={tsc_hz}"
             ))
             .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
             .args(qargs.args())
@@ -294,6 +309,22 @@ pub fn vm_test(a: VmTestArgs) -> Result<()> {
             } else {
                 "values WRONG"
             }
+        ),
+    );
+    let avail = pool.avail_count();
+    let mut idx = [0u32; 16];
+    let k = held.dequeue_burst(&mut idx);
+    for &i in &idx[..k] {
+        if let Some(o) = pool.obj(i) {
+            pool.put(o);
+        }
+    }
+    host(
+        "mempool objects from guest",
+        avail == POOL_N - 8 && k == 8 && pool.is_full(),
+        format!(
+            "{avail} of {POOL_N} available after the guest, {k} handed over by index and put back: full {}",
+            pool.is_full()
         ),
     );
     let gw = ivshmem_meta::atomic_u64(&ctl, 8).load(Ordering::Acquire);
@@ -360,6 +391,8 @@ pub fn vm_test(a: VmTestArgs) -> Result<()> {
     drop(a2b);
     drop(b2a);
     drop(ctl);
+    drop(pool);
+    drop(held);
     let meta_path = meta.path().to_path_buf();
     drop(meta);
     drop(process);

@@ -160,6 +160,21 @@ impl<T: RingElement> Occupant for Ring<T> {
     }
 }
 
+/// A set of zones offered as one object.
+struct ZoneSet {
+    zones: Vec<Zone>,
+    elem: ElementInfo,
+}
+
+impl Occupant for ZoneSet {
+    fn occupied_zones(&self) -> Vec<Zone> {
+        self.zones.clone()
+    }
+    fn element_info(&self) -> ElementInfo {
+        self.elem
+    }
+}
+
 #[derive(Debug, Clone)]
 struct LocalEntry {
     info: EntryInfo,
@@ -426,6 +441,41 @@ impl<'g> Metadata<'g> {
     /// Publish a ring created through [`Metadata::zones`].
     pub fn add_ring<T: RingElement>(&self, ring: &Ring<T>) -> Result<(), MetaError> {
         self.add(ring)
+    }
+
+    /// Publish a mempool created through [`Metadata::zones`]: its header zone (`MP_<name>`),
+    /// its objects (`MP_<name>_0`) and its ring of free objects (`RG_MP_<name>`), all or
+    /// nothing. Guests take and return its objects without per-lcore caches.
+    pub fn add_mempool(&self, mp: &rte_mempool::Mempool) -> Result<(), MetaError> {
+        let not_in = |zone: String| MetaError::NotInDevice {
+            name: self.name.clone(),
+            zone,
+        };
+        let hname = rte_mempool::Mempool::zone_name(mp.name());
+        let oname = rte_mempool::Mempool::objects_zone_name(mp.name());
+        let header = self
+            .zones()
+            .lookup(&hname)
+            .map_err(|_| not_in(hname.clone()))?;
+        let objects = self
+            .zones()
+            .lookup(&oname)
+            .map_err(|_| not_in(oname.clone()))?;
+        // The names match; make sure the pool really is the one in this device.
+        let first = mp.obj(0).map(|o| o.as_ptr());
+        if !first.is_some_and(|p| objects.contains(p)) {
+            return Err(not_in(oname));
+        }
+        let mut zones = vec![header, objects];
+        zones.extend(mp.ring().zone().cloned());
+        self.add(&ZoneSet {
+            zones,
+            elem: ElementInfo {
+                size: mp.elt_size(),
+                count: mp.size(),
+                type_id: 0,
+            },
+        })
     }
 
     /// Publish every zone of `obj`. All or nothing: refused if the metadata is sealed

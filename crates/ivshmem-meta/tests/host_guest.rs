@@ -477,3 +477,46 @@ fn with_a_real_process_group() {
     drop(secondary);
     drop(primary);
 }
+
+#[test]
+fn a_guest_takes_and_returns_mempool_objects_without_caches() {
+    use rte_mempool::{Mempool, MempoolParams, Obj};
+    let s = Scratch::new("mempool");
+    let group = LocalZones::new();
+    let m = Metadata::create_in(&group, &s.info(), "vm0", &small()).unwrap();
+    let mp = Mempool::create(
+        &m.zones(),
+        "pool",
+        MempoolParams::new(63, 128).cache_size(8),
+    )
+    .unwrap();
+    m.add_mempool(&mp).unwrap();
+    let e = m.add_mempool(&mp).unwrap_err();
+    assert!(matches!(e, MetaError::AlreadyAdded { .. }), "{e}");
+    let names: Vec<_> = m.entries().into_iter().map(|e| e.name).collect();
+    assert_eq!(names, ["MP_pool", "MP_pool_0", "RG_MP_pool"]);
+    // A pool in the group's general memory is refused.
+    let outside = Mempool::create(&group, "out", MempoolParams::new(15, 64)).unwrap();
+    let e = m.add_mempool(&outside).unwrap_err();
+    assert!(matches!(e, MetaError::NotInDevice { .. }), "{e}");
+
+    let guest = GuestZones::scan_dir(&s.sysfs(&[m.path()])).unwrap();
+    let gp = Mempool::lookup(&guest, "pool").unwrap();
+    assert_eq!(gp.size(), 63);
+    let local = gp.local(&guest);
+    assert_eq!(local.lcore(), None, "a guest has no lcore cache");
+    let mut objs = [Obj::empty(); 16];
+    assert_eq!(gp.get_bulk(&mut objs), 16);
+    assert_eq!(mp.avail_count(), 63 - 16, "the host sees the guest's gets");
+    let mut idx: Vec<u32> = objs.iter().map(|o| gp.index_of(*o).unwrap()).collect();
+    idx.sort_unstable();
+    idx.dedup();
+    assert_eq!(idx.len(), 16, "distinct objects");
+    gp.put_bulk(&objs[..8]);
+    assert_eq!(mp.avail_count(), 63 - 8);
+    // The host returns the rest by index (what the guest would send it through a ring).
+    for o in &objs[8..] {
+        mp.put(mp.obj(gp.index_of(*o).unwrap()).unwrap());
+    }
+    assert!(mp.is_full());
+}
