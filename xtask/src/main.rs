@@ -95,7 +95,15 @@ fn test(rest: Vec<String>) -> Result<()> {
     r
 }
 
-fn main() -> Result<()> {
+fn main() {
+    if let Err(e) = real_main() {
+        // One clear line per cause, no backtrace noise (RUST_BACKTRACE may be set).
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::TestMp(a) => test_mp::main(a),
