@@ -54,6 +54,9 @@ pub struct VmTestArgs {
     /// Keep the serial logs and the initramfs (printed at the end).
     #[arg(long)]
     keep: bool,
+    /// Back the group and the device with /dev/shm even when hugepages could be set up.
+    #[arg(long)]
+    no_huge: bool,
 }
 
 fn join_group(prefix: &str, runtime_dir: Option<&Path>) -> Result<procctl::Process> {
@@ -165,17 +168,36 @@ pub fn vm_test(a: VmTestArgs) -> Result<()> {
     write_initramfs(&initrd, &std::fs::read(&guest)?)?;
 
     // The host primary, its metadata, the objects inside.
+    // Hugepages for the group and the device when this process may set them up (as root: 16
+    // pages reserved and a private hugetlbfs mounted, given back at the end).
+    let require = std::env::var("HUGESHARE_REQUIRE_HUGEPAGES").is_ok_and(|v| v == "1");
+    let huge = if a.no_huge {
+        None
+    } else {
+        match crate::test_mp::HugeSetup::acquire(16, "vmtest")? {
+            Ok(h) => Some(h),
+            Err(why) if require => bail!("HUGESHARE_REQUIRE_HUGEPAGES=1 but {why}"),
+            Err(why) => {
+                println!("NOTICE: {why}; the device is backed by /dev/shm instead of hugepages");
+                None
+            }
+        }
+    };
     std::env::set_var("HUGESHARE_QUIET", "1");
     let prefix = format!("hsvm{pid}");
-    let (process, _) = procctl::Process::from_args([
+    let rundir = work.join("run");
+    let mut pargs = vec![
         "--proc-type=primary".to_string(),
         format!("--file-prefix={prefix}"),
-        "--no-huge".into(),
         "-m".into(),
         "16".into(),
-        format!("--runtime-dir={}", work.join("run").display()),
-    ])
-    .context("starting the host primary")?;
+        format!("--runtime-dir={}", rundir.display()),
+    ];
+    match &huge {
+        Some(h) => pargs.push(format!("--huge-dir={}", h.dir.display())),
+        None => pargs.push("--no-huge".into()),
+    }
+    let (process, _) = procctl::Process::from_args(pargs).context("starting the host primary")?;
     let meta = Metadata::create(&process, "vmtest")?;
     let mut rows: Vec<Row> = Vec::new();
     let mut host = |check: &str, ok: bool, detail: String| {
@@ -227,13 +249,64 @@ pub fn vm_test(a: VmTestArgs) -> Result<()> {
             .unwrap_or("accepted!".into()),
     );
 
-    // The QEMU arguments, through the group's registry as `cargo xtask qemu-cmdline` does.
-    let qargs = QemuArgs::from_group(&process, &prefix, &["vmtest"], FIRST_PCI_SLOT)?;
+    let backing = format!(
+        "{} ({} bytes, {:?})",
+        meta.path().display(),
+        meta.device_len(),
+        process.backing()
+    );
+    host(
+        "device backing",
+        huge.is_none() || process.backing() == hugemem::BackingKind::Hugetlbfs,
+        backing,
+    );
+
+    // The QEMU arguments exactly as `cargo xtask qemu-cmdline` prints them (this program, run
+    // as another process of the group), one per line; the one-line form must say the same.
+    let exe = std::env::current_exe()?;
+    let printed = |extra: &[&str]| -> Result<String> {
+        let out = Command::new(&exe)
+            .args([
+                "qemu-cmdline",
+                "--file-prefix",
+                &prefix,
+                "--metadata",
+                "vmtest",
+            ])
+            .arg("--runtime-dir")
+            .arg(&rundir)
+            .args(extra)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "cargo xtask qemu-cmdline failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8(out.stdout)?)
+    };
+    let lines: Vec<String> = printed(&[])?.lines().map(str::to_string).collect();
+    let one = printed(&["--one-line"])?;
+    let expected = QemuArgs::new(
+        vec![(
+            "vmtest".into(),
+            meta.path().to_path_buf(),
+            meta.device_len(),
+        )],
+        FIRST_PCI_SLOT,
+    )?;
     let late = meta.add_memzone(&ctl);
     host(
-        "sealed after cmdline",
+        "qemu-cmdline output",
+        lines == expected.args() && one.trim_end() == expected.shell_line(),
+        one.trim_end().to_string(),
+    );
+    host(
+        "sealed by qemu-cmdline",
         meta.is_sealed() && matches!(late, Err(ivshmem_meta::MetaError::Sealed { .. })),
-        qargs.shell_line(),
+        late.err()
+            .map(|e| e.to_string())
+            .unwrap_or("an addition was accepted".into()),
     );
 
     let generation = process.generation();
@@ -259,7 +332,7 @@ pub fn vm_test(a: VmTestArgs) -> Result<()> {
                 "console=ttyS0 panic=-1 quiet hugeshare.role={role} hugeshare.gen={generation} hugeshare.n={N_HOST} hugeshare.m={N_VM} hugeshare.pool={POOL_N} hugeshare.tsc_hz={tsc_hz}"
             ))
             .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
-            .args(qargs.args())
+            .args(&lines)
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out);
@@ -396,6 +469,7 @@ pub fn vm_test(a: VmTestArgs) -> Result<()> {
     let meta_path = meta.path().to_path_buf();
     drop(meta);
     drop(process);
+    drop(huge);
 
     println!();
     println!("{:<8} {:<26} {:<5} detail", "who", "check", "");
