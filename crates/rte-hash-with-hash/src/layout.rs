@@ -7,7 +7,8 @@
 //! buckets (nb × 8)         one 64-byte bucket per cache line
 //! ext     (n_ext × 8)      extendable buckets, indexes 1..=n_ext (0 means "none")
 //! slots   (slots × sw)     key slots; slot 0 is a dummy so that entry index 0 means "empty"
-//! free    (entries)        stack of free key-slot indexes (u32 in each word)
+//! free    (entries)        stack of free key slots: index in the low half of each word, the
+//!                          slot's state word (high half) as it was freed above it
 //! extfree (n_ext)          stack of free extendable-bucket indexes
 //! ```
 //!
@@ -27,7 +28,7 @@ pub(crate) const VERSION: u32 = 1;
 /// open each other's tables even if someone forgets to bump `VERSION`.
 pub(crate) const FINGERPRINT: u32 = fnv1a(
     b"hdr:magic,ver+fp,ksz+vsz,entries+nb,next+flags,fn[4],seed+check;lock@16;chng@24;count,freetop,exttop@32;\
-      bucket:sig[2]x4x16,idx[4]x2x32,next,pad;slot:state(hash32,fill,live,buf,gen29),key[kw],val[2][vw];free:u32/word",
+      bucket:sig[2]x4x16,idx[4]x2x32,next,pad;slot:state(hash32,fill,live,buf,gen29),key[kw],val[2][vw];free:idx32|state32",
 );
 
 const fn fnv1a(s: &[u8]) -> u32 {

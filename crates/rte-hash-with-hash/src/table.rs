@@ -952,6 +952,22 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
                 g.entries - n
             ));
         }
+        for i in 0..top as usize {
+            let e = self.mem.w(g.free_off + i).load(Relaxed);
+            let idx = e as u32;
+            if idx == 0 || idx > g.entries || seen[idx as usize] {
+                return Err(format!(
+                    "free stack entry {i}: slot {idx} is in use, repeated or out of range"
+                ));
+            }
+            seen[idx as usize] = true;
+            let state = self.mem.w(g.slot(idx)).load(Relaxed) & !0xffff_ffff;
+            if e & !0xffff_ffff != state {
+                return Err(format!(
+                    "free stack entry {i}: slot {idx}'s recorded state differs from its state word"
+                ));
+            }
+        }
         let ext_used = chained.iter().filter(|&&c| c).count() as u32;
         let ext_top = self.mem.w(H_EXT_TOP).load(Relaxed) as u32;
         if ext_top != g.n_ext - ext_used {
@@ -1097,23 +1113,26 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
         None
     }
 
-    fn pop_free(&self) -> Option<u32> {
+    /// A free key slot: its index and its state word as it was freed (so that an add writes
+    /// the slot without first reading it: the line is only written, never waited for).
+    fn pop_free(&self) -> Option<(u32, u64)> {
         let tw = self.mem.w(H_FREE_TOP);
         let top = tw.load(Relaxed);
         if top == 0 {
             return None;
         }
-        let idx = self.mem.w(self.g.free_off + top as usize - 1).load(Relaxed) as u32;
+        let e = self.mem.w(self.g.free_off + top as usize - 1).load(Relaxed);
         tw.store(top - 1, Relaxed);
-        Some(idx)
+        Some((e as u32, e & !0xffff_ffff))
     }
 
-    fn push_free(&self, idx: u32) {
+    /// Push key slot `idx`, whose state word is now `state`, on the free stack.
+    fn push_free(&self, idx: u32, state: u64) {
         let tw = self.mem.w(H_FREE_TOP);
         let top = tw.load(Relaxed);
         self.mem
             .w(self.g.free_off + top as usize)
-            .store(u64::from(idx), Relaxed);
+            .store(u64::from(idx) | (state & !0xffff_ffff), Relaxed);
         tw.store(top + 1, Relaxed);
     }
 
@@ -1142,12 +1161,11 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
 
     /// Write key and value into free slot `idx` and mark it live. Readers holding a stale
     /// index to it see `FILLING` or a new generation and ignore it.
-    fn fill_slot(&self, idx: u32, hash: u32, kb: &[u8], vb: &[u8]) {
+    fn fill_slot(&self, idx: u32, freed_state: u64, hash: u32, kb: &[u8], vb: &[u8]) {
         let sl = self
             .mem
             .range(self.g.slot(idx), 1 + Self::KW + 2 * Self::VW);
-        let s = sl[0].load(Relaxed);
-        let filling = next_state(s, S_FILLING, hash);
+        let filling = next_state(freed_state, S_FILLING, hash);
         sl[0].store(filling, Relaxed);
         fence(Release);
         for j in 0..Self::KW {
@@ -1163,8 +1181,9 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
     fn release_slot(&self, idx: u32) {
         let sw = self.g.slot(idx);
         let s = self.mem.w(sw).load(Relaxed);
-        self.mem.w(sw).store(next_state(s, 0, s as u32), Release);
-        self.push_free(idx);
+        let freed = next_state(s, 0, s as u32);
+        self.mem.w(sw).store(freed, Release);
+        self.push_free(idx, freed);
     }
 
     #[inline]
@@ -1175,14 +1194,14 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
         // bucket, a free key slot) at once instead of one after the other.
         self.mem.prefetch(g.main(sec));
         let free = self.pop_free();
-        if let Some(idx) = free {
+        if let Some((idx, _)) = free {
             let sw = g.slot(idx);
             self.mem.prefetch(sw);
             self.mem.prefetch(sw + 1 + Self::KW + Self::VW - 1);
         }
         if let Some((_, _, idx)) = self.locate(kb, sig, prim, sec) {
-            if let Some(f) = free {
-                self.push_free(f);
+            if let Some((f, state)) = free {
+                self.push_free(f, state);
             }
             // Update: write the spare value copy, then flip to it in one store.
             if g.val_words != 0 {
@@ -1203,10 +1222,10 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
             }
             return Outcome::Done(idx - 1);
         }
-        let Some(idx) = free else {
+        let Some((idx, freed_state)) = free else {
             return Outcome::Full;
         };
-        self.fill_slot(idx, hash, kb, vb);
+        self.fill_slot(idx, freed_state, hash, kb, vb);
         if stop == Some(StopAt::AfterSlotFill) {
             return Outcome::Stopped;
         }
@@ -1417,7 +1436,10 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
         let mut top = 0usize;
         for idx in (1..=g.entries).rev() {
             if !used[idx as usize] {
-                self.mem.w(g.free_off + top).store(u64::from(idx), Relaxed);
+                let state = self.mem.w(g.slot(idx)).load(Relaxed) & !0xffff_ffff;
+                self.mem
+                    .w(g.free_off + top)
+                    .store(u64::from(idx) | state, Relaxed);
                 top += 1;
             }
         }
