@@ -17,8 +17,10 @@
 //! head = pos (32 bits) | member (16 bits) | n (16 bits)     -- n, member: the LAST reservation
 //! ```
 //!
-//! An operation computes its room from a copy of the other side's tail cached on its own side's
-//! cache line (the other side's line is read only when the copy says "full" or "empty"), then
+//! Each side's head sits on a cache line of its own, apart from its tail (the line the other
+//! side reads). A producer computes its room from a copy of the consumer tail cached on its
+//! head's line, and reads the consumer tail only when the copy says "full"; a consumer reads the
+//! producer tail (measured faster here than a cached copy). The operation then
 //! reserves `[pos, pos + n)` by moving the head: a plain store in single mode ([`SyncMode::St`],
 //! no read-modify-write at all), a CAS in the multi modes. It copies the elements, then
 //! publishes by storing the tail with release ordering; in [`SyncMode::Mt`] it first waits until
@@ -52,9 +54,9 @@
 //!    after the other, so a chain of dead members unwinds.
 //! 3. **Abandoned producer ranges are never delivered.** Before moving the producer tail over a
 //!    dead range, the helper enters it in a small table of abandoned ranges and bumps a counter
-//!    on the producer tail's cache line. Consumers read that counter only when they re-read the
-//!    producer tail (their cached copy is only ever refreshed while the counter is zero), so
-//!    the fast path costs nothing; when it is non-zero they claim spans that step over the
+//!    on the producer tail's cache line. Consumers read that counter (on the line they read the
+//!    tail from) only when there is something to take, so the fast path costs one load of a
+//!    line already in cache; when it is non-zero they claim spans that step over the
 //!    abandoned ranges, copy out only published elements, and retire the ranges they passed.
 //!    Abandoned elements are counted ([`Ring::abandoned`], [`RingInfo`]).
 //! 4. **Dead consumers' reservations** are abandoned the same way on the consumer side: those
