@@ -546,3 +546,18 @@ fn long_bursts_are_split_and_long_bulks_refused() {
     assert_eq!(out, items);
     assert_eq!(rte_ring::MAX_OP, 65_535);
 }
+
+#[test]
+fn handles_are_clone_send_sync() {
+    fn check<T: Clone + Send + Sync + 'static>() {}
+    check::<Ring<u64>>();
+    check::<Ring<[u32; 5]>>();
+    let z = LocalZones::new();
+    let r = Ring::<u64>::create(&z, "shared handle", 8, RingFlags::empty()).unwrap();
+    let r2 = r.clone();
+    std::thread::spawn(move || assert_eq!(r2.enqueue_bulk(&[5]), 1))
+        .join()
+        .unwrap();
+    assert_eq!(r.dequeue(), Some(5));
+    assert_eq!(Ring::<u64>::zone_name("shared handle"), "RG_shared handle");
+}

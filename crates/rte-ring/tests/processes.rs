@@ -8,6 +8,9 @@
 //!   the survivors and the consumer finish, the consumer gets every element of every producer in
 //!   order with no gap except the killed producers' last reservation, and the ring's accounting
 //!   balances: positions used = elements delivered + elements abandoned.
+//!
+//! Not under Miri: it maps files and starts processes, which Miri cannot do.
+#![cfg(not(miri))]
 
 mod common;
 
