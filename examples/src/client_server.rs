@@ -1,0 +1,480 @@
+//! `client_server_mp`: a server distributing packets to K client processes by flow hash, as
+//! DPDK's `client_server_mp` (`mp_server` and `mp_client`).
+//!
+//! ```text
+//! client_server_mp --proc-type=primary   -l 0 --file-prefix=cs -- --role server --clients 2
+//! client_server_mp --proc-type=secondary -l 1 --file-prefix=cs -- --role client --client-id 0
+//! ```
+//!
+//! The server creates the packet pool `cs_pool`, one ring per client (`cs_rx_<i>`, object
+//! indexes, single producer and single consumer) and the registry `cs_clients` in which each
+//! client records its member slot. Its lcore thread is the synthetic source: it takes a burst of
+//! objects from the pool, writes each a header with one of `--flows` flows' 5-tuple, hashes the
+//! 5-tuple with CRC32-C ([`rte_hash_with_hash::Crc32c`]) to pick the client, and sends each
+//! client its share (objects for a client that is not attached, or whose ring is full, are
+//! freed and counted as drops, as DPDK's server does). A client's lcore thread receives its
+//! packets, reads their headers and frees them to the pool through its lcore's cache.
+//!
+//! Output: the server prints `server: tx=[..] drop=[..] pool_in_use=U` every second, a client
+//! `client I: rx=R rate=X.XX Mpps` every second (`--interval-ms` changes it).
+//!
+//! A client killed (SIGKILL) mid-run: the server keeps serving the others. The group's clean-up
+//! returns the client's cache and the objects it held (the pool is tracked), and the server's
+//! source thread drains the dead client's ring back to the pool, printing
+//! `client I (member M) died: drained K objects from cs_rx_I`. A new client may take the id.
+//!
+//! Server commands: `stop` stops the source, waits for live clients to empty their rings and
+//! prints `STOPPED tx=T drop=D avail=A size=N in_use=U audit=[..]` (an audit of every object:
+//! with the source stopped and clients idle, `in_use` is 0: nothing was lost); `stats`;
+//! `quit` (or the end of input without `--seconds`) leaves. Client commands: `stats`, `quit`.
+//!
+//! Options after `--`: `--role server|client`; server: `--clients K`, `--flows F` (1024),
+//! `--burst B` (32), `--pool-size N` (16383), `--elt-size BYTES` (2048), `--cache N` (256),
+//! `--ring-size N` (2048), `--no-track`; client: `--client-id I`; both: `--seconds S`,
+//! `--interval-ms MS`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use procctl::{Event, Process, Role};
+use rte_hash_with_hash::{Crc32c, HashFn};
+use rte_mempool::{Mempool, MempoolFlags, MempoolParams, Obj};
+use rte_ring::{Ring, RingFlags};
+
+use crate::{
+    join, mpps, ready_line, retry, say, stdin_lines, AppArgs, Counter, ExampleError, FlowGen,
+    PacketHeader, Registry, Result, Stop,
+};
+
+/// The pool's name.
+pub const POOL: &str = "cs_pool";
+/// The registry's name.
+pub const REGISTRY: &str = "cs_clients";
+
+/// The ring of client `i`.
+pub fn ring_name(i: usize) -> String {
+    format!("cs_rx_{i}")
+}
+
+const VALUE_OPTS: &[&str] = &[
+    "--role",
+    "--clients",
+    "--client-id",
+    "--flows",
+    "--burst",
+    "--pool-size",
+    "--elt-size",
+    "--cache",
+    "--ring-size",
+    "--seconds",
+    "--interval-ms",
+];
+
+/// Run `client_server_mp` (server or client, by `--role`); returns the exit code.
+pub fn main(args: Vec<String>) -> i32 {
+    crate::exit_code(|| {
+        let (p, rest) = join(args)?;
+        let a = AppArgs::parse(&rest, VALUE_OPTS, &["--no-track"])?;
+        match a.value("--role") {
+            Some("server") => server(p, a),
+            Some("client") => client(p, a),
+            other => Err(ExampleError::Args {
+                option: "--role".into(),
+                value: other.unwrap_or("").into(),
+                why: "say --role server or --role client".into(),
+            }),
+        }
+    })
+}
+
+struct ClientStats {
+    tx: Counter,
+    drop: Counter,
+}
+
+/// What the source thread shares with the main thread.
+struct Shared {
+    stats: Vec<ClientStats>,
+    /// Set by the main thread when client `i`'s member died; the source thread drains its ring.
+    died: Vec<AtomicBool>,
+    /// The source runs while this is false.
+    paused: AtomicBool,
+}
+
+fn server(p: Arc<Process>, a: AppArgs) -> Result<()> {
+    if p.role() != Role::Primary {
+        return Err(ExampleError::Args {
+            option: "--role".into(),
+            value: "server".into(),
+            why: "the server creates the pool and rings: start it with --proc-type=primary".into(),
+        });
+    }
+    let k: usize = a.num("--clients", 0)?;
+    if k == 0 {
+        return Err(ExampleError::Args {
+            option: "--clients".into(),
+            value: a.value("--clients").unwrap_or("").into(),
+            why: "the server needs --clients K, K >= 1".into(),
+        });
+    }
+    let flags = if a.flag("--no-track") {
+        MempoolFlags::empty()
+    } else {
+        MempoolFlags::TRACK
+    };
+    let mp = Mempool::create(
+        &*p,
+        POOL,
+        MempoolParams::new(a.num("--pool-size", 16383)?, a.num("--elt-size", 2048)?)
+            .cache_size(a.num("--cache", 256)?)
+            .flags(flags),
+    )?;
+    let ring_size: u32 = a.num("--ring-size", 2048)?;
+    let rings: Vec<Ring<u32>> = (0..k)
+        .map(|i| {
+            Ring::<u32>::create(
+                &*p,
+                &ring_name(i),
+                ring_size,
+                RingFlags::SP_ENQ | RingFlags::SC_DEQ,
+            )
+        })
+        .collect::<std::result::Result<_, _>>()?;
+    let reg = Arc::new(Registry::create(&*p, REGISTRY, k)?);
+    let flows: u32 = a.num("--flows", 1024)?;
+    let burst: usize = a.num("--burst", 32usize)?.clamp(1, 256);
+    let seconds: f64 = a.num("--seconds", 0.0)?;
+    let interval = Duration::from_millis(a.num("--interval-ms", 1000u64)?.max(10));
+    let shared = Arc::new(Shared {
+        stats: (0..k)
+            .map(|_| ClientStats {
+                tx: Counter::default(),
+                drop: Counter::default(),
+            })
+            .collect(),
+        died: (0..k).map(|_| AtomicBool::new(false)).collect(),
+        paused: AtomicBool::new(false),
+    });
+    let lines = stdin_lines("mp_server > ");
+    let stop = Stop::new();
+    let source = {
+        let (p, mp, rings, reg, shared, stop) = (
+            p.clone(),
+            mp.clone(),
+            rings.clone(),
+            reg.clone(),
+            shared.clone(),
+            stop.clone(),
+        );
+        std::thread::spawn(move || source_loop(&p, &mp, &rings, &reg, &shared, flows, burst, &stop))
+    };
+    say(ready_line(&p));
+    say(format!(
+        "server: {k} clients, pool {POOL} ({} objects, tracked={}), {flows} flows, burst {burst}",
+        mp.size(),
+        mp.flags().contains(MempoolFlags::TRACK)
+    ));
+    let start = Instant::now();
+    let mut next_print = Instant::now() + interval;
+    let mut input_open = true;
+    let line = |shared: &Shared, mp: &Mempool| {
+        let tx: Vec<u64> = shared.stats.iter().map(|s| s.tx.get()).collect();
+        let drop: Vec<u64> = shared.stats.iter().map(|s| s.drop.get()).collect();
+        format!(
+            "server: tx={tx:?} drop={drop:?} pool_in_use={} avail={}",
+            mp.in_use_count(),
+            mp.avail_count()
+        )
+    };
+    loop {
+        if seconds > 0.0 && start.elapsed().as_secs_f64() >= seconds {
+            break;
+        }
+        if input_open {
+            match lines.try_recv() {
+                Ok(l) => match l.trim() {
+                    "quit" => break,
+                    "stats" => say(line(&shared, &mp)),
+                    "stop" => say(stop_and_audit(&mp, &rings, &reg, &p, &shared)),
+                    "start" => {
+                        shared.paused.store(false, Ordering::Release);
+                        say("OK started");
+                    }
+                    "" => {}
+                    other => say(format!(
+                        "ERR unknown command {other:?}; commands: stats | stop | start | quit"
+                    )),
+                },
+                Err(std::sync::mpsc::TryRecvError::Empty) => {}
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    input_open = false;
+                    if seconds <= 0.0 {
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(e) = p.next_event(Duration::from_millis(20)) {
+            if let Event::MemberDied { member, .. } = &e {
+                if let Some(i) = reg.slot_of(*member) {
+                    shared.died[i].store(true, Ordering::Release);
+                }
+            }
+            say(crate::simple::event_line(&e));
+        }
+        if Instant::now() >= next_print {
+            next_print += interval;
+            say(line(&shared, &mp));
+        }
+    }
+    stop.raise();
+    let _ = source.join();
+    say(format!("BYE {}", line(&shared, &mp)));
+    Ok(())
+}
+
+/// Pause the source, let live clients empty their rings, and account for every object.
+fn stop_and_audit(
+    mp: &Mempool,
+    rings: &[Ring<u32>],
+    reg: &Registry,
+    p: &Process,
+    shared: &Shared,
+) -> String {
+    shared.paused.store(true, Ordering::Release);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    // wait for the source to be idle, live clients to drain their rings, dead ones to be drained
+    std::thread::sleep(Duration::from_millis(50));
+    while Instant::now() < deadline
+        && (rings.iter().any(|r| r.count() > 0)
+            || shared.died.iter().any(|d| d.load(Ordering::Acquire)))
+    {
+        // a ring nobody consumes (no client attached, or its client died and the event is not
+        // here yet) keeps its objects: they are counted as in rings by the audit
+        let all_stuck = rings.iter().enumerate().all(|(i, r)| {
+            r.count() == 0
+                || reg
+                    .member(i)
+                    .is_none_or(|m| p.member_state(m) != shmconfig::MemberState::Alive)
+        });
+        if all_stuck && !shared.died.iter().any(|d| d.load(Ordering::Acquire)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // clients free what they received right away; give them a moment to finish a burst
+    std::thread::sleep(Duration::from_millis(100));
+    let _ = mp.recover_dead_members();
+    let refs: Vec<&Ring<u32>> = rings.iter().collect();
+    let audit = mp.audit(&refs, false);
+    let tx: u64 = shared.stats.iter().map(|s| s.tx.get()).sum();
+    let drop: u64 = shared.stats.iter().map(|s| s.drop.get()).sum();
+    format!(
+        "STOPPED tx={tx} drop={drop} avail={} size={} in_use={} audit=[{audit}]",
+        mp.avail_count(),
+        mp.size(),
+        mp.in_use_count()
+    )
+}
+
+use shmconfig::Zones;
+
+#[allow(clippy::too_many_arguments)]
+fn source_loop(
+    p: &Process,
+    mp: &Mempool,
+    rings: &[Ring<u32>],
+    reg: &Registry,
+    shared: &Shared,
+    flows: u32,
+    burst: usize,
+    stop: &Stop,
+) {
+    let lcore = p.lcores().first().copied().unwrap_or(0);
+    if let Err(e) = p.bind_thread(lcore) {
+        say(format!("ERR binding the source to lcore {lcore}: {e}"));
+    }
+    let k = rings.len();
+    let mut local = mp.local(p);
+    let crc = Crc32c::new(0);
+    let mut gen = FlowGen::new(flows, 0x1234_5678_9abc_def1, 0);
+    let mut pkts = vec![Obj::empty(); burst];
+    let mut per: Vec<Vec<Obj>> = (0..k).map(|_| Vec::with_capacity(burst)).collect();
+    let mut attached = vec![false; k];
+    let mut round = 0u32;
+    while !stop.is_raised() {
+        if round % 64 == 0 {
+            for i in 0..k {
+                if shared.died[i].load(Ordering::Acquire) {
+                    if let Some(m) = reg.member(i) {
+                        if p.member_state(m) != shmconfig::MemberState::Alive {
+                            let _ = reg.release_if(i, m);
+                        }
+                    }
+                    let n = drain(mp, &rings[i]);
+                    shared.died[i].store(false, Ordering::Release);
+                    say(format!(
+                        "client {i} died: drained {n} objects from {}; pool in_use={} avail={}",
+                        ring_name(i),
+                        mp.in_use_count(),
+                        mp.avail_count()
+                    ));
+                }
+                attached[i] = reg
+                    .member(i)
+                    .is_some_and(|m| p.member_state(m) == shmconfig::MemberState::Alive);
+            }
+            if shared.paused.load(Ordering::Acquire) {
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
+            }
+        }
+        round = round.wrapping_add(1);
+        if local.get_bulk(&mut pkts) == 0 {
+            continue;
+        }
+        for o in &pkts {
+            let h = gen.next_header();
+            h.write(mp, *o);
+            let c = (crc.hash(&h.flow.key()) as usize) % k;
+            per[c].push(*o);
+        }
+        for (i, v) in per.iter_mut().enumerate() {
+            if v.is_empty() {
+                continue;
+            }
+            let sent = if attached[i] {
+                local.send(&rings[i], v)
+            } else {
+                0
+            };
+            if sent < v.len() {
+                local.put_bulk(&v[sent..]);
+                shared.stats[i].drop.add((v.len() - sent) as u64);
+            }
+            shared.stats[i].tx.add(sent as u64);
+            v.clear();
+        }
+    }
+    local.flush();
+}
+
+/// Take every object out of a dead client's ring and free it; returns how many.
+fn drain(mp: &Mempool, q: &Ring<u32>) -> u64 {
+    q.recover();
+    let mut buf = [Obj::empty(); 64];
+    let mut n = 0;
+    loop {
+        let got = mp.receive(q, &mut buf);
+        if got == 0 {
+            return n;
+        }
+        mp.put_bulk(&buf[..got]);
+        n += got as u64;
+    }
+}
+
+fn client(p: Arc<Process>, a: AppArgs) -> Result<()> {
+    let id: usize = a.num("--client-id", usize::MAX)?;
+    let seconds: f64 = a.num("--seconds", 0.0)?;
+    let interval = Duration::from_millis(a.num("--interval-ms", 1000u64)?.max(10));
+    let (mp, reg) = retry(Duration::from_secs(5), || {
+        Ok((
+            Mempool::lookup(&*p, POOL)?,
+            Registry::lookup(&*p, REGISTRY)?,
+        ))
+    })?;
+    if id >= reg.len() {
+        return Err(ExampleError::Args {
+            option: "--client-id".into(),
+            value: a.value("--client-id").unwrap_or("").into(),
+            why: format!("the server serves clients 0..{}", reg.len()),
+        });
+    }
+    let ring = Ring::<u32>::lookup(&*p, &ring_name(id))?;
+    reg.claim(id, &*p)?;
+    let lines = stdin_lines("mp_client > ");
+    let stop = Stop::new();
+    let rx = Arc::new((Counter::default(), Counter::default()));
+    let worker = {
+        let (p, mp, ring, stop, rx) = (p.clone(), mp.clone(), ring.clone(), stop.clone(), rx.clone());
+        std::thread::spawn(move || {
+            let lcore = p.lcores().first().copied().unwrap_or(0);
+            if let Err(e) = p.bind_thread(lcore) {
+                say(format!("ERR binding to lcore {lcore}: {e}"));
+            }
+            let mut local = mp.local(&*p);
+            let mut buf = vec![Obj::empty(); 64];
+            let mut idle = 0u32;
+            while !stop.is_raised() {
+                let n = local.receive(&ring, &mut buf);
+                if n == 0 {
+                    idle += 1;
+                    if idle > 1024 {
+                        std::hint::spin_loop();
+                    }
+                    continue;
+                }
+                idle = 0;
+                let mut bytes = 0u64;
+                for o in &buf[..n] {
+                    bytes += PacketHeader::read(&mp, *o).len as u64;
+                }
+                local.put_bulk(&buf[..n]);
+                rx.0.add(n as u64);
+                rx.1.add(bytes);
+            }
+            local.flush();
+        })
+    };
+    say(ready_line(&p));
+    say(format!("client {id}: ring {}", ring_name(id)));
+    let start = Instant::now();
+    let mut last = (Instant::now(), 0u64);
+    let mut next_print = Instant::now() + interval;
+    let mut input_open = true;
+    loop {
+        if seconds > 0.0 && start.elapsed().as_secs_f64() >= seconds {
+            break;
+        }
+        if input_open {
+            match lines.try_recv() {
+                Ok(l) => match l.trim() {
+                    "quit" | "stop" => break,
+                    "stats" => say(format!("client {id}: rx={} bytes={}", rx.0.get(), rx.1.get())),
+                    "" => {}
+                    other => say(format!("ERR unknown command {other:?}; commands: stats | quit")),
+                },
+                Err(std::sync::mpsc::TryRecvError::Empty) => {}
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    input_open = false;
+                    if seconds <= 0.0 {
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(e) = p.next_event(Duration::from_millis(20)) {
+            say(crate::simple::event_line(&e));
+        }
+        if Instant::now() >= next_print {
+            next_print += interval;
+            let n = rx.0.get();
+            say(format!(
+                "client {id}: rx={n} rate={:.2} Mpps",
+                mpps(n - last.1, last.0.elapsed())
+            ));
+            last = (Instant::now(), n);
+        }
+    }
+    stop.raise();
+    let _ = worker.join();
+    let _ = reg.release_if(id, p.member());
+    say(format!(
+        "FINAL client={id} rx={} avg_rate={:.2} Mpps",
+        rx.0.get(),
+        mpps(rx.0.get(), start.elapsed())
+    ));
+    Ok(())
+}

@@ -1,0 +1,1 @@
+//! `proc_info`: placeholder replaced below.
