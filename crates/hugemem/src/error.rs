@@ -81,7 +81,7 @@ pub enum HugememError {
 
     /// Too few free hugepages for a request (the pre-flight check, or the kernel refusing a
     /// mapping).
-    #[error("not enough free {} hugepages{}: {needed} needed, {free} free; reserve more as root with `{command}`", fmt_size(*page_size), node.map(|n| format!(" on NUMA node {n}")).unwrap_or_default())]
+    #[error("not enough free {} hugepages{}: {needed} needed, {free} free; reserve more as root with {command}", fmt_size(*page_size), node.map(|n| format!(" on NUMA node {n}")).unwrap_or_default())]
     NotEnoughPages {
         /// The page size, in bytes.
         page_size: u64,

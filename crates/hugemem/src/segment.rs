@@ -783,7 +783,7 @@ pub(crate) fn not_enough(
     let missing = needed - free.min(needed);
     let node_arg = node.map(|n| format!(" --node {n}")).unwrap_or_default();
     let command = format!(
-        "cargo xtask hugepages --reserve {} --pagesize {}{node_arg}` (or `echo {} > {}/nr_hugepages`",
+        "`cargo xtask hugepages --reserve {} --pagesize {}{node_arg}` (or `echo {} > {}/nr_hugepages`)",
         short_size(missing * page_size),
         short_size(page_size),
         total + missing,
