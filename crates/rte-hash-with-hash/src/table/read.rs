@@ -1,0 +1,418 @@
+//! The lock-free readers: single and bulk lookups, slot reads, and [`Iter`].
+
+use super::*;
+
+/// Keys a bulk lookup handles in one set of passes (prefetch buckets, match signatures and
+/// prefetch key slots, compare keys).
+const BULK_STRIDE: usize = 16;
+
+/// What a reader found for one key.
+pub(super) enum Probe {
+    /// The key is in slot `idx`.
+    Hit(u32),
+    /// Not found here.
+    Miss,
+    /// A slot changed while it was read: search again.
+    Changed,
+}
+
+/// The 64-bit word `j` of a key, zero-padded past its end (keys are stored the same way).
+#[inline(always)]
+pub(super) fn key_word(kb: &[u8], j: usize) -> u64 {
+    let start = j * 8;
+    if start + 8 <= kb.len() {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&kb[start..start + 8]);
+        u64::from_le_bytes(b)
+    } else {
+        let mut b = [0u8; 8];
+        let n = kb.len() - start;
+        b[..n].copy_from_slice(&kb[start..]);
+        u64::from_le_bytes(b)
+    }
+}
+
+/// Read `out.len()` bytes from the words at `at`.
+#[inline(always)]
+pub(super) fn read_words(mem: &Mem, at: usize, out: &mut [u8]) {
+    for (j, ch) in out.chunks_mut(8).enumerate() {
+        let w = mem.w(at + j).load(Relaxed).to_le_bytes();
+        ch.copy_from_slice(&w[..ch.len()]);
+    }
+}
+
+/// Bit `i` set when 16-bit lane `i` of `x` may be zero (never misses a zero lane; may report
+/// a lane above a zero lane too, which the key comparison then rejects).
+#[inline(always)]
+pub(super) fn zero_lanes(x: u64) -> u32 {
+    let t = x.wrapping_sub(0x0001_0001_0001_0001) & !x & 0x8000_8000_8000_8000;
+    let m = t >> 15;
+    ((m | (m >> 15) | (m >> 30) | (m >> 45)) & 0xf) as u32
+}
+
+impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
+    /// Up to [`LOOKUP_BULK_MAX`] keys, in three passes so that the memory accesses of all keys
+    /// overlap: (1) prefetch both buckets of every key; (2) match signatures and prefetch the
+    /// candidate key slots; (3) compare keys. A change-counter check around passes 2 and 3
+    /// sends the misses of a pass that raced with a displacement through [`Hash::find`] again.
+    pub(super) fn bulk_chunk(&self, keys: &[K], hashes: &[u32], out: &mut [Option<u32>]) -> usize {
+        let mut found = 0;
+        for ((k, h), o) in keys
+            .chunks(BULK_STRIDE)
+            .zip(hashes.chunks(BULK_STRIDE))
+            .zip(out.chunks_mut(BULK_STRIDE))
+        {
+            found += self.bulk_stride(k, h, o);
+        }
+        found
+    }
+
+    /// Up to [`BULK_STRIDE`] keys: the three passes of [`Hash::bulk_chunk`].
+    #[inline]
+    pub(super) fn bulk_stride(&self, keys: &[K], hashes: &[u32], out: &mut [Option<u32>]) -> usize {
+        let g = &self.g;
+        let n = keys.len().min(BULK_STRIDE);
+        let (keys, hashes, out) = (&keys[..n], &hashes[..n], &mut out[..n]);
+        let mut bkt = [(0usize, 0usize); BULK_STRIDE];
+        for (b, &h) in bkt.iter_mut().zip(hashes) {
+            let (_, prim, sec) = g.split(h);
+            *b = (g.main(prim), g.main(sec));
+            self.mem.prefetch(b.0);
+        }
+        let chng = self.mem.w(H_CHNG);
+        let c1 = chng.load(Acquire);
+        // Pass 2: candidate lanes in the primary bucket; prefetch the key slot of the first,
+        // or, with none, the secondary bucket (most keys sit in their primary bucket, so the
+        // secondary is fetched only for the others).
+        let mut cand = [0u32; BULK_STRIDE];
+        let mut in_sec = 0u32;
+        for (i, (c, &(pb, sb))) in cand.iter_mut().zip(&bkt).enumerate().take(n) {
+            let sig = (hashes[i] >> 16) as u16;
+            *c = self.sig_candidates(pb, sig);
+            if *c != 0 {
+                self.prefetch_slot(self.entry_idx(pb, c.trailing_zeros() as usize, Relaxed));
+            } else {
+                self.mem.prefetch(sb);
+                in_sec |= 1 << i;
+            }
+        }
+        // Pass 2b: the same in the secondary buckets, for keys with no primary candidate.
+        let mut m = in_sec;
+        while m != 0 {
+            let i = m.trailing_zeros() as usize;
+            m &= m - 1;
+            let sb = bkt[i].1;
+            let c = self.sig_candidates(sb, (hashes[i] >> 16) as u16);
+            cand[i] = c << 8;
+            if c != 0 {
+                self.prefetch_slot(self.entry_idx(sb, c.trailing_zeros() as usize, Relaxed));
+            }
+        }
+        // Pass 3: compare keys; a key not among its primary candidates is searched in its
+        // secondary bucket (and chain) in full.
+        let (mut misses, mut changed) = (0u32, 0u32);
+        let mut none = None;
+        let mut found = 0;
+        for i in 0..n {
+            let (pb, sb) = bkt[i];
+            let sig = (hashes[i] >> 16) as u16;
+            let kb = keys[i].as_bytes();
+            let mut m = cand[i];
+            let mut r = Probe::Miss;
+            while m != 0 {
+                let bit = m.trailing_zeros() as usize;
+                m &= m - 1;
+                let (b, lane) = if bit < 8 { (pb, bit) } else { (sb, bit - 8) };
+                let idx = self.entry_idx(b, lane, Acquire);
+                r = self.probe_slot(idx, kb, &mut none);
+                if !matches!(r, Probe::Miss) {
+                    break;
+                }
+            }
+            if matches!(r, Probe::Miss) && cand[i] & 0xff != 0 {
+                r = self.probe_bucket(sb, sig, kb, &mut none);
+            }
+            if matches!(r, Probe::Miss) && g.n_ext != 0 {
+                r = self.probe_chain(sb, sig, kb, &mut none);
+            }
+            out[i] = match r {
+                Probe::Hit(idx) => {
+                    found += 1;
+                    Some(idx - 1)
+                }
+                Probe::Miss => {
+                    misses |= 1 << i;
+                    None
+                }
+                Probe::Changed => {
+                    changed |= 1 << i;
+                    None
+                }
+            };
+        }
+        // Keys whose slot changed while read are looked up again; so are the misses if a key
+        // moved during the passes.
+        let mut redo = changed;
+        if misses != 0 {
+            fence(Acquire);
+            if chng.load(Relaxed) != c1 {
+                redo |= misses;
+            }
+        }
+        while redo != 0 {
+            let i = redo.trailing_zeros() as usize;
+            redo &= redo - 1;
+            out[i] = self.find(keys[i].as_bytes(), hashes[i], None);
+            found += usize::from(out[i].is_some());
+        }
+        found
+    }
+
+    /// Prefetch the first cache line(s) of key slot `idx`, if it is a valid index.
+    #[inline(always)]
+    pub(super) fn prefetch_slot(&self, idx: u32) {
+        if idx != 0 && idx <= self.g.entries {
+            let sw = self.g.slot(idx);
+            self.mem.prefetch(sw);
+            if Self::KW > 6 {
+                self.mem.prefetch(sw + Self::KW);
+            }
+        }
+    }
+
+    #[inline(always)]
+    pub(super) fn sig_candidates(&self, bw: usize, sig: u16) -> u32 {
+        let b = self.mem.eight(bw);
+        let pat = u64::from(sig).wrapping_mul(0x0001_0001_0001_0001);
+        let w0 = b[0].load(Relaxed) ^ pat;
+        let w1 = b[1].load(Relaxed) ^ pat;
+        zero_lanes(w0) | zero_lanes(w1) << 4
+    }
+
+    #[inline(always)]
+    pub(super) fn entry_idx(&self, bw: usize, lane: usize, o: crate::sync::Ordering) -> u32 {
+        let b = self.mem.eight(bw);
+        (b[(2 + lane / 2) & 7].load(o) >> ((lane & 1) * 32)) as u32
+    }
+
+    #[inline(always)]
+    pub(super) fn entry_sig(&self, bw: usize, lane: usize) -> u16 {
+        let b = self.mem.eight(bw);
+        (b[(lane / 4) & 7].load(Relaxed) >> ((lane & 3) * 16)) as u16
+    }
+
+    #[inline(always)]
+    pub(super) fn next_ext(&self, bw: usize, o: crate::sync::Ordering) -> u32 {
+        self.mem.eight(bw)[B_NEXT].load(o) as u32
+    }
+
+    /// Does slot `idx` hold `kb`? On a hit, copies the current value into `val` and checks
+    /// that the slot did not change while it was read.
+    #[inline(always)]
+    pub(super) fn probe_slot(&self, idx: u32, kb: &[u8], val: &mut Option<&mut [u8]>) -> Probe {
+        let g = &self.g;
+        if idx == 0 || idx > g.entries {
+            return Probe::Miss;
+        }
+        let s = self.mem.range(g.slot(idx), 1 + Self::KW + 2 * Self::VW);
+        let s1 = s[0].load(Acquire);
+        if s1 & (S_FILLING | S_LIVE) != S_LIVE {
+            return Probe::Miss;
+        }
+        for j in 0..Self::KW {
+            if s[1 + j].load(Relaxed) != key_word(kb, j) {
+                // Key words change only when a freed slot is refilled, so the key we look for
+                // was deleted during this lookup if it was here at all: a miss is right.
+                return Probe::Miss;
+            }
+        }
+        if let Some(v) = val.as_deref_mut() {
+            let buf = usize::from(s1 & S_BUF != 0);
+            let vs = &s[1 + Self::KW + buf * Self::VW..];
+            for (ch, w) in v.chunks_mut(8).zip(vs) {
+                ch.copy_from_slice(&w.load(Relaxed).to_le_bytes()[..ch.len()]);
+            }
+        }
+        fence(Acquire);
+        if s[0].load(Relaxed) == s1 {
+            Probe::Hit(idx)
+        } else {
+            Probe::Changed
+        }
+    }
+
+    #[inline(always)]
+    pub(super) fn probe_bucket(
+        &self,
+        bw: usize,
+        sig: u16,
+        kb: &[u8],
+        val: &mut Option<&mut [u8]>,
+    ) -> Probe {
+        let mut m = self.sig_candidates(bw, sig);
+        while m != 0 {
+            let lane = m.trailing_zeros() as usize;
+            m &= m - 1;
+            let idx = self.entry_idx(bw, lane, Acquire);
+            match self.probe_slot(idx, kb, val) {
+                Probe::Miss => {}
+                r => return r,
+            }
+        }
+        Probe::Miss
+    }
+
+    #[inline(never)]
+    pub(super) fn probe_chain(
+        &self,
+        head: usize,
+        sig: u16,
+        kb: &[u8],
+        val: &mut Option<&mut [u8]>,
+    ) -> Probe {
+        let mut e = self.next_ext(head, Acquire);
+        let mut hops = 0;
+        while e != 0 && e <= self.g.n_ext && hops <= self.g.n_ext {
+            let bw = self.g.ext(e);
+            match self.probe_bucket(bw, sig, kb, val) {
+                Probe::Miss => {}
+                r => return r,
+            }
+            e = self.next_ext(bw, Acquire);
+            hops += 1;
+        }
+        Probe::Miss
+    }
+
+    /// The reader: search the primary bucket, the secondary, then the secondary's chain; if
+    /// that missed and the change counter moved meanwhile (a key was displaced), search again.
+    #[inline(always)]
+    pub(super) fn find(&self, kb: &[u8], hash: u32, mut val: Option<&mut [u8]>) -> Option<u32> {
+        let g = &self.g;
+        let (sig, prim, sec) = g.split(hash);
+        let (pb, sb) = (g.main(prim), g.main(sec));
+        self.mem.prefetch(sb);
+        let chng = self.mem.w(H_CHNG);
+        loop {
+            let c1 = chng.load(Acquire);
+            let mut r = self.probe_bucket(pb, sig, kb, &mut val);
+            if let Probe::Miss = r {
+                r = self.probe_bucket(sb, sig, kb, &mut val);
+            }
+            if let Probe::Miss = r {
+                if g.n_ext != 0 {
+                    r = self.probe_chain(sb, sig, kb, &mut val);
+                }
+            }
+            match r {
+                Probe::Hit(idx) => return Some(idx - 1),
+                Probe::Changed => spin_loop(),
+                Probe::Miss => {
+                    fence(Acquire);
+                    if chng.load(Relaxed) == c1 {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A consistent copy of slot `idx`'s key and value, if it holds a key.
+    pub(super) fn read_slot(&self, idx: u32) -> Option<(K, V)> {
+        let g = &self.g;
+        let sw = g.slot(idx);
+        loop {
+            let s1 = self.mem.w(sw).load(Acquire);
+            if s1 & (S_FILLING | S_LIVE) != S_LIVE {
+                return None;
+            }
+            let mut k = K::new_zeroed();
+            let mut v = V::new_zeroed();
+            read_words(&self.mem, sw + 1, k.as_mut_bytes());
+            let buf = usize::from(s1 & S_BUF != 0);
+            read_words(
+                &self.mem,
+                sw + 1 + g.key_words + buf * g.val_words,
+                v.as_mut_bytes(),
+            );
+            fence(Acquire);
+            if self.mem.w(sw).load(Relaxed) == s1 {
+                return Some((k, v));
+            }
+            spin_loop();
+        }
+    }
+}
+
+/// Iterator over a table's keys: `(position, key, value)`, from [`Hash::iter`].
+pub struct Iter<'a, K, V, H> {
+    pub(super) t: &'a Hash<K, V, H>,
+    pub(super) bucket: u32,
+    pub(super) lane: usize,
+}
+
+impl<K, V, H> fmt::Debug for Iter<'_, K, V, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Iter")
+            .field("bucket", &self.bucket)
+            .field("lane", &self.lane)
+            .finish()
+    }
+}
+
+impl<K: Plain, V: Plain, H: HashFn> Iterator for Iter<'_, K, V, H> {
+    type Item = (u32, K, V);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let t = self.t;
+        let g = &t.g;
+        // Main buckets, then every extendable bucket (free ones are empty).
+        while self.bucket < g.nb + g.n_ext {
+            let bw = g.bkt_off + self.bucket as usize * BUCKET_WORDS;
+            while self.lane < BUCKET_ENTRIES {
+                let lane = self.lane;
+                self.lane += 1;
+                let idx = t.entry_idx(bw, lane, Acquire);
+                if idx == 0 || idx > g.entries {
+                    continue;
+                }
+                if let Some((k, v)) = t.read_slot(idx) {
+                    return Some((idx - 1, k, v));
+                }
+            }
+            self.bucket += 1;
+            self.lane = 0;
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_lanes_finds_every_zero_lane() {
+        for x in [
+            0u64,
+            0xffff_ffff_ffff_ffff,
+            0x0001_0000_ffff_0000,
+            0x0000_0001_0000_0100,
+            0x8000_0000_0001_0000,
+        ] {
+            let got = zero_lanes(x);
+            for i in 0..4 {
+                if (x >> (16 * i)) as u16 == 0 {
+                    assert!(got & (1 << i) != 0, "{x:#x} lane {i}");
+                }
+            }
+        }
+        assert_eq!(zero_lanes(0xffff_ffff_ffff_ffff), 0);
+        assert_eq!(zero_lanes(0), 0xf);
+    }
+
+    #[test]
+    fn atomics_have_u64_layout() {
+        assert_eq!(size_of::<crate::sync::AtomicU64>(), 8);
+    }
+}
