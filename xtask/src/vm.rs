@@ -77,7 +77,7 @@ fn join_group(prefix: &str, runtime_dir: Option<&Path>) -> Result<procctl::Proce
 pub fn cmdline(a: CmdlineArgs) -> Result<()> {
     let p = join_group(&a.file_prefix, a.runtime_dir.as_deref())?;
     let names: Vec<&str> = a.metadata.iter().map(String::as_str).collect();
-    let q = QemuArgs::from_group(&p, &a.file_prefix, &names, a.first_slot)?;
+    let q = QemuArgs::from_process(&p, &names, a.first_slot)?;
     if a.one_line {
         println!("{}", q.shell_line());
     } else {
@@ -94,6 +94,8 @@ pub fn cmdline(a: CmdlineArgs) -> Result<()> {
 const N_HOST: usize = 200;
 /// Messages between the two guests.
 const N_VM: usize = 200;
+/// The word the host puts in the ring `grp`, which lives in the group's general segment.
+const GRP_WORD: u64 = 0x5345_474d;
 /// Objects of the host's mempool.
 const POOL_N: u32 = 63;
 /// The word the host writes in the `ctl` memzone, and the one guest a writes back.
@@ -234,19 +236,25 @@ pub fn vm_test(a: VmTestArgs) -> Result<()> {
         k == N_HOST,
         format!("{k} of {N_HOST} messages in h2g"),
     );
-    let refused = meta.add_ring(&Ring::<u64>::create(
-        &process,
-        "outside",
-        64,
-        RingFlags::empty(),
-    )?);
+    // A ring in the group's general memory: refused, unless its whole segment is exposed.
+    let grp = Ring::<u64>::create(&process, "grp", 64, RingFlags::empty())?;
+    let refused = meta.add_ring(&grp);
     host(
         "group memory refused",
-        refused.is_err(),
+        matches!(refused, Err(ivshmem_meta::MetaError::NotInDevice { .. })),
         refused
             .err()
             .map(|e| e.to_string())
             .unwrap_or("accepted!".into()),
+    );
+    let exposed = meta.add_exposing_segment(&grp);
+    host(
+        "segment exposed on request",
+        exposed.is_ok() && grp.enqueue(GRP_WORD).is_ok(),
+        match exposed {
+            Ok(()) => format!("{:?}", meta.exposed_segments()),
+            Err(e) => e.to_string(),
+        },
     );
 
     let backing = format!(
@@ -287,19 +295,29 @@ pub fn vm_test(a: VmTestArgs) -> Result<()> {
     };
     let lines: Vec<String> = printed(&[])?.lines().map(str::to_string).collect();
     let one = printed(&["--one-line"])?;
-    let expected = QemuArgs::new(
-        vec![(
-            "vmtest".into(),
-            meta.path().to_path_buf(),
-            meta.device_len(),
-        )],
-        FIRST_PCI_SLOT,
-    )?;
+    // What they must be: this device, then the exposed segment, in the next slot.
+    let mut devs = vec![(
+        "vmtest".into(),
+        meta.path().to_path_buf(),
+        meta.device_len(),
+    )];
+    for (k, (p, len)) in meta.exposed_segments().into_iter().enumerate() {
+        devs.push((format!("vmtest_s{}", k + 1), p, len));
+    }
+    let expected = QemuArgs::new(devs, FIRST_PCI_SLOT)?;
     let late = meta.add_memzone(&ctl);
+    let same = lines == expected.args() && one.trim_end() == expected.shell_line();
     host(
         "qemu-cmdline output",
-        lines == expected.args() && one.trim_end() == expected.shell_line(),
-        one.trim_end().to_string(),
+        same,
+        if same {
+            one.trim_end().to_string()
+        } else {
+            format!(
+                "printed {lines:?} / {one:?}, expected {:?}",
+                expected.args()
+            )
+        },
     );
     host(
         "sealed by qemu-cmdline",
@@ -406,14 +424,24 @@ pub fn vm_test(a: VmTestArgs) -> Result<()> {
         gw == GUEST_WORD,
         format!("{gw:#x}"),
     );
+    let back = grp.dequeue();
+    host(
+        "exposed segment used by guest",
+        back == Some(GRP_WORD + 1),
+        format!(
+            "ring grp holds {back:x?} (the guest replaces {GRP_WORD:#x} by {:#x})",
+            GRP_WORD + 1
+        ),
+    );
     host(
         "rings drained",
-        h2g.count() == 0 && a2b.count() == 0 && b2a.count() == 0,
+        [&h2g, &a2b, &b2a, &grp].iter().all(|r| r.count() == 0),
         format!(
-            "h2g {} a2b {} b2a {}",
+            "h2g {} a2b {} b2a {} grp {}",
             h2g.count(),
             a2b.count(),
-            b2a.count()
+            b2a.count(),
+            grp.count()
         ),
     );
 
@@ -466,20 +494,21 @@ pub fn vm_test(a: VmTestArgs) -> Result<()> {
     drop(ctl);
     drop(pool);
     drop(held);
+    drop(grp);
     let meta_path = meta.path().to_path_buf();
     drop(meta);
     drop(process);
     drop(huge);
 
     println!();
-    println!("{:<8} {:<26} {:<5} detail", "who", "check", "");
+    println!("{:<8} {:<30} {:<5} detail", "who", "check", "");
     let mut failed = 0;
     for r in &rows {
         if !r.ok {
             failed += 1;
         }
         println!(
-            "{:<8} {:<26} {:<5} {}",
+            "{:<8} {:<30} {:<5} {}",
             r.who,
             r.check,
             if r.ok { "PASS" } else { "FAIL" },

@@ -75,6 +75,17 @@ pub enum MetaError {
         /// The zone refused.
         zone: String,
     },
+    /// A zone in a general group segment cannot be exposed (see
+    /// `Metadata::add_exposing_segment`).
+    #[error("cannot expose zone {zone:?} through metadata {name:?}: {why}")]
+    CannotExpose {
+        /// The metadata name.
+        name: String,
+        /// The zone.
+        zone: String,
+        /// Why.
+        why: String,
+    },
     /// An object offered no zone at all.
     #[error("the object offered to metadata {name:?} occupies no zone (a ring built with Ring::model, for example); only objects in shared memory can be added")]
     NoZones {

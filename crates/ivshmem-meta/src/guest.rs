@@ -28,6 +28,8 @@ pub struct GuestDevice {
     pci: String,
     info: BlockInfo,
     map: Arc<Mapping>,
+    /// BAR2 of the devices holding the exposed group segments, in order.
+    exposed: Vec<(String, Arc<Mapping>)>,
 }
 
 impl GuestDevice {
@@ -38,6 +40,10 @@ impl GuestDevice {
     /// The validated metadata block, as read at scan time.
     pub fn info(&self) -> &BlockInfo {
         &self.info
+    }
+    /// The PCI addresses of the devices holding the group segments this metadata exposes.
+    pub fn exposed_pci(&self) -> Vec<&str> {
+        self.exposed.iter().map(|(p, _)| p.as_str()).collect()
     }
     /// Whether the host has dropped this metadata since (its data is stale: the host group
     /// ended or restarted). Read live from the device.
@@ -130,6 +136,39 @@ impl GuestZones {
                 Err(why) => g.skipped.push(SkippedDevice { pci, why }),
             }
         }
+        // Exposed group segments: the devices in the PCI slots right after their metadata's.
+        for dev in &mut g.devices {
+            for (k, x) in dev.info.exposed.iter().enumerate() {
+                let want = next_slot(&dev.pci, k + 1).ok_or_else(|| {
+                    MetaError::corrupt(&dev.pci, "PCI address", &dev.pci, "not DDDD:BB:SS.F")
+                })?;
+                let Some(i) = g.skipped.iter().position(|s| s.pci == want) else {
+                    return Err(MetaError::corrupt(
+                        &dev.pci,
+                        "exposed segment",
+                        k + 1,
+                        format!("its device {want} is missing; give the VM every device qemu-cmdline prints, in order"),
+                    ));
+                };
+                let bar = dir.join(&want).join("resource2");
+                let map = open_bar(&bar)
+                    .and_then(|f| {
+                        let len = f.metadata()?.len();
+                        if len != x.len {
+                            return Err(std::io::Error::other(format!(
+                                "BAR2 is {len} bytes, the metadata says {}",
+                                x.len
+                            )));
+                        }
+                        Mapping::map_file(&f, len as usize)
+                    })
+                    .map_err(|e| {
+                        MetaError::corrupt(&dev.pci, "exposed segment", &want, e.to_string())
+                    })?;
+                g.skipped.remove(i);
+                dev.exposed.push((want, Arc::new(map)));
+            }
+        }
         Ok(g)
     }
 
@@ -169,6 +208,7 @@ impl GuestZones {
             pci: pci.into(),
             info,
             map,
+            exposed: Vec::new(),
         }))
     }
 
@@ -205,6 +245,23 @@ impl GuestZones {
     }
 }
 
+/// Where a zone lives, as a guest numbers devices: metadata `i`'s own device is segment
+/// `i * 5`, its exposed segments `i * 5 + k`.
+fn shm_offset(i: usize, e: &EntryInfo) -> ShmOffset {
+    ShmOffset::new(
+        (i * (crate::layout::MAX_EXPOSED + 1)) as u32 + e.device,
+        e.offset,
+    )
+}
+
+/// `DDDD:BB:SS.F` with the slot moved on by `k`.
+fn next_slot(pci: &str, k: usize) -> Option<String> {
+    let (head, rest) = pci.rsplit_once(':')?;
+    let (slot, func) = rest.split_once('.')?;
+    let s = usize::from_str_radix(slot, 16).ok()? + k;
+    (s < 32).then(|| format!("{head}:{s:02x}.{func}"))
+}
+
 impl Zones for GuestZones {
     /// Refused: a guest cannot reserve zones.
     fn reserve(&self, _req: &ZoneRequest<'_>) -> Result<Zone, ZoneError> {
@@ -216,13 +273,17 @@ impl Zones for GuestZones {
     fn lookup(&self, name: &str) -> Result<Zone, ZoneError> {
         let (i, e) = self.find(name)?;
         let d = &self.devices[i];
-        // Validated: offset + len <= device length == mapping length, both fit usize.
-        Ok(d.map.zone(
+        let map = match e.device {
+            0 => &d.map,
+            k => &d.exposed[k as usize - 1].1,
+        };
+        // Validated: offset + len <= the device's length == its mapping's length, all fit usize.
+        Ok(map.zone(
             &e.name,
             e.kind,
             e.offset as usize,
             e.len as usize,
-            ShmOffset::new(i as u32, e.offset),
+            shm_offset(i, e),
         ))
     }
 
@@ -242,7 +303,7 @@ impl Zones for GuestZones {
                     name: e.name.clone(),
                     kind: e.kind,
                     len: e.len as usize,
-                    offset: ShmOffset::new(i as u32, e.offset),
+                    offset: shm_offset(i, e),
                     owner: MemberId::OUTSIDER,
                 })
             })

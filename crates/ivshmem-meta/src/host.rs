@@ -14,8 +14,8 @@ use shmconfig::{
 
 use crate::error::MetaError;
 use crate::layout::{
-    self, ent, entry_at, hdr, state, ElementInfo, EntryInfo, ENTRY_LEN, MAX_ENTRIES, META_LEN,
-    META_NAME_MAX, MIN_DEVICE_LEN,
+    self, ent, entry_at, hdr, state, ElementInfo, EntryInfo, ExposedSegment, ENTRY_LEN,
+    MAX_ENTRIES, MAX_EXPOSED, META_LEN, META_NAME_MAX, MIN_DEVICE_LEN,
 };
 use crate::qemu::QemuArgs;
 use crate::raw::{self, Mapping};
@@ -103,6 +103,9 @@ pub struct GroupInfo {
     pub backing: BackingKind,
     /// Page size of `dir`.
     pub page_size: u64,
+    /// The group's segment files, by segment index (`ShmOffset::segment`): what
+    /// [`Metadata::add_exposing_segment`] may expose. Empty: nothing can be exposed.
+    pub segments: Vec<PathBuf>,
 }
 
 impl GroupInfo {
@@ -124,6 +127,11 @@ impl GroupInfo {
             dir,
             backing,
             page_size,
+            segments: if process.in_memory() {
+                Vec::new()
+            } else {
+                process.segment_paths()
+            },
         }
     }
 }
@@ -185,6 +193,15 @@ struct LocalEntry {
 struct Local {
     /// Entry slots as the host knows them (index = slot in the shared table).
     slots: Vec<Option<LocalEntry>>,
+    /// Group segments exposed whole, with their files (device k = `exposed[k - 1]`).
+    exposed: Vec<(ExposedSegment, PathBuf)>,
+}
+
+impl Local {
+    /// The live entries of the metadata's own device.
+    fn own(&self) -> impl Iterator<Item = &LocalEntry> {
+        self.slots.iter().flatten().filter(|e| e.info.device == 0)
+    }
 }
 
 /// A named IVSHMEM metadata: one device (a power-of-two backing file) holding a versioned
@@ -212,6 +229,7 @@ pub struct Metadata<'g> {
     member: MemberId,
     liveness: Arc<dyn Liveness>,
     slot_zone: String,
+    segments: Vec<PathBuf>,
     local: Mutex<Local>,
 }
 
@@ -381,8 +399,10 @@ impl<'g> Metadata<'g> {
             member: group.member(),
             liveness: group.liveness(),
             slot_zone: slot_zone(slot),
+            segments: info.segments.clone(),
             local: Mutex::new(Local {
                 slots: vec![None; MAX_ENTRIES],
+                exposed: Vec::new(),
             }),
         })
     }
@@ -480,9 +500,35 @@ impl<'g> Metadata<'g> {
 
     /// Publish every zone of `obj`. All or nothing: refused if the metadata is sealed
     /// ([`MetaError::Sealed`]), if a zone does not live in this device
-    /// ([`MetaError::NotInDevice`]: memory of the group's general segments is never exposed this
-    /// way), or if a zone was added before ([`MetaError::AlreadyAdded`]).
+    /// ([`MetaError::NotInDevice`]: memory of the group's general segments is exposed only by
+    /// [`Metadata::add_exposing_segment`]), or if a zone was added before
+    /// ([`MetaError::AlreadyAdded`]).
     pub fn add(&self, obj: &(impl Occupant + ?Sized)) -> Result<(), MetaError> {
+        self.add_inner(obj, false)
+    }
+
+    /// Like [`Metadata::add`], and a zone that lives in one of the group's general segments
+    /// exposes **that whole segment** to the VM as another ivshmem device (given to QEMU right
+    /// after this metadata's device): the VM can then read and write everything in it, every
+    /// other process's zones included. Only for callers who mean it.
+    ///
+    /// Refused when the segment has no file (`--in-memory`), when its size is not a power of
+    /// two (QEMU aborts on such a BAR; start the group with a power-of-two `-m`), or past
+    /// [`layout::MAX_EXPOSED`] segments per metadata.
+    pub fn add_exposing_segment(&self, obj: &(impl Occupant + ?Sized)) -> Result<(), MetaError> {
+        self.add_inner(obj, true)
+    }
+
+    /// The group segments this metadata exposes whole: `(file, length)` in device order.
+    pub fn exposed_segments(&self) -> Vec<(PathBuf, u64)> {
+        self.lock()
+            .exposed
+            .iter()
+            .map(|(x, p)| (p.clone(), x.len))
+            .collect()
+    }
+
+    fn add_inner(&self, obj: &(impl Occupant + ?Sized), expose: bool) -> Result<(), MetaError> {
         let zones = obj.occupied_zones();
         if zones.is_empty() {
             return Err(MetaError::NoZones {
@@ -495,7 +541,14 @@ impl<'g> Metadata<'g> {
                 name: self.name.clone(),
             });
         }
-        let mut slots = Vec::with_capacity(zones.len());
+        let already = |z: &Zone| MetaError::AlreadyAdded {
+            name: self.name.clone(),
+            zone: z.name().into(),
+        };
+        // Plan first (nothing changes until every zone is accepted).
+        let mut publish: Vec<usize> = Vec::new();
+        let mut new_exposed: Vec<(ExposedSegment, PathBuf)> = Vec::new();
+        let mut new_entries: Vec<EntryInfo> = Vec::new();
         for z in &zones {
             let not_in = || MetaError::NotInDevice {
                 name: self.name.clone(),
@@ -503,33 +556,142 @@ impl<'g> Metadata<'g> {
             };
             let base = self.map.base() as usize;
             let p = z.as_ptr() as usize;
-            if p < base + META_LEN || p >= base + self.map.len() {
+            if p >= base + META_LEN && p < base + self.map.len() {
+                let off = (p - base) as u64;
+                let i = local
+                    .slots
+                    .iter()
+                    .position(|e| {
+                        e.as_ref().is_some_and(|e| {
+                            e.info.device == 0
+                                && e.info.name == z.name()
+                                && e.info.offset == off
+                                && e.info.len == z.len() as u64
+                        })
+                    })
+                    .ok_or_else(not_in)?;
+                if local.slots[i].as_ref().is_some_and(|e| e.published) || publish.contains(&i) {
+                    return Err(already(z));
+                }
+                publish.push(i);
+                continue;
+            }
+            if !expose {
                 return Err(not_in());
             }
-            let off = (p - base) as u64;
-            let i = local
-                .slots
-                .iter()
-                .position(|e| {
-                    e.as_ref().is_some_and(|e| {
-                        e.info.name == z.name()
-                            && e.info.offset == off
-                            && e.info.len == z.len() as u64
-                    })
-                })
-                .ok_or_else(not_in)?;
-            if local.slots[i].as_ref().is_some_and(|e| e.published) || slots.contains(&i) {
-                return Err(MetaError::AlreadyAdded {
+            // It must be a zone of the group (not of another metadata's device, say).
+            match self.group.lookup(z.name()) {
+                Ok(g)
+                    if g.as_ptr() == z.as_ptr()
+                        && g.len() == z.len()
+                        && g.offset() == z.offset() => {}
+                _ => return Err(not_in()),
+            }
+            let seg = z.offset().segment;
+            let path = self
+                .segments
+                .get(seg as usize)
+                .cloned()
+                .ok_or_else(|| MetaError::CannotExpose {
                     name: self.name.clone(),
                     zone: z.name().into(),
+                    why: format!("segment {seg} of the group has no backing file (an --in-memory group, or not a group zone)"),
+                })?;
+            let len = std::fs::metadata(&path)
+                .map_err(|source| MetaError::Io {
+                    what: "inspecting segment",
+                    path: path.clone(),
+                    source,
+                })?
+                .len();
+            if !len.is_power_of_two() {
+                return Err(MetaError::CannotExpose {
+                    name: self.name.clone(),
+                    zone: z.name().into(),
+                    why: format!("its segment {} is {len} bytes, not a power of two, and QEMU refuses such a BAR; start the group with a power-of-two -m", path.display()),
                 });
             }
-            slots.push(i);
+            let off = z.offset().offset;
+            if off.checked_add(z.len() as u64).is_none_or(|e| e > len) {
+                return Err(not_in());
+            }
+            let known: Vec<u32> = local
+                .exposed
+                .iter()
+                .chain(new_exposed.iter())
+                .map(|(x, _)| x.segment)
+                .collect();
+            let device = match known.iter().position(|&k| k == seg) {
+                Some(k) => k as u32 + 1,
+                None if known.len() < MAX_EXPOSED => {
+                    new_exposed.push((ExposedSegment { len, segment: seg }, path));
+                    (known.len() + 1) as u32
+                }
+                None => {
+                    return Err(MetaError::CannotExpose {
+                        name: self.name.clone(),
+                        zone: z.name().into(),
+                        why: format!("the metadata already exposes {MAX_EXPOSED} segments"),
+                    })
+                }
+            };
+            let dup = |e: &EntryInfo| e.device == device && e.offset == off && e.name == z.name();
+            if local.slots.iter().flatten().any(|e| dup(&e.info)) || new_entries.iter().any(dup) {
+                return Err(already(z));
+            }
+            new_entries.push(EntryInfo {
+                name: z.name().into(),
+                device,
+                kind: z.kind(),
+                offset: off,
+                len: z.len() as u64,
+                align: if off == 0 {
+                    4096
+                } else {
+                    (1u64 << off.trailing_zeros()).min(4096)
+                },
+                elem: ElementInfo::default(),
+            });
         }
+        let free: Vec<usize> = local
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.is_none())
+            .map(|(i, _)| i)
+            .take(new_entries.len())
+            .collect();
+        if free.len() < new_entries.len() {
+            return Err(MetaError::EntriesFull {
+                name: self.name.clone(),
+                max: MAX_ENTRIES,
+            });
+        }
+        // Commit.
         let elem = obj.element_info();
-        for (n, &i) in slots.iter().enumerate() {
+        for (x, path) in new_exposed {
+            let k = local.exposed.len();
+            let (o, b) = layout::encode_exposed(k, &x);
+            self.map.write(o, &b);
+            local.exposed.push((x, path));
+            self.map
+                .atomic_u32(hdr::EXPOSED_COUNT)
+                .store(local.exposed.len() as u32, Ordering::Release);
+        }
+        let first_zone = zones[0].name().to_string();
+        for (mut info, i) in new_entries.into_iter().zip(free) {
+            if info.name == first_zone && elem != ElementInfo::default() {
+                info.elem = elem;
+            }
+            self.write_entry(i, &info, state::PUBLISHED);
+            local.slots[i] = Some(LocalEntry {
+                info,
+                published: true,
+            });
+        }
+        for &i in &publish {
             let e = local.slots[i].as_mut().expect("checked above");
-            if n == 0 && elem != ElementInfo::default() {
+            if e.info.name == first_zone && elem != ElementInfo::default() {
                 e.info.elem = elem;
                 let eb = layout::encode_entry(&e.info);
                 let o = entry_at(i) + ent::ELEM_SIZE;
@@ -651,12 +813,7 @@ impl Zones for MetaZones<'_> {
             .ok_or(ZoneError::TableFull(MAX_ENTRIES))?;
         let align = req.align.max(64) as u64;
         let len = req.len as u64;
-        let mut live: Vec<(u64, u64)> = local
-            .slots
-            .iter()
-            .flatten()
-            .map(|e| (e.info.offset, e.info.len))
-            .collect();
+        let mut live: Vec<(u64, u64)> = local.own().map(|e| (e.info.offset, e.info.len)).collect();
         live.sort_unstable();
         let end = m.map.len() as u64;
         let mut cursor = META_LEN as u64;
@@ -681,6 +838,7 @@ impl Zones for MetaZones<'_> {
         m.map.zero(offset as usize, req.len);
         let info = EntryInfo {
             name: req.name.into(),
+            device: 0,
             kind: req.kind,
             offset,
             len,
@@ -698,13 +856,11 @@ impl Zones for MetaZones<'_> {
 
     fn lookup(&self, name: &str) -> Result<Zone, ZoneError> {
         let local = self.meta.lock();
-        local
-            .slots
-            .iter()
-            .flatten()
+        let z = local
+            .own()
             .find(|e| e.info.name == name)
-            .map(|e| self.meta.zone_of(&e.info))
-            .ok_or_else(|| ZoneError::NotFound(name.into()))
+            .map(|e| self.meta.zone_of(&e.info));
+        z.ok_or_else(|| ZoneError::NotFound(name.into()))
     }
 
     fn free(&self, name: &str) -> Result<(), ZoneError> {
@@ -713,7 +869,10 @@ impl Zones for MetaZones<'_> {
         let i = local
             .slots
             .iter()
-            .position(|e| e.as_ref().is_some_and(|e| e.info.name == name))
+            .position(|e| {
+                e.as_ref()
+                    .is_some_and(|e| e.info.device == 0 && e.info.name == name)
+            })
             .ok_or_else(|| ZoneError::NotFound(name.into()))?;
         if local.slots[i].as_ref().is_some_and(|e| e.published) {
             return Err(ZoneError::Unsupported(
@@ -730,7 +889,7 @@ impl Zones for MetaZones<'_> {
     fn list(&self) -> Vec<ZoneInfo> {
         let mut v: Vec<&LocalEntry> = Vec::new();
         let local = self.meta.lock();
-        v.extend(local.slots.iter().flatten());
+        v.extend(local.own());
         v.sort_by_key(|e| e.info.offset);
         v.iter()
             .map(|e| ZoneInfo {

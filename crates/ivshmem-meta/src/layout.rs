@@ -22,11 +22,15 @@
 //! | 72 | name length | u32 |
 //! | 80 | name (UTF-8, zero padded) | `[u8; 64]` |
 //! | 144 | host pid | u32 |
+//! | 152 | exposed group segments (0..=4) | u32 |
+//! | 160 | exposed segment records: length u64, group segment index u32, reserved u32 | `[[u8; 16]; 4]` |
 //!
 //! An entry: name `[u8; 64]` @0, name length u32 @64, kind u32 @68 (`shmconfig::ZoneKind`),
-//! offset from the device start u64 @72, length u64 @80, alignment u32 @88, state u32 @92
+//! offset from the start of its device u64 @72, length u64 @80, alignment u32 @88, state u32 @92
 //! (0 empty, 1 reserved by the host, 2 published to guests, 3 freed), element size u32 @96,
-//! element count u32 @100, element type id u64 @104. Guests see only published entries.
+//! element count u32 @100, element type id u64 @104, device u32 @112 (0: this device; k: the
+//! k-th exposed group segment, which QEMU gives the guest as the device in the next PCI slot
+//! but k-1). Guests see only published entries.
 
 use shmconfig::{ZoneKind, ZONE_NAME_MAX};
 
@@ -50,8 +54,13 @@ pub const META_NAME_MAX: usize = 31;
 pub const MIN_DEVICE_LEN: u64 = 2 * META_LEN as u64;
 /// Largest alignment an entry may claim (a 1 GiB page).
 pub const MAX_ALIGN: u64 = 1 << 30;
+/// Most group segments one metadata may expose whole (see `Metadata::add_exposing_segment`).
+pub const MAX_EXPOSED: usize = 4;
+/// Largest device (1 TiB).
+pub const MAX_DEVICE_LEN: u64 = 1 << 40;
 
 const _: () = assert!(HEADER_LEN + MAX_ENTRIES * ENTRY_LEN <= META_LEN);
+const _: () = assert!(hdr::EXPOSED + MAX_EXPOSED * hdr::EXPOSED_LEN <= HEADER_LEN);
 
 /// Header field offsets.
 pub(crate) mod hdr {
@@ -71,6 +80,9 @@ pub(crate) mod hdr {
     pub const NAME_LEN: usize = 72;
     pub const NAME: usize = 80;
     pub const HOST_PID: usize = 144;
+    pub const EXPOSED_COUNT: usize = 152;
+    pub const EXPOSED: usize = 160;
+    pub const EXPOSED_LEN: usize = 16;
 }
 
 /// Entry field offsets.
@@ -85,6 +97,7 @@ pub(crate) mod ent {
     pub const ELEM_SIZE: usize = 96;
     pub const ELEM_COUNT: usize = 100;
     pub const TYPE_ID: usize = 104;
+    pub const DEVICE: usize = 112;
 }
 
 /// Entry states.
@@ -103,7 +116,7 @@ pub(crate) const fn entry_at(i: usize) -> usize {
 /// A fingerprint of this layout: FNV-1a over a description of every field's place, so a reader
 /// built from a different layout with the same version number is still refused.
 pub const fn fingerprint() -> u64 {
-    const DESC: &[u8] = b"HSIVSHMD v1 hdr256 magic0 ver8 hlen12 fp16 gen24 dlen32 doff40 eoff48 elen52 eslots56 ecount60 sealed64 retired68 nlen72 name80/64 pid144 | entry128 name0/64 nlen64 kind68 off72 len80 align88 state92 esize96 ecount100 type104 | slots128 meta32768";
+    const DESC: &[u8] = b"HSIVSHMD v1 hdr256 magic0 ver8 hlen12 fp16 gen24 dlen32 doff40 eoff48 elen52 eslots56 ecount60 sealed64 retired68 nlen72 name80/64 pid144 xcount152 x160/16x4(len0 seg8) | entry128 name0/64 nlen64 kind68 off72 len80 align88 state92 esize96 ecount100 type104 dev112 | slots128 meta32768";
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut i = 0;
     while i < DESC.len() {
@@ -125,11 +138,22 @@ pub struct ElementInfo {
     pub type_id: u64,
 }
 
+/// A group segment exposed whole by a metadata (it becomes another ivshmem device).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExposedSegment {
+    /// Its length (a power of two).
+    pub len: u64,
+    /// Its index in the host group's segment table.
+    pub segment: u32,
+}
+
 /// One zone of a device, as recorded in its entry table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntryInfo {
     /// The zone's name.
     pub name: String,
+    /// Which device holds it: 0 for the metadata's own, `k` for the k-th exposed segment.
+    pub device: u32,
     /// What it holds.
     pub kind: ZoneKind,
     /// Byte offset from the start of the device (BAR2).
@@ -157,6 +181,8 @@ pub struct BlockInfo {
     pub retired: bool,
     /// The host process that created it.
     pub host_pid: u32,
+    /// Group segments exposed whole, in order (entry `device` k is `exposed[k - 1]`).
+    pub exposed: Vec<ExposedSegment>,
     /// The published entries, in table order.
     pub entries: Vec<EntryInfo>,
 }
@@ -205,7 +231,16 @@ pub(crate) fn encode_entry(e: &EntryInfo) -> Vec<u8> {
     put_u32(&mut b, ent::ELEM_SIZE, e.elem.size);
     put_u32(&mut b, ent::ELEM_COUNT, e.elem.count);
     put_u64(&mut b, ent::TYPE_ID, e.elem.type_id);
+    put_u32(&mut b, ent::DEVICE, e.device);
     b
+}
+
+/// The bytes of exposed-segment record `k` (0-based) and its offset in the header.
+pub(crate) fn encode_exposed(k: usize, x: &ExposedSegment) -> (usize, Vec<u8>) {
+    let mut b = vec![0u8; hdr::EXPOSED_LEN];
+    put_u64(&mut b, 0, x.len);
+    put_u32(&mut b, 8, x.segment);
+    (hdr::EXPOSED + k * hdr::EXPOSED_LEN, b)
 }
 
 /// Whether `bytes` starts with the hugeshare magic (a device of ours, or a foreign one).
@@ -371,6 +406,32 @@ pub fn validate(device: &str, bytes: &[u8], device_len: u64) -> Result<BlockInfo
         u32_at(bytes, hdr::NAME_LEN),
         META_NAME_MAX,
     )?;
+    let nexp = u32_at(bytes, hdr::EXPOSED_COUNT) as usize;
+    if nexp > MAX_EXPOSED {
+        return Err(MetaError::corrupt(
+            device,
+            "exposed segments",
+            nexp,
+            format!("at most {MAX_EXPOSED}"),
+        ));
+    }
+    let mut exposed = Vec::with_capacity(nexp);
+    for k in 0..nexp {
+        let o = hdr::EXPOSED + k * hdr::EXPOSED_LEN;
+        let len = u64_at(bytes, o);
+        if !len.is_power_of_two() || !(4096..=MAX_DEVICE_LEN).contains(&len) {
+            return Err(MetaError::corrupt(
+                device,
+                "exposed segment length",
+                format!("{len} (record {k})"),
+                "must be a power of two from 4 KiB to 1 TiB",
+            ));
+        }
+        exposed.push(ExposedSegment {
+            len,
+            segment: u32_at(bytes, o + 8),
+        });
+    }
     let mut entries: Vec<EntryInfo> = Vec::new();
     for i in 0..count {
         let e = &bytes[entry_at(i)..entry_at(i) + ENTRY_LEN];
@@ -402,6 +463,19 @@ pub fn validate(device: &str, bytes: &[u8], device_len: u64) -> Result<BlockInfo
             .ok_or_else(|| at("entry kind", kind_raw.into(), "not a known zone kind"))?;
         let offset = u64_at(e, ent::OFFSET);
         let len = u64_at(e, ent::LEN);
+        let dev = u32_at(e, ent::DEVICE);
+        if dev as usize > nexp {
+            return Err(at(
+                "entry device",
+                dev.into(),
+                "names an exposed segment the header does not list",
+            ));
+        }
+        let (start, dev_end) = if dev == 0 {
+            (META_LEN as u64, dlen)
+        } else {
+            (0, exposed[dev as usize - 1].len)
+        };
         let align = u64::from(u32_at(e, ent::ALIGN));
         if !align.is_power_of_two() || align > MAX_ALIGN {
             return Err(at(
@@ -413,7 +487,7 @@ pub fn validate(device: &str, bytes: &[u8], device_len: u64) -> Result<BlockInfo
         if len == 0 {
             return Err(at("entry length", len, "must not be zero"));
         }
-        if offset < META_LEN as u64 {
+        if offset < start {
             return Err(at(
                 "entry offset",
                 offset,
@@ -428,7 +502,7 @@ pub fn validate(device: &str, bytes: &[u8], device_len: u64) -> Result<BlockInfo
             ));
         }
         match offset.checked_add(len) {
-            Some(end) if end <= dlen => {}
+            Some(end) if end <= dev_end => {}
             _ => {
                 return Err(at(
                     "entry length",
@@ -445,7 +519,7 @@ pub fn validate(device: &str, bytes: &[u8], device_len: u64) -> Result<BlockInfo
         }
         if let Some(x) = entries
             .iter()
-            .find(|x| offset < x.offset + x.len && x.offset < offset + len)
+            .find(|x| x.device == dev && offset < x.offset + x.len && x.offset < offset + len)
         {
             return Err(MetaError::corrupt(
                 device,
@@ -456,6 +530,7 @@ pub fn validate(device: &str, bytes: &[u8], device_len: u64) -> Result<BlockInfo
         }
         entries.push(EntryInfo {
             name: ename,
+            device: dev,
             kind,
             offset,
             len,
@@ -474,6 +549,7 @@ pub fn validate(device: &str, bytes: &[u8], device_len: u64) -> Result<BlockInfo
         sealed,
         retired,
         host_pid: u32_at(bytes, hdr::HOST_PID),
+        exposed,
         entries,
     })
 }

@@ -39,6 +39,6 @@ pub use host::{
     check_meta_name, registered, registry_zone, GroupInfo, MetaOptions, MetaZones, Metadata,
     Occupant, Registered,
 };
-pub use layout::{BlockInfo, ElementInfo, EntryInfo};
+pub use layout::{BlockInfo, ElementInfo, EntryInfo, ExposedSegment};
 pub use qemu::{QemuArgs, QemuDevice, FIRST_PCI_SLOT};
 pub use raw::atomic_u64;

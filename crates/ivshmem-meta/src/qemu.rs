@@ -68,7 +68,17 @@ impl QemuArgs {
             });
         }
         for (name, _, size) in &devices {
-            crate::host::check_meta_name(name)?;
+            if name.is_empty()
+                || name.len() > 48
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                return Err(MetaError::BadName {
+                    name: name.clone(),
+                    why: "a device name is 1 to 48 characters from A-Z a-z 0-9 _ -",
+                });
+            }
             if !size.is_power_of_two() {
                 return Err(MetaError::BadOptions(format!(
                     "device {name}: size {size} is not a power of two (QEMU aborts on such a BAR)"
@@ -89,29 +99,58 @@ impl QemuArgs {
         })
     }
 
-    /// The arguments of metadata created in this process, sealing each.
+    /// The arguments of metadata created in this process, sealing each. A metadata's exposed
+    /// group segments follow its own device, named `<name>_s1`, `<name>_s2`, ...
     pub fn for_metadata(metas: &[&Metadata<'_>]) -> Result<Self, MetaError> {
-        let a = Self::new(
-            metas
-                .iter()
-                .map(|m| (m.name().to_string(), m.path().to_path_buf(), m.device_len()))
-                .collect(),
-            FIRST_PCI_SLOT,
-        )?;
+        let mut devs = Vec::new();
+        for m in metas {
+            devs.push((m.name().to_string(), m.path().to_path_buf(), m.device_len()));
+            for (k, (path, len)) in m.exposed_segments().into_iter().enumerate() {
+                devs.push((format!("{}_s{}", m.name(), k + 1), path, len));
+            }
+        }
+        let a = Self::new(devs, FIRST_PCI_SLOT)?;
         for m in metas {
             m.seal();
         }
         Ok(a)
     }
 
-    /// The arguments of metadata registered in a running group (by any of its processes),
-    /// found through the group's registry; each device's block is checked and sealed, so its
-    /// creator refuses further additions.
+    /// The arguments of metadata registered in the running group `process` belongs to (created
+    /// by any of its processes), found through the group's registry; each device's block is
+    /// checked and sealed, so its creator refuses further additions. What `cargo xtask
+    /// qemu-cmdline` prints.
+    pub fn from_process(
+        process: &procctl::Process,
+        names: &[&str],
+        first_slot: u8,
+    ) -> Result<Self, MetaError> {
+        let segs = if process.in_memory() {
+            Vec::new()
+        } else {
+            process.segment_paths()
+        };
+        Self::from_registry(process, process.prefix(), names, first_slot, &segs)
+    }
+
+    /// Like [`QemuArgs::from_process`] for any [`Zones`] of a group (tests use
+    /// `shmconfig::LocalZones`); a metadata that exposes group segments is refused here, since
+    /// their files are not known.
     pub fn from_group(
         group: &dyn Zones,
         prefix: &str,
         names: &[&str],
         first_slot: u8,
+    ) -> Result<Self, MetaError> {
+        Self::from_registry(group, prefix, names, first_slot, &[])
+    }
+
+    fn from_registry(
+        group: &dyn Zones,
+        prefix: &str,
+        names: &[&str],
+        first_slot: u8,
+        segments: &[PathBuf],
     ) -> Result<Self, MetaError> {
         let mut devs = Vec::new();
         for name in names {
@@ -157,8 +196,30 @@ impl QemuArgs {
                     format!("the registry names it {name:?}"),
                 ));
             }
+            let mut extra = Vec::new();
+            for (k, x) in info.exposed.iter().enumerate() {
+                let path = segments.get(x.segment as usize).ok_or_else(|| {
+                    MetaError::corrupt(
+                        &dev,
+                        "exposed segment",
+                        x.segment,
+                        "the group has no such segment file here",
+                    )
+                })?;
+                let flen = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+                if flen != x.len {
+                    return Err(MetaError::corrupt(
+                        &dev,
+                        "exposed segment length",
+                        x.len,
+                        format!("{} is {flen} bytes", path.display()),
+                    ));
+                }
+                extra.push((format!("{name}_s{}", k + 1), path.clone(), x.len));
+            }
             map.atomic_u32(hdr::SEALED).store(1, Ordering::Release);
             devs.push((name.to_string(), r.path, len));
+            devs.extend(extra);
         }
         Self::new(devs, first_slot)
     }

@@ -31,6 +31,7 @@ impl Scratch {
             dir: self.0.clone(),
             backing: BackingKind::Shm,
             page_size: 4096,
+            segments: Vec::new(),
         }
     }
     /// A fake /sys/bus/pci/devices with `files` as ivshmem devices 0000:00:10.0, 11.0, ...
@@ -413,7 +414,7 @@ fn two_devices_and_foreign_and_damaged_ones() {
     assert_eq!(guest.skipped()[0].pci, "0000:00:11.0");
     assert!(Ring::<u64>::lookup(&guest, "ra").is_ok());
     let rb_g = Ring::<u64>::lookup(&guest, "rb").unwrap();
-    assert_eq!(rb_g.zone().unwrap().offset().segment, 1);
+    assert_eq!(rb_g.zone().unwrap().offset().segment, 5);
 
     // Same zone name on two devices: refused as ambiguous.
     let c = Metadata::create_in(&group, &s.info(), "c", &small()).unwrap();
@@ -483,7 +484,7 @@ fn a_guest_takes_and_returns_mempool_objects_without_caches() {
     use rte_mempool::{Mempool, MempoolParams, Obj};
     let s = Scratch::new("mempool");
     let group = LocalZones::new();
-    let m = Metadata::create_in(&group, &s.info(), "vm0", &small()).unwrap();
+    let m = Metadata::create_in(&group, &s.info(), "vm0", &MetaOptions::default()).unwrap();
     let mp = Mempool::create(
         &m.zones(),
         "pool",
@@ -519,4 +520,72 @@ fn a_guest_takes_and_returns_mempool_objects_without_caches() {
         mp.put(mp.obj(gp.index_of(*o).unwrap()).unwrap());
     }
     assert!(mp.is_full());
+}
+
+#[test]
+fn a_general_segment_is_exposed_only_when_asked() {
+    let rt = Scratch::new("expose");
+    let prefix = format!("ivx{}", std::process::id());
+    let (primary, _) = procctl::Process::from_args([
+        "--proc-type=primary".to_string(),
+        format!("--file-prefix={prefix}"),
+        "--no-huge".into(),
+        "-m".into(),
+        "8".into(),
+        format!("--runtime-dir={}", rt.0.display()),
+    ])
+    .unwrap();
+    let m = Metadata::create_with(&primary, "vm0", &small()).unwrap();
+    let grp = Ring::<u64>::create(&primary, "grp", 64, RingFlags::empty()).unwrap();
+    let e = m.add_ring(&grp).unwrap_err();
+    assert!(matches!(e, MetaError::NotInDevice { .. }), "{e}");
+    let seg_len = std::fs::metadata(&primary.segment_paths()[0])
+        .unwrap()
+        .len();
+    if !seg_len.is_power_of_two() {
+        let e = m.add_exposing_segment(&grp).unwrap_err();
+        assert!(matches!(e, MetaError::CannotExpose { .. }), "{e}");
+        eprintln!("NOTICE: the group's segment is {seg_len} bytes (not a power of two): only the refusal was tested");
+        return;
+    }
+    m.add_exposing_segment(&grp).unwrap();
+    let e = m.add_exposing_segment(&grp).unwrap_err();
+    assert!(matches!(e, MetaError::AlreadyAdded { .. }), "{e}");
+    // A zone of another metadata is not a group segment.
+    let other = Metadata::create_with(&primary, "vm1", &small()).unwrap();
+    let oz = other
+        .zones()
+        .reserve(&ZoneRequest::new("oz", 64, ZoneKind::Memzone))
+        .unwrap();
+    let e = m.add_exposing_segment(&oz).unwrap_err();
+    assert!(matches!(e, MetaError::NotInDevice { .. }), "{e}");
+    let seg = primary.segment_paths()[0].clone();
+    assert_eq!(m.exposed_segments(), [(seg.clone(), seg_len)]);
+
+    // The arguments give the segment as the next device.
+    let q = QemuArgs::from_process(&primary, &["vm0"], 0x10).unwrap();
+    let d = q.devices();
+    assert_eq!(d.len(), 2);
+    assert_eq!(
+        (d[1].name.as_str(), d[1].slot, d[1].size),
+        ("vm0_s1", 0x11, seg_len)
+    );
+    assert_eq!(d[1].path, seg);
+    assert!(QemuArgs::from_group(&primary, &prefix, &["vm0"], 0x10).is_err());
+
+    grp.enqueue(41).unwrap();
+    let guest = GuestZones::scan_dir(&rt.sysfs(&[m.path(), &seg])).unwrap();
+    assert_eq!(guest.devices()[0].exposed_pci(), ["0000:00:11.0"]);
+    assert!(guest.skipped().is_empty());
+    let g = Ring::<u64>::lookup(&guest, "grp").unwrap();
+    assert_eq!(g.dequeue(), Some(41));
+    g.enqueue(42).unwrap();
+    assert_eq!(grp.dequeue(), Some(42));
+    // Without the segment's device, the guest says which one is missing.
+    let e = GuestZones::scan_dir(&rt.sysfs(&[m.path()])).unwrap_err();
+    assert!(e.to_string().contains("0000:00:11.0"), "{e}");
+    drop(other);
+    drop(m);
+    drop(grp);
+    drop(primary);
 }

@@ -47,6 +47,7 @@ fn valid_block() -> Vec<u8> {
         dir: dir.clone(),
         backing: BackingKind::Shm,
         page_size: 4096,
+        segments: Vec::new(),
     };
     let group = LocalZones::new();
     let opts = MetaOptions {

@@ -265,6 +265,22 @@ fn role_a(rep: &mut Report, guest: &GuestZones, n: usize, m: usize, pool_n: usiz
             ))
         })(),
     );
+    // A ring in the host group's general segment, which the host exposed on purpose.
+    rep.check(
+        "exposed-segment",
+        (|| -> Result<String, String> {
+            let grp = Ring::<u64>::lookup(guest, "grp").map_err(|e| e.to_string())?;
+            let v = dequeue_n(&grp, 1)?[0];
+            if v != 0x5345_474d {
+                return Err(format!("got {v:#x}"));
+            }
+            grp.enqueue(v + 1).map_err(|_| "ring full".to_string())?;
+            let pci = guest.devices()[0].exposed_pci().join(",");
+            Ok(format!(
+                "ring grp in the group segment at {pci}: read {v:#x}, answered"
+            ))
+        })(),
+    );
     // Guest to guest.
     rep.check(
         "vm-to-vm",
