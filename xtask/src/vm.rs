@@ -638,7 +638,8 @@ fn fetch_kernel(cache: &Path) -> Result<PathBuf> {
         );
     }
     std::fs::rename(&tmp, &vmlinux)?;
-    let _ = std::fs::remove_dir_all(&tree);
+    // Only the vmlinux is kept; the packages (~70 MB) are fetched again if it is ever removed.
+    let _ = std::fs::remove_dir_all(&debs);
     Ok(vmlinux)
 }
 

@@ -5,7 +5,9 @@
 //! group's hugetlbfs directory, or `/dev/shm`) holding a versioned metadata block ([`layout`])
 //! and a data area. Objects meant for a VM are created *inside* it through
 //! [`Metadata::zones`] and published with [`Metadata::add`] (or `add_ring`, `add_memzone`), so
-//! the VM sees exactly what was added and nothing of the rest of the group.
+//! the VM sees exactly what was added and nothing of the rest of the group. An object living in
+//! the group's general memory is refused, unless the caller asks for its whole segment to be
+//! exposed ([`Metadata::add_exposing_segment`]).
 //! [`Metadata::qemu_args`] (or `cargo xtask qemu-cmdline`, through the group's registry) gives
 //! the QEMU arguments and seals the metadata.
 //!
