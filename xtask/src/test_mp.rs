@@ -15,7 +15,7 @@
 //! must all contain; other lines are skipped, an `ERR` line fails unless expected), `timeout_ms`,
 //! `signal` (`KILL`, `TERM`, ...), `exit` (expected exit code), `close` (close its stdin, so it
 //! leaves cleanly), `capture` (names whose `name=value` in the matched line become `{name}` in
-//! later steps), `sleep_ms`, `repeat` (run the steps in `[[repeat.step]]` N times).
+//! later steps), `env` (`["NAME=value"]` for a started process), `sleep_ms`, `repeat` (run the steps in `[[repeat.step]]` N times).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -72,6 +72,7 @@ struct Step {
     repeat: Option<Repeat>,
     note: Option<String>,
     capture: Option<Vec<String>>,
+    env: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -215,7 +216,12 @@ impl Ctx<'_> {
                     &other
                 }
             };
-            let mut child = Command::new(bin)
+            let mut cmd = Command::new(bin);
+            for kv in s.env.iter().flatten() {
+                let (k, v) = kv.split_once('=').unwrap_or((kv.as_str(), ""));
+                cmd.env(k, v);
+            }
+            let mut child = cmd
                 .args(&argv)
                 .env("HUGESHARE_RUNTIME_DIR", &self.rundir)
                 .env("HUGESHARE_QUIET", "1")

@@ -754,6 +754,11 @@ impl Process {
         }
         let window_len = h.window_len as usize;
         let want_base = h.window_base as usize;
+        if std::env::var_os("HUGESHARE_TEST_TAKE_WINDOW").is_some() {
+            // Test hook: make the primary's range unavailable here, as another library's mapping
+            // would, to exercise mapping the group elsewhere.
+            sys::occupy_forever(want_base, window_len);
+        }
         let window = VaWindow::reserve_aligned(window_len, Some(want_base), 1 << 21)?;
         let same_address = window.base() == want_base;
         let mut notices = Vec::new();

@@ -443,3 +443,24 @@ pub(crate) fn zone_in_mapping(
     // crate never hands shared memory out as references.
     unsafe { shmconfig::Zone::from_raw_parts(name, kind, ptr, len, offset, keep) }
 }
+
+/// Test hook: occupy `len` bytes at `addr` with an inaccessible mapping, for the rest of the
+/// process's life, so that the group cannot be mapped at the primary's addresses here.
+pub(crate) fn occupy_forever(addr: usize, len: usize) -> bool {
+    // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping; on success we own a new,
+    // inaccessible anonymous mapping that is intentionally never unmapped.
+    let p = unsafe {
+        libc::mmap(
+            addr as *mut libc::c_void,
+            len,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE
+                | libc::MAP_ANONYMOUS
+                | libc::MAP_NORESERVE
+                | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    p != libc::MAP_FAILED && p as usize == addr
+}
