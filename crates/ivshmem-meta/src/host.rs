@@ -282,6 +282,7 @@ impl<'g> Metadata<'g> {
         opts: &MetaOptions,
     ) -> Result<Self, MetaError> {
         check_meta_name(name)?;
+        HOOK.call_once(|| shmconfig::hooks::register(cleanup_dead_member));
         if opts.max_per_group == 0 {
             return Err(MetaError::BadOptions("max_per_group is 0".into()));
         }
@@ -930,6 +931,70 @@ pub struct Registered {
     pub pid: u32,
     /// The backing file.
     pub path: PathBuf,
+}
+
+static HOOK: std::sync::Once = std::sync::Once::new();
+
+/// The group's clean-up hook (registered when this process first creates a metadata): the
+/// metadata of a member that died without dropping them are retired (guests mapping them see
+/// [`crate::GuestZones::is_stale`]), their backing files removed and their registry and slot
+/// zones freed, so their names and slots can be used again.
+pub fn cleanup_dead_member(zones: &dyn Zones, dead: MemberId) -> Option<String> {
+    let mut done = Vec::new();
+    for z in zones.list() {
+        if z.kind != ZoneKind::IvshmemMeta || z.owner != dead {
+            continue;
+        }
+        if z.name.starts_with("IVSHMEM_SLOT_") {
+            let _ = zones.free(&z.name);
+            continue;
+        }
+        let Some(name) = z.name.strip_prefix("IVSHMEM_") else {
+            continue;
+        };
+        if let Ok(r) = registered(zones, "", name) {
+            if retire_file(&r) {
+                let _ = std::fs::remove_file(&r.path);
+            }
+        }
+        if zones.free(&z.name).is_ok() {
+            done.push(name.to_string());
+        }
+    }
+    (!done.is_empty()).then(|| {
+        format!(
+            "ivshmem metadata of {dead} retired and removed: {}",
+            done.join(", ")
+        )
+    })
+}
+
+/// Set the `retired` word of the block in `r.path` if it is the registered metadata; whether it
+/// was.
+fn retire_file(r: &Registered) -> bool {
+    let Ok(file) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&r.path)
+    else {
+        return false;
+    };
+    let Ok(len) = file.metadata().map(|m| m.len()) else {
+        return false;
+    };
+    if len != r.device_len || usize::try_from(len).is_err() {
+        return false;
+    }
+    let Ok(map) = Mapping::map_file(&file, len as usize) else {
+        return false;
+    };
+    match layout::validate(&r.path.display().to_string(), &map.read(0, META_LEN), len) {
+        Ok(b) if b.name == r.name && b.host_pid == r.pid => {
+            map.atomic_u32(hdr::RETIRED).store(1, Ordering::Release);
+            true
+        }
+        _ => false,
+    }
 }
 
 /// Read the registry record of metadata `name` in `group`.

@@ -38,8 +38,8 @@ pub mod qemu;
 pub use error::MetaError;
 pub use guest::{GuestDevice, GuestZones, SkippedDevice};
 pub use host::{
-    check_meta_name, registered, registry_zone, GroupInfo, MetaOptions, MetaZones, Metadata,
-    Occupant, Registered,
+    check_meta_name, cleanup_dead_member, registered, registry_zone, GroupInfo, MetaOptions,
+    MetaZones, Metadata, Occupant, Registered,
 };
 pub use layout::{BlockInfo, ElementInfo, EntryInfo, ExposedSegment};
 pub use qemu::{QemuArgs, QemuDevice, FIRST_PCI_SLOT};

@@ -589,3 +589,26 @@ fn a_general_segment_is_exposed_only_when_asked() {
     drop(grp);
     drop(primary);
 }
+
+#[test]
+fn the_metadata_of_a_dead_member_are_retired_and_removed() {
+    let s = Scratch::new("dead");
+    let group = LocalZones::new();
+    let member = group.as_member(MemberId(4));
+    let m = Metadata::create_in(&member, &s.info(), "gone", &small()).unwrap();
+    let keep = Metadata::create_in(&group, &s.info(), "kept", &small()).unwrap();
+    let path = m.path().to_path_buf();
+    let guest = GuestZones::scan_dir(&s.sysfs(&[&path])).unwrap();
+    // Member 4 dies without dropping its metadata.
+    std::mem::forget(m);
+    assert!(!guest.is_stale());
+    let report = ivshmem_meta::cleanup_dead_member(&group, MemberId(4)).unwrap();
+    assert!(report.contains("gone"), "{report}");
+    assert!(guest.is_stale(), "a guest mapping it sees it retired");
+    assert!(!path.exists());
+    assert!(keep.path().exists(), "a live member's metadata stays");
+    assert!(ivshmem_meta::cleanup_dead_member(&group, MemberId(4)).is_none());
+    // The name and the slot are free again.
+    let again = Metadata::create_in(&group, &s.info(), "gone", &small()).unwrap();
+    assert!(again.path().exists());
+}
