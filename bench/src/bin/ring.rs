@@ -643,6 +643,9 @@ fn main() -> Result<()> {
 
     println!("# rte-ring vs DPDK 22.11 rte_ring inlined, TSC cycles, median of {rounds} rounds");
     println!(
+        "# [best: ours / DPDK] is the minimum over rounds, for a machine shared with other load"
+    );
+    println!(
         "{:<42} {:>9} {:>9} {:>7} {:>7} target",
         "row", "ours", "DPDK", "ratio", "unit"
     );
@@ -674,9 +677,18 @@ fn main() -> Result<()> {
             Some(t) => format!("≤ {t} (no DPDK)"),
             None => "-".into(),
         };
+        let min = |v: &[f64]| v.iter().copied().fold(f64::NAN, f64::min);
         println!(
-            "{:<42} {:>9.2} {:>9.2} {:>7.2} {:>7} {} {}",
-            row.name, o, d, ratio, row.unit, verdict, what
+            "{:<42} {:>9.2} {:>9.2} {:>7.2} {:>7} {} {}   [best: {:.2} / {:.2}]",
+            row.name,
+            o,
+            d,
+            ratio,
+            row.unit,
+            verdict,
+            what,
+            min(&row.ours),
+            min(&row.dpdk)
         );
     }
     if !floor1.is_empty() {
