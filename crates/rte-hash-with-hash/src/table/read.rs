@@ -219,12 +219,16 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
         if s1 & (S_FILLING | S_LIVE) != S_LIVE {
             return Probe::Miss;
         }
+        // One branch for the whole key (the signature already filtered out almost every other
+        // key, so a full compare is the common case).
+        let mut diff = 0;
         for j in 0..Self::KW {
-            if s[1 + j].load(Relaxed) != key_word(kb, j) {
-                // Key words change only when a freed slot is refilled, so the key we look for
-                // was deleted during this lookup if it was here at all: a miss is right.
-                return Probe::Miss;
-            }
+            diff |= s[1 + j].load(Relaxed) ^ key_word(kb, j);
+        }
+        if diff != 0 {
+            // Key words change only when a freed slot is refilled, so the key we look for was
+            // deleted during this lookup if it was here at all: a miss is right.
+            return Probe::Miss;
         }
         if let Some(v) = val.as_deref_mut() {
             let buf = usize::from(s1 & S_BUF != 0);
