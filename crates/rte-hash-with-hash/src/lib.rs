@@ -1,9 +1,9 @@
 //! A cuckoo hash table in shared memory, used with precomputed hashes: DPDK's `rte_hash` and its
 //! `*_with_hash` calls, made safe to share between processes built differently.
 //!
-//! * [`Hash<K, V, H>`](struct@Hash): create it in a [`shmconfig::Zones`] by name, open it by name from any
-//!   member with [`Hash::lookup`], add, look up (single and bulk) and delete with precomputed
-//!   hashes, iterate, count, reset.
+//! * [`Hash<K, V, H>`](struct@Hash): create it in a [`shmconfig::Zones`] by name, open it by
+//!   name from any member with [`Hash::lookup`], add, look up (single and bulk) and delete with
+//!   precomputed hashes, iterate, count, reset.
 //! * [`HashFn`]: the hash function is a type parameter, never a code pointer in shared memory.
 //!   The table records the function's [`HashFnId`] (name, seed, and a check value from hashing
 //!   fixed test vectors) and refuses to be opened with another one. [`Crc32c`] (SSE4.2 `crc32`
@@ -15,10 +15,11 @@
 //! secondary bucket and the secondary's extendable chain, and, if they missed, read the counter
 //! again and retry if it moved. Every word of the table is read and written through atomics.
 //!
-//! Writers hold a lock word in shared memory recording the holder's `MemberId`. A waiter that
-//! finds the holder dead (per [`shmconfig::Liveness`]) takes the lock over and **repairs** the
-//! table before its own operation. The write protocol keeps one rule that makes every state a
-//! dying writer can leave repairable and invisible to readers:
+//! Writers hold a lock word in shared memory recording the holder's `MemberId`: each
+//! `add_with_hash`/`delete_with_hash` takes it for one operation, [`Hash::writer`] for a batch.
+//! A waiter that finds the holder dead (per [`shmconfig::Liveness`]) takes the lock over and
+//! **repairs** the table before its own operation. The write protocol keeps one rule that makes
+//! every state a dying writer can leave repairable and invisible to readers:
 //!
 //! > **A key is never absent from the buckets while it is in the table, and a key slot is only
 //! > reachable from a bucket once it is completely written.**
