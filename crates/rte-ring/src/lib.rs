@@ -64,12 +64,15 @@
 //!    the slots become free again.
 //!
 //! Residual limits, stated plainly: a contender whose CAS *fails* may write its (correct but by
-//! then old) predecessor record late; if it was stalled for a whole lap of the ring in between,
-//! that late write can hide the record of a newer reservation, and if that reservation's owner
-//! and its successor both die, the tail waits (it is never moved wrongly: records must match the
-//! position exactly) until a live waiter rewrites the record. If more than 16 dead ranges are
-//! waiting for consumers to pass them, further abandonment waits for room. A dead consumer's
-//! span that stepped over abandoned producer ranges is counted in full.
+//! then old) predecessor record late. If it stalled for a whole lap of the ring between two
+//! instructions, that late write can hide the record of a newer reservation. While that
+//! reservation's successor is alive and waiting, the successor writes the record again (a waiter
+//! rewrites its predecessor's record whenever it looks for dead members), so nothing is lost;
+//! but if the owner and its successor both die, that side's tail stays where it is for good. It
+//! is never moved wrongly: a record must match the position exactly to be used. If more than 16
+//! dead ranges are waiting for consumers to pass them, further abandonment waits until
+//! consumers make room. A dead consumer's span that stepped over abandoned producer ranges is
+//! counted in full.
 //!
 //! # Single-member modes
 //!

@@ -247,6 +247,8 @@ impl<T: Copy> Mem<T> {
 pub(crate) struct Claim {
     pub(crate) pos: u32,
     pub(crate) n: u32,
+    /// The head word this claim replaced: it names the predecessor reservation.
+    pub(crate) prev: u64,
 }
 
 impl Claim {
@@ -255,6 +257,7 @@ impl Claim {
         Claim {
             pos,
             n: (new as u32).wrapping_sub(pos),
+            prev: old,
         }
     }
 }

@@ -1098,7 +1098,7 @@ impl<T: RingElement> Ring<T> {
                 };
                 let t = mine.tail.load(Acquire);
                 if pos.wrapping_sub(t) > limit {
-                    self.wait_step(w, &mut spins);
+                    self.wait_step(w, &mut spins, 0);
                     h = mine.head.load(Acquire);
                     continue;
                 }
@@ -1134,17 +1134,28 @@ impl<T: RingElement> Ring<T> {
         if matches!(sync, SyncMode::Mt | SyncMode::Rts) {
             let mut spins = 0u32;
             while mine.tail.load(Acquire) != c.pos {
-                self.wait_step(w, &mut spins);
+                self.wait_step(w, &mut spins, c.prev);
             }
         }
         mine.tail.store(end, Release);
     }
 
-    /// One step of a wait on this side's peers; every so often, look for dead ones.
+    /// One step of a wait on this side's peers; every so often, look for dead ones. `pred` is
+    /// the head word the waiter's own claim replaced (0 when it has none yet): its record is
+    /// written again while that reservation sits unpublished at the tail, which repairs a
+    /// record a stalled contender's late write may have hidden (see the crate docs).
     #[inline(never)]
-    fn wait_step(&self, w: Which, spins: &mut u32) {
+    fn wait_step(&self, w: Which, spins: &mut u32, pred: u64) {
         *spins = spins.wrapping_add(1);
         if sync::time_to_check(*spins) {
+            let (pp, pm, pn) = unpack(pred);
+            let s = pp.wrapping_sub(pn as u32);
+            let (mine, _) = self.side(w);
+            if pn != 0 && mine.tail.load(Acquire) == s {
+                self.mem
+                    .record(w as usize, s)
+                    .store(pack(s, pm, pn), Release);
+            }
             self.resolve(w);
             sync::yield_now();
         } else {
@@ -1251,7 +1262,7 @@ impl<T: RingElement> Ring<T> {
                     self.htd_max
                 };
                 if pos.wrapping_sub(mine.tail.load(Acquire)) > limit {
-                    self.wait_step(Which::Cons, &mut spins);
+                    self.wait_step(Which::Cons, &mut spins, 0);
                     h = mine.head.load(Acquire);
                     continue;
                 }
