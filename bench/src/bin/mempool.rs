@@ -10,7 +10,8 @@
 //! as DPDK's lcores are. Our pool lives in `LocalZones` (heap memory): the data structure is the
 //! same code that runs over hugepages.
 //!
-//! Options: `--rounds N` (default 5), `--secs S` per point (default 0.2).
+//! Options: `--rounds N` (default 5), `--secs S` per point (default 0.2), `--pool cache|nocache`,
+//! `--cores 1|2` and `--bulk 1|4|8|32` (only those rows).
 use std::sync::{Arc, Barrier};
 use std::time::Instant;
 
@@ -128,6 +129,9 @@ fn main() {
     };
     let rounds: usize = get("--rounds").and_then(|v| v.parse().ok()).unwrap_or(5);
     let secs: f64 = get("--secs").and_then(|v| v.parse().ok()).unwrap_or(0.2);
+    let only_pool = get("--pool"); // "cache" or "nocache"
+    let only_cores: Option<u32> = get("--cores").and_then(|v| v.parse().ok());
+    let only_bulk: Option<usize> = get("--bulk").and_then(|v| v.parse().ok());
 
     // Before the EAL pins this thread to CPU 0.
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -154,11 +158,20 @@ fn main() {
     ];
     let mut rows = Vec::new();
     for cache in [false, true] {
+        if only_pool
+            .as_deref()
+            .is_some_and(|p| (p == "cache") != cache)
+        {
+            continue;
+        }
         for cores in [1u32, 2] {
-            if cores as usize > cpus {
+            if cores as usize > cpus || only_cores.is_some_and(|c| c != cores) {
                 continue;
             }
             for bulk in [1usize, 4, 8, 32] {
+                if only_bulk.is_some_and(|b| b != bulk) {
+                    continue;
+                }
                 for keep in [32usize, 128] {
                     rows.push(Row {
                         cache,

@@ -13,7 +13,7 @@ use crate::obj::{Conv, Obj};
 use crate::sync::{yield_now, Ordering::*};
 
 #[cfg(not(hugeshare_loom))]
-use crate::raw::{load_h, load_objs, store_h, store_objs};
+use crate::raw::{load_h, load_objs, load_one, store_h, store_objs, store_one};
 
 /// Largest request the cache serves (larger ones go straight to the ring).
 pub(crate) const CACHE_REQ_MAX: usize = CACHE_OBJS / 2;
@@ -21,27 +21,35 @@ pub(crate) const CACHE_REQ_MAX: usize = CACHE_OBJS / 2;
 // The copies in and out of a cache: plain copies over the owner's cache in the normal build
 // (`raw`), atomic loops in the model build.
 #[cfg(hugeshare_loom)]
+fn load_one(c: &CacheSlot, at: usize, conv: Conv) -> Obj {
+    conv.obj_at(c.objs[at].load(Relaxed))
+}
+#[cfg(hugeshare_loom)]
+fn store_one(c: &CacheSlot, at: usize, o: Obj, conv: Conv) {
+    c.objs[at].store(conv.offset(o), Relaxed)
+}
+#[cfg(hugeshare_loom)]
 fn load_objs(c: &CacheSlot, from: usize, out: &mut [Obj], conv: Conv) {
     for (k, o) in out.iter_mut().enumerate() {
-        *o = conv.obj(c.objs[from + k].load(Relaxed));
+        *o = conv.obj_at(c.objs[from + k].load(Relaxed));
     }
 }
 #[cfg(hugeshare_loom)]
 fn store_objs(c: &CacheSlot, at: usize, objs: &[Obj], conv: Conv) {
     for (k, o) in objs.iter().enumerate() {
-        c.objs[at + k].store(conv.handle(*o), Relaxed);
+        c.objs[at + k].store(conv.offset(*o), Relaxed);
     }
 }
 #[cfg(hugeshare_loom)]
-fn load_h(c: &CacheSlot, from: usize, out: &mut [u32]) {
+fn load_h(c: &CacheSlot, from: usize, out: &mut [u32], conv: Conv) {
     for (k, o) in out.iter_mut().enumerate() {
-        *o = c.objs[from + k].load(Relaxed);
+        *o = conv.handle_of_offset(c.objs[from + k].load(Relaxed));
     }
 }
 #[cfg(hugeshare_loom)]
-fn store_h(c: &CacheSlot, at: usize, src: &[u32]) {
+fn store_h(c: &CacheSlot, at: usize, src: &[u32], conv: Conv) {
     for (k, v) in src.iter().enumerate() {
-        c.objs[at + k].store(*v, Relaxed);
+        c.objs[at + k].store(conv.offset_of_handle(*v), Relaxed);
     }
 }
 
@@ -49,9 +57,14 @@ fn store_h(c: &CacheSlot, at: usize, src: &[u32]) {
 /// few, it is refilled from the ring with `size + remaining` objects in one bulk; if that
 /// fails, the remainder comes straight from the ring; if that fails too, nothing is taken (all
 /// or nothing). `scratch` has at least `CACHE_OBJS` entries.
+///
+/// `mirror` is the owner's private copy of the cache's length (the shared `len` is written
+/// after every change, for counts and for recovery, but never read on the fast path: the owner
+/// is its only writer).
 #[inline(always)]
 pub(crate) fn get(
     c: &CacheSlot,
+    mirror: &mut u32,
     ring: &Ring<u32>,
     size: u32,
     out: &mut [Obj],
@@ -59,13 +72,22 @@ pub(crate) fn get(
     conv: Conv,
 ) -> bool {
     let n = out.len();
-    let len = c.len.load(Relaxed) as usize;
-    if n <= len {
-        load_objs(c, len - n, out, conv);
-        c.len.store((len - n) as u32, Relaxed);
+    let len = *mirror as usize;
+    if n == 1 && len > 0 {
+        out[0] = load_one(c, len - 1, conv);
+        *mirror = (len - 1) as u32;
+        c.len.store(*mirror, Relaxed);
         return true;
     }
-    get_refill(c, ring, size, out, len, scratch, conv)
+    if n <= len {
+        load_objs(c, len - n, out, conv);
+        *mirror = (len - n) as u32;
+        c.len.store(*mirror, Relaxed);
+        return true;
+    }
+    let ok = get_refill(c, ring, size, out, len, scratch, conv);
+    *mirror = c.len.load(Relaxed);
+    ok
 }
 
 #[inline(never)]
@@ -85,7 +107,7 @@ fn get_refill(
     let remaining = n - len;
     let want = size as usize + remaining;
     if ring.dequeue_bulk(&mut scratch[..want]) == want {
-        store_h(c, len, &scratch[..want]);
+        store_h(c, len, &scratch[..want], conv);
         let total = len + want;
         load_objs(c, total - n, out, conv);
         c.len.store((total - n) as u32, Relaxed);
@@ -133,6 +155,7 @@ pub(crate) fn get_direct(
 #[inline(always)]
 pub(crate) fn put(
     c: &CacheSlot,
+    mirror: &mut u32,
     ring: &Ring<u32>,
     flushthresh: u32,
     objs: &[Obj],
@@ -140,13 +163,22 @@ pub(crate) fn put(
     conv: Conv,
 ) -> usize {
     let n = objs.len();
-    let len = c.len.load(Relaxed) as usize;
-    if len + n <= flushthresh as usize {
-        store_objs(c, len, objs, conv);
-        c.len.store((len + n) as u32, Relaxed);
+    let len = *mirror as usize;
+    if n == 1 && len < flushthresh as usize {
+        store_one(c, len, objs[0], conv);
+        *mirror = (len + 1) as u32;
+        c.len.store(*mirror, Relaxed);
         return 0;
     }
-    put_flush(c, ring, flushthresh, objs, len, scratch, conv)
+    if len + n <= flushthresh as usize {
+        store_objs(c, len, objs, conv);
+        *mirror = (len + n) as u32;
+        c.len.store(*mirror, Relaxed);
+        return 0;
+    }
+    let refused = put_flush(c, ring, flushthresh, objs, len, scratch, conv);
+    *mirror = c.len.load(Relaxed);
+    refused
 }
 
 #[inline(never)]
@@ -163,7 +195,7 @@ fn put_flush(
     if n > flushthresh as usize {
         return put_direct(ring, objs, scratch, conv);
     }
-    load_h(c, 0, &mut scratch[..len]);
+    load_h(c, 0, &mut scratch[..len], conv);
     // Empty the cache before the objects reach the ring: killed in between, they are lost,
     // never in two places.
     c.len.store(0, Release);
@@ -187,9 +219,14 @@ pub(crate) fn put_direct(ring: &Ring<u32>, objs: &[Obj], scratch: &mut [u32], co
 
 /// Move every object of the cache to the ring (its owner, or a recoverer holding its lock).
 /// Returns (moved, refused by the ring).
-pub(crate) fn flush_all(c: &CacheSlot, ring: &Ring<u32>, scratch: &mut [u32]) -> (usize, usize) {
+pub(crate) fn flush_all(
+    c: &CacheSlot,
+    ring: &Ring<u32>,
+    scratch: &mut [u32],
+    conv: Conv,
+) -> (usize, usize) {
     let len = (c.len.load(Acquire) as usize).min(CACHE_OBJS);
-    load_h(c, 0, &mut scratch[..len]);
+    load_h(c, 0, &mut scratch[..len], conv);
     c.len.store(0, Release);
     let done = ring.enqueue_bulk(&scratch[..len]);
     (len, len - done)
@@ -230,6 +267,7 @@ pub(crate) fn recover(
     ring: &Ring<u32>,
     my_lock: u64,
     scratch: &mut [u32],
+    conv: Conv,
     alive: impl Fn(u16) -> bool,
 ) -> Option<Flushed> {
     loop {
@@ -247,7 +285,7 @@ pub(crate) fn recover(
             break;
         }
     }
-    let (moved, refused) = flush_all(c, ring, scratch);
+    let (moved, refused) = flush_all(c, ring, scratch, conv);
     c.owner.store(0, Release);
     Some(Flushed { moved, refused })
 }

@@ -4,7 +4,7 @@
 //! header zone MP_<name> (kind mempool)
 //!   offset 0      Meta (256 B): magic, version, fingerprint, sizes, flags, name   (read-only)
 //!   offset 256    Counters (256 B): ready flag and statistics                     (atomics)
-//!   offset 512    CacheSlot × MAX_LCORES (only when cache_size > 0), 4,160 B each  (atomics)
+//!   offset 512    CacheSlot × MAX_LCORES (only when cache_size > 0), 8,256 B each  (atomics)
 //! object zone MP_<name>_0 (kind mempool-objects)
 //!   offset 0      owner words: n × u64 (only with MempoolFlags::TRACK)           (atomics)
 //!   then          n objects of `stride` bytes: element, then the private area
@@ -91,11 +91,13 @@ pub(crate) struct CacheSlot {
     pub len: AtomicU32,
     pub _pad0: AtomicU32,
     pub _pad: [AtomicU64; 6],
-    pub objs: [AtomicU32; CACHE_OBJS],
+    /// Objects as byte offsets from the pool's first object (`handle << shift`), so that a
+    /// get is one add and a put one subtract per object.
+    pub objs: [AtomicU64; CACHE_OBJS],
 }
 
 #[cfg(not(hugeshare_loom))]
-const _: () = assert!(core::mem::size_of::<CacheSlot>() == 64 + 4 * CACHE_OBJS);
+const _: () = assert!(core::mem::size_of::<CacheSlot>() == 64 + 8 * CACHE_OBJS);
 
 impl CacheSlot {
     /// An empty slot on the heap (model tests).
@@ -106,7 +108,7 @@ impl CacheSlot {
             len: AtomicU32::new(0),
             _pad0: AtomicU32::new(0),
             _pad: std::array::from_fn(|_| AtomicU64::new(0)),
-            objs: std::array::from_fn(|_| AtomicU32::new(0)),
+            objs: std::array::from_fn(|_| AtomicU64::new(0)),
         })
     }
 }

@@ -20,7 +20,7 @@ impl ModelCache {
         let c = CacheSlot::boxed();
         c.owner.store(holder(owner, 1), Relaxed);
         for (i, &h) in objs.iter().enumerate() {
-            c.objs[i].store(h, Relaxed);
+            c.objs[i].store(h as u64, Relaxed);
         }
         c.len.store(objs.len() as u32, Relaxed);
         Self(c)
@@ -33,13 +33,15 @@ impl ModelCache {
     /// The objects in the cache.
     pub fn contents(&self) -> Vec<u32> {
         let len = (self.0.len.load(Acquire) as usize).min(CACHE_OBJS);
-        (0..len).map(|i| self.0.objs[i].load(Relaxed)).collect()
+        (0..len)
+            .map(|i| self.0.objs[i].load(Relaxed) as u32)
+            .collect()
     }
     /// What the group's clean-up does: flush the cache if its owner is not alive. Returns the
     /// number of objects moved.
     pub fn recover(&self, ring: &Ring<u32>, me: u16, alive: impl Fn(u16) -> bool) -> Option<usize> {
         let mut scratch = [0u32; CACHE_OBJS];
-        cache::recover(&self.0, ring, locked(me, 1), &mut scratch, alive).map(|f| f.moved)
+        cache::recover(&self.0, ring, locked(me, 1), &mut scratch, CONV, alive).map(|f| f.moved)
     }
     /// What the lcore's new owner does first.
     pub fn claim(&self, me: u16, alive: impl Fn(u16) -> bool) {
@@ -49,13 +51,23 @@ impl ModelCache {
     pub fn get(&self, ring: &Ring<u32>, size: u32, n: usize) -> Option<Vec<u32>> {
         let mut scratch = [0u32; CACHE_OBJS];
         let mut out = vec![Obj::empty(); n];
-        cache::get(&self.0, ring, size, &mut out, &mut scratch, CONV)
+        let mut len = self.0.len.load(Relaxed);
+        cache::get(&self.0, &mut len, ring, size, &mut out, &mut scratch, CONV)
             .then(|| out.iter().map(|o| CONV.handle(*o)).collect())
     }
     /// A put of `objs` through the cache (flushed to `ring` above `flushthresh`).
     pub fn put(&self, ring: &Ring<u32>, flushthresh: u32, objs: &[u32]) -> usize {
         let mut scratch = [0u32; CACHE_OBJS];
         let objs: Vec<Obj> = objs.iter().map(|&h| CONV.obj(h)).collect();
-        cache::put(&self.0, ring, flushthresh, &objs, &mut scratch, CONV)
+        let mut len = self.0.len.load(Relaxed);
+        cache::put(
+            &self.0,
+            &mut len,
+            ring,
+            flushthresh,
+            &objs,
+            &mut scratch,
+            CONV,
+        )
     }
 }

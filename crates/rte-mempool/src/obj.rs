@@ -67,4 +67,24 @@ impl Conv {
     pub fn handle(self, o: Obj) -> u32 {
         (o.addr.wrapping_sub(self.base) >> self.shift) as u32
     }
+    /// The object at byte offset `off` (what caches hold).
+    #[inline(always)]
+    pub fn obj_at(self, off: u64) -> Obj {
+        Obj {
+            addr: self.base.wrapping_add(off as usize),
+        }
+    }
+    /// The byte offset of `o` from the first object.
+    #[inline(always)]
+    pub fn offset(self, o: Obj) -> u64 {
+        o.addr.wrapping_sub(self.base) as u64
+    }
+    #[inline(always)]
+    pub fn offset_of_handle(self, h: u32) -> u64 {
+        (h as u64) << self.shift
+    }
+    #[inline(always)]
+    pub fn handle_of_offset(self, off: u64) -> u32 {
+        (off >> self.shift) as u32
+    }
 }

@@ -157,6 +157,9 @@ impl fmt::Debug for Mempool {
     }
 }
 
+/// The cache slots a [`LocalPool`] of this process uses now (by address): one user at a time.
+static CLAIMED: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+
 /// The pools mapped in this process, for [`Mempool::from_ptr`].
 static REGISTRY: Mutex<Vec<(usize, usize, Weak<Inner>)>> = Mutex::new(Vec::new());
 static HOOK: Once = Once::new();
@@ -724,18 +727,38 @@ impl Mempool {
     /// lcore; straight to the ring otherwise (no lcore, or a VM guest).
     ///
     /// The returned value stays on this thread (it is neither `Send` nor `Sync`): the cache it
-    /// uses belongs to the lcore, which one thread runs as.
+    /// uses belongs to the lcore, which one thread runs as. One `LocalPool` per cache at a time
+    /// in a process: while one lives, another asked for the same lcore's cache (another thread
+    /// claiming the same lcore, say) goes straight to the ring; [`LocalPool::lcore`] tells.
     pub fn local(&self, zones: &impl Zones) -> LocalPool {
         let i = &self.inner;
         let lcore = zones
             .current_lcore()
             .filter(|_| zones.member() != MemberId::OUTSIDER && i.me != MemberId::OUTSIDER.0);
-        let cache = lcore.and_then(|l| i.mem.cache(l as usize));
+        let mut cache = lcore.and_then(|l| i.mem.cache(l as usize));
+        if let Some(c) = cache {
+            // One LocalPool per cache in this process at a time (two threads claiming the same
+            // lcore, or two views in one thread, would corrupt it): a second one gets none.
+            let mut claimed = CLAIMED.lock().unwrap_or_else(|e| e.into_inner());
+            let key = c as *const CacheSlot as usize;
+            if claimed.contains(&key) {
+                cache = None;
+            } else {
+                claimed.push(key);
+            }
+        }
+        let mut len = 0;
         if let Some(c) = cache {
             let liveness = i.liveness.clone();
             cache::claim(c, holder(i.me, i.token), |m| alive(&*liveness, m));
+            len = c.len.load(Acquire).min(CACHE_OBJS as u32);
         }
         LocalPool {
+            len,
+            conv: i.conv,
+            cache_size: i.cache_size,
+            flushthresh: i.flushthresh,
+            tracked: i.tracked,
             pool: self.clone(),
             cache: cache.map(std::ptr::NonNull::from),
             lcore: cache.and(lcore),
@@ -833,7 +856,7 @@ impl Mempool {
         let lock = locked(i.me, i.token);
         for l in 0..i.mem.ncaches() {
             let Some(c) = i.mem.cache(l) else { continue };
-            if let Some(f) = cache::recover(c, &i.ring, lock, &mut scratch, is_alive) {
+            if let Some(f) = cache::recover(c, &i.ring, lock, &mut scratch, i.conv, is_alive) {
                 rep.caches_flushed += 1;
                 rep.cache_objs_flushed += f.moved as u64;
                 i.note_refused(f.refused);
@@ -841,10 +864,26 @@ impl Mempool {
         }
         if i.tracked {
             let mut batch = Vec::with_capacity(256);
+            // Liveness per incarnation (member and token), asked once per pass, and only after
+            // a word naming it was read: an incarnation seen not alive then is dead for good; one
+            // seen alive is left alone for this pass.
+            let mut memo: Vec<(u64, bool)> = Vec::new();
             for idx in 0..i.n {
                 let Some(w) = i.mem.owner(idx) else { break };
                 let v = w.load(Acquire);
-                if kind_of(v) != KIND_HELD || is_alive(member_of(v)) {
+                if kind_of(v) != KIND_HELD {
+                    continue;
+                }
+                let who = v & !(3 << 62);
+                let live = match memo.iter().find(|(k, _)| *k == who) {
+                    Some(&(_, l)) => l,
+                    None => {
+                        let l = is_alive(member_of(v));
+                        memo.push((who, l));
+                        l
+                    }
+                };
+                if live {
                     continue;
                 }
                 // The exact incarnation that held it is gone: take it back with a CAS on the
@@ -922,9 +961,10 @@ impl Mempool {
             let Some(c) = i.mem.cache(l) else { continue };
             let len = (c.len.load(Acquire) as usize).min(CACHE_OBJS);
             for k in 0..len {
-                let h = c.objs[k].load(Relaxed);
+                let off = c.objs[k].load(Relaxed);
+                let h = (off >> i.conv.shift) as u32;
                 let v = i.index_of_handle(h) as usize;
-                if v < n && i.handle_of_index(v as u32) == h {
+                if v < n && i.handle_of_index(v as u32) == h && (h as u64) << i.conv.shift == off {
                     if seen[v] != 0 {
                         rep.duplicates += 1;
                     }
@@ -1065,8 +1105,16 @@ impl Inner {
 /// become the cache; a put of more than the threshold goes straight to the ring. Requests of
 /// more than 512 objects bypass the cache.
 pub struct LocalPool {
-    pool: Mempool,
+    // Copies of the pool's hot constants, so the fast paths read nothing but this value and
+    // the cache.
     cache: Option<std::ptr::NonNull<CacheSlot>>,
+    /// This owner's copy of the cache's length (it is the only writer while it lives).
+    len: u32,
+    conv: Conv,
+    cache_size: u32,
+    flushthresh: u32,
+    tracked: bool,
+    pool: Mempool,
     lcore: Option<u32>,
     scratch: Box<[u32]>,
 }
@@ -1111,14 +1159,24 @@ impl LocalPool {
         let ok = match self.cache {
             Some(p) => {
                 let c = slot_ref(p, i);
-                cache::get(c, &i.ring, i.cache_size, out, &mut self.scratch, i.conv)
+                cache::get(
+                    c,
+                    &mut self.len,
+                    &i.ring,
+                    self.cache_size,
+                    out,
+                    &mut self.scratch,
+                    self.conv,
+                )
             }
-            None => cache::get_direct(&i.ring, out, &mut self.scratch, i.conv),
+            None => cache::get_direct(&i.ring, out, &mut self.scratch, self.conv),
         };
         if !ok {
             return 0;
         }
-        i.mark_got(out);
+        if self.tracked {
+            i.mark_got(out);
+        }
         out.len()
     }
 
@@ -1132,17 +1190,20 @@ impl LocalPool {
     #[inline]
     pub fn put_bulk(&mut self, objs: &[Obj]) {
         let i = &*self.pool.inner;
-        i.mark_put(objs);
+        if self.tracked {
+            i.mark_put(objs);
+        }
         let refused = match self.cache {
             Some(p) => cache::put(
                 slot_ref(p, i),
+                &mut self.len,
                 &i.ring,
-                i.flushthresh,
+                self.flushthresh,
                 objs,
                 &mut self.scratch,
-                i.conv,
+                self.conv,
             ),
-            None => cache::put_direct(&i.ring, objs, &mut self.scratch, i.conv),
+            None => cache::put_direct(&i.ring, objs, &mut self.scratch, self.conv),
         };
         i.note_refused(refused);
     }
@@ -1152,14 +1213,16 @@ impl LocalPool {
     pub fn flush(&mut self) {
         if let Some(p) = self.cache {
             let i = &*self.pool.inner;
-            let (_, refused) = cache::flush_all(slot_ref(p, i), &i.ring, &mut self.scratch);
+            let (_, refused) =
+                cache::flush_all(slot_ref(p, i), &i.ring, &mut self.scratch, self.conv);
+            self.len = 0;
             i.note_refused(refused);
         }
     }
 
     /// Objects in this lcore's cache.
     pub fn cache_len(&self) -> u32 {
-        self.slot().map_or(0, |c| c.len.load(Relaxed))
+        self.slot().map_or(0, |_| self.len)
     }
 
     /// See [`Mempool::send`].
@@ -1169,6 +1232,18 @@ impl LocalPool {
     /// See [`Mempool::receive`].
     pub fn receive(&self, ring: &Ring<u32>, out: &mut [Obj]) -> usize {
         self.pool.receive(ring, out)
+    }
+}
+
+impl Drop for LocalPool {
+    fn drop(&mut self) {
+        if let Some(p) = self.cache {
+            let key = p.as_ptr() as usize;
+            CLAIMED
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|&k| k != key);
+        }
     }
 }
 

@@ -166,55 +166,73 @@ pub(crate) fn slot_ref(p: NonNull<CacheSlot>, mem: &PoolMem) -> &CacheSlot {
 // plain (vectorisable) reads and writes of the `AtomicU32` array, which has `u32`'s layout; they
 // never race with another access.
 
-/// `out[k] = conv.obj(c.objs[from + k])`.
+/// `out[k] = the object at c.objs[from + k]`.
 #[inline(always)]
 pub(crate) fn load_objs(c: &CacheSlot, from: usize, out: &mut [Obj], conv: Conv) {
     assert!(from + out.len() <= CACHE_OBJS);
-    let src = c.objs.as_ptr().cast::<u32>();
+    // SAFETY: from + out.len() ≤ CACHE_OBJS (asserted): every read below stays inside the
+    // array; exclusive access (above).
+    let src = unsafe { c.objs.as_ptr().cast::<u64>().add(from) };
     for (k, o) in out.iter_mut().enumerate() {
-        // SAFETY: from + k < CACHE_OBJS (asserted): inside the array; exclusive access (above).
-        *o = conv.obj(unsafe { src.add(from + k).read() });
+        // SAFETY: k < out.len(): inside the range asserted above.
+        *o = conv.obj_at(unsafe { src.add(k).read() });
     }
 }
 
-/// `c.objs[at + k] = conv.handle(objs[k])`.
+/// `c.objs[at + k] = the offset of objs[k]`.
 #[inline(always)]
 pub(crate) fn store_objs(c: &CacheSlot, at: usize, objs: &[Obj], conv: Conv) {
     assert!(at + objs.len() <= CACHE_OBJS);
-    let dst = c.objs.as_ptr().cast::<u32>().cast_mut();
+    // SAFETY: at + objs.len() ≤ CACHE_OBJS (asserted): every write below stays inside the
+    // array, writable through the atomics' interior mutability; exclusive access (above).
+    let dst = unsafe { c.objs.as_ptr().cast::<u64>().cast_mut().add(at) };
     for (k, o) in objs.iter().enumerate() {
-        // SAFETY: at + k < CACHE_OBJS (asserted): inside the array, whose atomics allow writes
-        // through a shared reference; exclusive access (above).
-        unsafe { dst.add(at + k).write(conv.handle(*o)) };
+        // SAFETY: k < objs.len(): inside the range asserted above.
+        unsafe { dst.add(k).write(conv.offset(*o)) };
     }
 }
 
-/// `out[k] = c.objs[from + k]`.
-#[inline(always)]
-pub(crate) fn load_h(c: &CacheSlot, from: usize, out: &mut [u32]) {
+/// `out[k] = the handle at c.objs[from + k]` (for the ring).
+pub(crate) fn load_h(c: &CacheSlot, from: usize, out: &mut [u32], conv: Conv) {
     assert!(from + out.len() <= CACHE_OBJS);
-    // SAFETY: the source range is inside the array (asserted) and does not overlap `out` (our
-    // own buffer); exclusive access (above).
-    unsafe {
-        std::ptr::copy_nonoverlapping(
-            c.objs.as_ptr().cast::<u32>().add(from),
-            out.as_mut_ptr(),
-            out.len(),
-        )
-    };
+    let src = c.objs.as_ptr().cast::<u64>();
+    for (k, o) in out.iter_mut().enumerate() {
+        // SAFETY: from + k < CACHE_OBJS (asserted); exclusive access (above).
+        *o = conv.handle_of_offset(unsafe { src.add(from + k).read() });
+    }
 }
 
-/// `c.objs[at + k] = src[k]`.
-#[inline(always)]
-pub(crate) fn store_h(c: &CacheSlot, at: usize, src: &[u32]) {
+/// `c.objs[at + k] = the offset of handle src[k]` (from the ring).
+pub(crate) fn store_h(c: &CacheSlot, at: usize, src: &[u32], conv: Conv) {
     assert!(at + src.len() <= CACHE_OBJS);
-    // SAFETY: the destination range is inside the array (asserted), writable through the
-    // atomics' interior mutability, and does not overlap `src`; exclusive access (above).
+    let dst = c.objs.as_ptr().cast::<u64>().cast_mut();
+    for (k, h) in src.iter().enumerate() {
+        // SAFETY: at + k < CACHE_OBJS (asserted), writable through the atomics' interior
+        // mutability; exclusive access (above).
+        unsafe { dst.add(at + k).write(conv.offset_of_handle(*h)) };
+    }
+}
+
+/// The object at `c.objs[at]` (`at < CACHE_OBJS`, checked).
+#[inline(always)]
+pub(crate) fn load_one(c: &CacheSlot, at: usize, conv: Conv) -> Obj {
+    assert!(at < CACHE_OBJS);
+    // SAFETY: inside the array (asserted); exclusive access (above).
+    conv.obj_at(unsafe { c.objs.as_ptr().cast::<u64>().add(at).read() })
+}
+
+/// `c.objs[at] = the offset of o` (`at < CACHE_OBJS`, checked).
+#[inline(always)]
+pub(crate) fn store_one(c: &CacheSlot, at: usize, o: Obj, conv: Conv) {
+    assert!(at < CACHE_OBJS);
+    // SAFETY: inside the array (asserted), writable through the atomics' interior mutability;
+    // exclusive access (above).
     unsafe {
-        std::ptr::copy_nonoverlapping(
-            src.as_ptr(),
-            c.objs.as_ptr().cast::<u32>().cast_mut().add(at),
-            src.len(),
-        )
-    };
+        c.objs
+            .as_ptr()
+            .cast::<u64>()
+            .cast_mut()
+            .add(at)
+            .write(conv.offset(o))
+    }
 }

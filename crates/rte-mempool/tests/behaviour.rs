@@ -316,6 +316,11 @@ fn dead_members_cache_is_flushed_by_the_hook() {
     assert_eq!(mp.cache_count(7), 64);
     // alive: recovery does nothing
     assert!(!mp.recover_dead_members().did_something());
+    // a second view of the same lcore's cache in this process gets none while one lives
+    let again = p1.local(&m1);
+    assert_eq!(again.lcore(), None);
+    drop(again);
+    drop(l1); // member 1 dies: its thread is gone
     zones.set_member_state(MemberId(1), MemberState::Dead);
     let report = shmconfig::hooks::run_all(&zones, MemberId(1));
     assert!(
@@ -350,6 +355,7 @@ fn next_lcore_owner_adopts_a_dead_owners_cache() {
     let o = l1.get().unwrap();
     l1.put(o);
     assert_eq!(mp.cache_count(9), 65);
+    drop(l1); // member 1's thread is gone
     let m2 = zones.as_member(MemberId(2)).with_lcore(Some(9));
     let p2 = Mempool::lookup(&m2, "adopt").unwrap();
     zones.set_member_state(MemberId(1), MemberState::Free);

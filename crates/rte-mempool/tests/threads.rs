@@ -68,6 +68,10 @@ fn member_loop(
 ) -> Vec<Obj> {
     let mp = Mempool::lookup(&zones, "stress").unwrap();
     let mut local = mp.local(&zones);
+    assert!(
+        mp.cache_size() == 0 || local.lcore().is_some(),
+        "member {member} got its lcore's cache"
+    );
     let me = member as u64 + 1;
     let mut rng = Rng(0x1234_5678 ^ (member as u64) << 20);
     let mut held: Vec<Obj> = Vec::new();
@@ -156,7 +160,7 @@ fn stress(tracked: bool, cache: u32) {
             let mut n = 0;
             while !stop.load(Ordering::Relaxed) {
                 n += mp.recover_dead_members().reclaimed;
-                std::thread::yield_now();
+                std::thread::sleep(std::time::Duration::from_micros(200));
             }
             n
         })
