@@ -1114,14 +1114,12 @@ impl Process {
                         return Ok(c.as_ref());
                     }
                 } else {
-                    let rec = tsc_hpet::ClockRecord::from_raw(
-                        kind,
-                        h.clock.hz.load(Ordering::Relaxed),
-                        h.clock.source.load(Ordering::Relaxed),
-                    )
-                    .map_err(|e| ProcError::Corrupt {
+                    let rec = self.clock_record().ok_or_else(|| ProcError::Corrupt {
                         file: "the group's clock record".into(),
-                        why: e.to_string(),
+                        why: format!(
+                            "kind {kind} with frequency {} is not a valid record",
+                            h.clock.hz.load(Ordering::Relaxed)
+                        ),
                     })?;
                     let (clock, notice) = tsc_hpet::from_record(&rec);
                     h.members[s.slot.0 as usize]

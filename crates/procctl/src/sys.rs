@@ -181,9 +181,20 @@ pub(crate) fn memfd(name: &str) -> io::Result<File> {
 /// Most descriptors one message carries.
 pub(crate) const MAX_FDS: usize = 64;
 
-/// Send `data` and `fds` over a Unix stream socket (SCM_RIGHTS).
-pub(crate) fn send_fds(sock: &UnixStream, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
-    assert!(fds.len() <= MAX_FDS && !data.is_empty());
+/// `sendmsg` of `data` with `fds` as SCM_RIGHTS, to `dest` (a datagram peer) or to the connected
+/// peer (`None`).
+fn sendmsg_fds(
+    fd: RawFd,
+    dest: Option<&std::path::Path>,
+    data: &[u8],
+    fds: &[RawFd],
+    flags: libc::c_int,
+) -> io::Result<usize> {
+    assert!(fds.len() <= MAX_FDS);
+    let mut addr = match dest {
+        Some(p) => Some(sockaddr_un(p)?),
+        None => None,
+    };
     let space = std::mem::size_of_val(fds) as u32;
     // SAFETY: CMSG_SPACE is a pure size computation.
     let cap = unsafe { libc::CMSG_SPACE(space) } as usize;
@@ -194,14 +205,18 @@ pub(crate) fn send_fds(sock: &UnixStream, data: &[u8], fds: &[RawFd]) -> io::Res
     };
     // SAFETY: `msghdr` is a plain C struct; zeroed is valid before we fill it in.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    if let Some((a, len)) = addr.as_mut() {
+        msg.msg_name = (a as *mut libc::sockaddr_un).cast();
+        msg.msg_namelen = *len;
+    }
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
     if !fds.is_empty() {
         msg.msg_control = cbuf.as_mut_ptr().cast();
         msg.msg_controllen = cap as _;
         // SAFETY: msg_control points at `cap` bytes we own; CMSG_FIRSTHDR returns a pointer into
-        // it (non-null since cap >= CMSG_SPACE(space)); we write the header and `fds` payload,
-        // which fit in CMSG_SPACE(space) bytes.
+        // it (non-null since cap >= CMSG_SPACE(space)); the header and the `fds` payload fit in
+        // CMSG_SPACE(space) bytes.
         unsafe {
             let c = libc::CMSG_FIRSTHDR(&msg);
             (*c).cmsg_level = libc::SOL_SOCKET;
@@ -214,24 +229,19 @@ pub(crate) fn send_fds(sock: &UnixStream, data: &[u8], fds: &[RawFd]) -> io::Res
             );
         }
     }
-    // SAFETY: `msg` points at valid iovec and control buffers that outlive the call.
-    let r = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+    // SAFETY: every pointer in `msg` refers to live buffers for the duration of the call.
+    let r = unsafe { libc::sendmsg(fd, &msg, flags) };
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
-    if r as usize != data.len() {
-        return Err(io::Error::new(
-            io::ErrorKind::WriteZero,
-            "short send of a group message",
-        ));
-    }
-    Ok(())
+    Ok(r as usize)
 }
 
-/// Receive one message of at most `max` bytes and its descriptors.
-pub(crate) fn recv_fds(sock: &UnixStream, max: usize) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
+/// `recvmsg` of at most `max` bytes and the descriptors that came with them; also says whether
+/// data or descriptors were truncated.
+fn recvmsg_fds(fd: RawFd, max: usize) -> io::Result<(Vec<u8>, Vec<OwnedFd>, bool)> {
     let mut data = vec![0u8; max];
-    // SAFETY: CMSG_SPACE is a pure size computation.
+    // SAFETY: pure size computation.
     let cap = unsafe { libc::CMSG_SPACE((std::mem::size_of::<RawFd>() * MAX_FDS) as u32) } as usize;
     let mut cbuf = vec![0u64; cap.div_ceil(8)];
     let mut iov = libc::iovec {
@@ -244,8 +254,8 @@ pub(crate) fn recv_fds(sock: &UnixStream, max: usize) -> io::Result<(Vec<u8>, Ve
     msg.msg_iovlen = 1;
     msg.msg_control = cbuf.as_mut_ptr().cast();
     msg.msg_controllen = cap as _;
-    // SAFETY: buffers are valid and outlive the call; MSG_CMSG_CLOEXEC marks received fds CLOEXEC.
-    let r = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    // SAFETY: buffers are valid for the call; received descriptors are marked close-on-exec.
+    let r = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_CMSG_CLOEXEC) };
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -259,16 +269,35 @@ pub(crate) fn recv_fds(sock: &UnixStream, max: usize) -> io::Result<(Vec<u8>, Ve
         while !c.is_null() {
             if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
                 let payload = (*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
-                let n = payload / std::mem::size_of::<RawFd>();
                 let p = libc::CMSG_DATA(c).cast::<RawFd>();
-                for i in 0..n {
+                for i in 0..payload / std::mem::size_of::<RawFd>() {
                     fds.push(OwnedFd::from_raw_fd(p.add(i).read_unaligned()));
                 }
             }
             c = libc::CMSG_NXTHDR(&msg, c);
         }
     }
-    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+    let truncated = msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0;
+    Ok((data, fds, truncated))
+}
+
+/// Send `data` and `fds` over a connected Unix stream socket (SCM_RIGHTS).
+pub(crate) fn send_fds(sock: &UnixStream, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    assert!(!data.is_empty());
+    let n = sendmsg_fds(sock.as_raw_fd(), None, data, fds, libc::MSG_NOSIGNAL)?;
+    if n != data.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            "short send of a group message",
+        ));
+    }
+    Ok(())
+}
+
+/// Receive one message of at most `max` bytes and its descriptors from a stream socket.
+pub(crate) fn recv_fds(sock: &UnixStream, max: usize) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
+    let (data, fds, truncated) = recvmsg_fds(sock.as_raw_fd(), max)?;
+    if truncated {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             "too many descriptors in a group message",
@@ -321,50 +350,14 @@ pub(crate) fn dgram_send_to(
     data: &[u8],
     fds: &[RawFd],
 ) -> io::Result<()> {
-    assert!(fds.len() <= MAX_FDS);
-    let (mut addr, alen) = sockaddr_un(path)?;
-    let space = std::mem::size_of_val(fds) as u32;
-    // SAFETY: CMSG_SPACE is a pure size computation.
-    let cap = unsafe { libc::CMSG_SPACE(space) } as usize;
-    let mut cbuf = vec![0u64; cap.div_ceil(8)];
-    let mut iov = libc::iovec {
-        iov_base: data.as_ptr() as *mut _,
-        iov_len: data.len(),
-    };
-    // SAFETY: zeroed msghdr is valid before we fill it in.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_name = (&mut addr as *mut libc::sockaddr_un).cast();
-    msg.msg_namelen = alen;
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    if !fds.is_empty() {
-        msg.msg_control = cbuf.as_mut_ptr().cast();
-        msg.msg_controllen = cap as _;
-        // SAFETY: as in `send_fds`: the control buffer holds CMSG_SPACE(space) bytes we own.
-        unsafe {
-            let c = libc::CMSG_FIRSTHDR(&msg);
-            (*c).cmsg_level = libc::SOL_SOCKET;
-            (*c).cmsg_type = libc::SCM_RIGHTS;
-            (*c).cmsg_len = libc::CMSG_LEN(space) as _;
-            std::ptr::copy_nonoverlapping(
-                fds.as_ptr(),
-                libc::CMSG_DATA(c).cast::<RawFd>(),
-                fds.len(),
-            );
-        }
-    }
-    // SAFETY: every pointer in `msg` refers to live buffers for the duration of the call.
-    let r = unsafe {
-        libc::sendmsg(
-            sock.as_raw_fd(),
-            &msg,
-            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    sendmsg_fds(
+        sock.as_raw_fd(),
+        Some(path),
+        data,
+        fds,
+        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+    )
+    .map(|_| ())
 }
 
 /// Receive one datagram (blocking up to the socket's read timeout) with its descriptors.
@@ -373,44 +366,7 @@ pub(crate) fn dgram_recv(
     sock: &std::os::unix::net::UnixDatagram,
     max: usize,
 ) -> io::Result<(Vec<u8>, Vec<OwnedFd>, bool)> {
-    let mut data = vec![0u8; max];
-    // SAFETY: pure size computation.
-    let cap = unsafe { libc::CMSG_SPACE((std::mem::size_of::<RawFd>() * MAX_FDS) as u32) } as usize;
-    let mut cbuf = vec![0u64; cap.div_ceil(8)];
-    let mut iov = libc::iovec {
-        iov_base: data.as_mut_ptr().cast(),
-        iov_len: data.len(),
-    };
-    // SAFETY: zeroed msghdr is valid before we fill it in.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr().cast();
-    msg.msg_controllen = cap as _;
-    // SAFETY: buffers are valid for the call; received descriptors are marked close-on-exec.
-    let r = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    data.truncate(r as usize);
-    let mut fds = Vec::new();
-    // SAFETY: walking the control messages the kernel wrote, as in `recv_fds`; each received
-    // descriptor is new and now ours.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(&msg);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                let payload = (*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
-                let p = libc::CMSG_DATA(c).cast::<RawFd>();
-                for i in 0..payload / std::mem::size_of::<RawFd>() {
-                    fds.push(OwnedFd::from_raw_fd(p.add(i).read_unaligned()));
-                }
-            }
-            c = libc::CMSG_NXTHDR(&msg, c);
-        }
-    }
-    let truncated = msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0;
-    Ok((data, fds, truncated))
+    recvmsg_fds(sock.as_raw_fd(), max)
 }
 
 /// A view of the shared tables over a configuration mapping.

@@ -389,56 +389,36 @@ pub trait Zones {
     }
 }
 
-impl<Z: Zones + ?Sized> Zones for &Z {
-    fn reserve(&self, req: &ZoneRequest<'_>) -> Result<Zone, ZoneError> {
-        (**self).reserve(req)
-    }
-    fn lookup(&self, name: &str) -> Result<Zone, ZoneError> {
-        (**self).lookup(name)
-    }
-    fn free(&self, name: &str) -> Result<(), ZoneError> {
-        (**self).free(name)
-    }
-    fn list(&self) -> Vec<ZoneInfo> {
-        (**self).list()
-    }
-    fn member(&self) -> MemberId {
-        (**self).member()
-    }
-    fn member_state(&self, member: MemberId) -> MemberState {
-        (**self).member_state(member)
-    }
-    fn liveness(&self) -> Arc<dyn Liveness> {
-        (**self).liveness()
-    }
-    fn current_lcore(&self) -> Option<u32> {
-        (**self).current_lcore()
-    }
+/// `Zones` through a reference or a shared pointer: every method forwards to the target.
+macro_rules! forward_zones {
+    ($($ty:ty),*) => {$(
+        impl<Z: Zones + ?Sized> Zones for $ty {
+            fn reserve(&self, req: &ZoneRequest<'_>) -> Result<Zone, ZoneError> {
+                (**self).reserve(req)
+            }
+            fn lookup(&self, name: &str) -> Result<Zone, ZoneError> {
+                (**self).lookup(name)
+            }
+            fn free(&self, name: &str) -> Result<(), ZoneError> {
+                (**self).free(name)
+            }
+            fn list(&self) -> Vec<ZoneInfo> {
+                (**self).list()
+            }
+            fn member(&self) -> MemberId {
+                (**self).member()
+            }
+            fn member_state(&self, member: MemberId) -> MemberState {
+                (**self).member_state(member)
+            }
+            fn liveness(&self) -> Arc<dyn Liveness> {
+                (**self).liveness()
+            }
+            fn current_lcore(&self) -> Option<u32> {
+                (**self).current_lcore()
+            }
+        }
+    )*};
 }
 
-impl<Z: Zones + ?Sized> Zones for Arc<Z> {
-    fn reserve(&self, req: &ZoneRequest<'_>) -> Result<Zone, ZoneError> {
-        (**self).reserve(req)
-    }
-    fn lookup(&self, name: &str) -> Result<Zone, ZoneError> {
-        (**self).lookup(name)
-    }
-    fn free(&self, name: &str) -> Result<(), ZoneError> {
-        (**self).free(name)
-    }
-    fn list(&self) -> Vec<ZoneInfo> {
-        (**self).list()
-    }
-    fn member(&self) -> MemberId {
-        (**self).member()
-    }
-    fn member_state(&self, member: MemberId) -> MemberState {
-        (**self).member_state(member)
-    }
-    fn liveness(&self) -> Arc<dyn Liveness> {
-        (**self).liveness()
-    }
-    fn current_lcore(&self) -> Option<u32> {
-        (**self).current_lcore()
-    }
-}
+forward_zones!(&Z, Arc<Z>);
