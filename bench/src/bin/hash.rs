@@ -8,7 +8,8 @@
 //! get the same keys, hashes and lookup order; each table is warmed by one untimed round; within
 //! every phase the sides take turns chunk by chunk (16384 operations), and each row is the median
 //! over rounds of the per-round average. The `add/writer` and `delete/writer` rows are ours
-//! holding one `Hash::writer()` per chunk instead of locking on every call.
+//! holding one `Hash::writer()` per turn instead of locking on every call: ours takes its add and
+//! delete turns alternately each way, on the same table.
 //!
 //! Options: `--rounds N` (default 7), `--entries-log2 N` (default 19), `--lookups N` per round
 //! (default 2^20), `--keys 4,16,64`, `--alternate chunk|phase` (default chunk: the sides take
@@ -342,13 +343,6 @@ fn run_size<const KL: usize>(o: &Opts, zones: &LocalZones, have_dpdk: bool) -> R
 
     let ours: Hash<[u8; KL], (), Crc32c> =
         Hash::create(zones, &format!("bench-{KL}"), Params::new(entries), hasher)?;
-    // A second table of ours for the add/delete rows that hold one writer() per chunk.
-    let ours_w: Hash<[u8; KL], (), Crc32c> = Hash::create(
-        zones,
-        &format!("bench-w-{KL}"),
-        Params::new(entries),
-        hasher,
-    )?;
     let mut row = Row {
         key: KL,
         ours: Default::default(),
@@ -377,7 +371,9 @@ fn run_size<const KL: usize>(o: &Opts, zones: &LocalZones, have_dpdk: bool) -> R
     let lk_ptrs: Vec<*const std::ffi::c_void> =
         lk_flat.chunks(KL).map(|k| k.as_ptr().cast()).collect();
 
-    // Sides: 0 ours, 1 ours through writer() (add and delete only), 2 DPDK-LF, 3 DPDK.
+    // Sides: 0 ours, 2 DPDK-LF, 3 DPDK. In the add and delete phases, ours takes its turns
+    // alternately calling add/delete directly and through writer(); those are recorded as side 1
+    // (same table, so both variants see the same table state).
     let dpdk_sides = if cfg!(have_dpdk) && have_dpdk { 2 } else { 0 };
     let mut bad = 0u64;
     // Round 0 warms every table (first touch of its pages) and is not counted. Within a phase
@@ -399,14 +395,17 @@ fn run_size<const KL: usize>(o: &Opts, zones: &LocalZones, have_dpdk: bool) -> R
                 (&keys[..], &sigs[..])
             };
             let mut sides: Vec<usize> = vec![0];
-            if !lookups {
-                sides.push(1);
-            }
             sides.extend((0..dpdk_sides).map(|d| 2 + d));
             let mut total = [0f64; 4];
             let mut ops = [0usize; 4];
-            for (ci, start) in (0..pk.len()).step_by(chunk).enumerate() {
-                let end = start.saturating_add(chunk).min(pk.len());
+            // Adds and deletes come in at least two turns, one per variant of ours.
+            let step = if lookups {
+                chunk
+            } else {
+                chunk.min(pk.len().div_ceil(2))
+            };
+            for (ci, start) in (0..pk.len()).step_by(step).enumerate() {
+                let end = start.saturating_add(step).min(pk.len());
                 let (ck, cs) = (&pk[start..end], &ps[start..end]);
                 let n_ops = if phase == Phase::Bulk {
                     ck.len() / 16 * 16
@@ -414,10 +413,13 @@ fn run_size<const KL: usize>(o: &Opts, zones: &LocalZones, have_dpdk: bool) -> R
                     ck.len()
                 };
                 for j in 0..sides.len() {
-                    let side = sides[(j + ci + round) % sides.len()];
+                    let mut side = sides[(j + ci + round) % sides.len()];
+                    if side == 0 && !lookups && (ci + round) % 2 == 1 {
+                        side = 1;
+                    }
                     let per_op = match side {
                         0 => ours_phase(&ours, phase, false, ck, cs, &mut bad),
-                        1 => ours_phase(&ours_w, phase, true, ck, cs, &mut bad),
+                        1 => ours_phase(&ours, phase, true, ck, cs, &mut bad),
                         #[cfg(have_dpdk)]
                         s => {
                             let t = &dpdk.as_ref().expect("DPDK tables")[s - 2];
@@ -436,7 +438,10 @@ fn run_size<const KL: usize>(o: &Opts, zones: &LocalZones, have_dpdk: bool) -> R
                 }
             }
             if round > 0 {
-                for &side in &sides {
+                for side in 0..4 {
+                    if ops[side] == 0 {
+                        continue;
+                    }
                     let v = total[side] / ops[side] as f64;
                     [&mut row.ours, &mut row.batch, &mut row.lf, &mut row.plain][side][pi].push(v);
                 }
@@ -447,7 +452,6 @@ fn run_size<const KL: usize>(o: &Opts, zones: &LocalZones, have_dpdk: bool) -> R
         }
     }
     ours.destroy(zones)?;
-    ours_w.destroy(zones)?;
     Ok(row)
 }
 
