@@ -57,6 +57,10 @@ pub struct VmTestArgs {
     /// Back the group and the device with /dev/shm even when hugepages could be set up.
     #[arg(long)]
     no_huge: bool,
+    /// QEMU's `-smp` (keep `maxcpus` above 1 under TCG: with plain `1`, guest atomics are not
+    /// atomic against the host, which the `mp` ring check is there to catch).
+    #[arg(long, default_value = "1,maxcpus=2")]
+    smp: String,
 }
 
 fn join_group(prefix: &str, runtime_dir: Option<&Path>) -> Result<procctl::Process> {
@@ -96,6 +100,12 @@ const N_HOST: usize = 200;
 const N_VM: usize = 200;
 /// The word the host puts in the ring `grp`, which lives in the group's general segment.
 const GRP_WORD: u64 = 0x5345_474d;
+/// Values guest a enqueues into the multi-producer ring `mp` while a host thread does too.
+const MP_GUEST_N: u64 = 20_000;
+/// Tags of the producers in `mp` values (the low 40 bits are a sequence number).
+const MP_GUEST_TAG: u64 = 1 << 40;
+const MP_HOST_TAG: u64 = 2 << 40;
+const MP_SEQ: u64 = (1 << 40) - 1;
 /// Objects of the host's mempool.
 const POOL_N: u32 = 63;
 /// The word the host writes in the `ctl` memzone, and the one guest a writes back.
@@ -222,10 +232,12 @@ pub fn vm_test(a: VmTestArgs) -> Result<()> {
         MempoolParams::new(POOL_N, 256).cache_size(8),
     )?;
     let held = Ring::<u32>::create(&zones, "held", 64, RingFlags::empty())?;
+    let mpr = Ring::<u64>::create(&zones, "mp", 1024, RingFlags::empty())?;
     for r in [&h2g, &g2h, &a2b, &b2a] {
         meta.add_ring(r)?;
     }
     meta.add_ring(&held)?;
+    meta.add_ring(&mpr)?;
     meta.add_memzone(&ctl)?;
     meta.add_mempool(&pool)?;
     ivshmem_meta::atomic_u64(&ctl, 0).store(HOST_WORD, Ordering::Release);
@@ -332,12 +344,73 @@ pub fn vm_test(a: VmTestArgs) -> Result<()> {
     // runs on QEMU's virtual clock, so the guest checks one against the other with a frequency
     // it did not calibrate against its own (HPET-driven) clocks.
     let tsc_hz = tsc_hpet::Tsc::frequency().map(|f| f.hz).unwrap_or(0);
+    // Host threads on the ring `mp`: a producer enqueueing while guest a enqueues too (a
+    // multi-producer CAS race between a host thread and a vCPU), and a consumer checking that
+    // each producer's values arrive complete and in order.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let producer = {
+        let (r, c, stop) = (mpr.clone(), ctl.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let started = ivshmem_meta::atomic_u64(&c, 16);
+            let done = ivshmem_meta::atomic_u64(&c, 24);
+            while started.load(Ordering::Acquire) == 0 && !stop.load(Ordering::Acquire) {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            let mut n = 0u64;
+            let mut during = 0u64;
+            while done.load(Ordering::Acquire) == 0 && !stop.load(Ordering::Acquire) {
+                if r.enqueue(MP_HOST_TAG | n).is_ok() {
+                    n += 1;
+                    during += 1;
+                } else {
+                    std::hint::spin_loop();
+                }
+            }
+            (n, during)
+        })
+    };
+    let consumer = {
+        let (r, stop) = (mpr.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut next = [0u64; 2];
+            let mut errors = Vec::new();
+            let mut buf = [0u64; 64];
+            loop {
+                let k = r.dequeue_burst(&mut buf);
+                for &v in &buf[..k] {
+                    let (i, seq) = match v & !MP_SEQ {
+                        MP_GUEST_TAG => (0, v & MP_SEQ),
+                        MP_HOST_TAG => (1, v & MP_SEQ),
+                        _ => {
+                            errors.push(format!("foreign value {v:#x}"));
+                            continue;
+                        }
+                    };
+                    if seq != next[i] && errors.len() < 5 {
+                        errors.push(format!(
+                            "{} value {seq} where {} was due",
+                            ["guest", "host"][i],
+                            next[i]
+                        ));
+                    }
+                    next[i] = seq + 1;
+                }
+                if k == 0 {
+                    if stop.load(Ordering::Acquire) && r.count() == 0 {
+                        break;
+                    }
+                    std::thread::yield_now();
+                }
+            }
+            (next, errors)
+        })
+    };
     let mut vms = Vec::new();
     for role in ["a", "b"] {
         let log = work.join(format!("serial-{role}.log"));
         let out = File::create(work.join(format!("qemu-{role}.out")))?;
         let mut c = Command::new(qemu);
-        c.args(["-accel", "tcg", "-machine", "pc", "-smp", "1,maxcpus=2", "-m", "256M"])
+        c.args(["-accel", "tcg", "-machine", "pc", "-smp", &a.smp, "-m", "256M"])
             .args(["-nographic", "-nodefaults", "-no-reboot", "-monitor", "none"])
             .arg("-serial")
             .arg(format!("file:{}", log.display()))
@@ -347,7 +420,7 @@ pub fn vm_test(a: VmTestArgs) -> Result<()> {
             .arg(&initrd)
             .arg("-append")
             .arg(format!(
-                "console=ttyS0 panic=-1 quiet hugeshare.role={role} hugeshare.gen={generation} hugeshare.n={N_HOST} hugeshare.m={N_VM} hugeshare.pool={POOL_N} hugeshare.tsc_hz={tsc_hz}"
+                "console=ttyS0 panic=-1 quiet hugeshare.role={role} hugeshare.gen={generation} hugeshare.n={N_HOST} hugeshare.m={N_VM} hugeshare.pool={POOL_N} hugeshare.tsc_hz={tsc_hz} hugeshare.mp={MP_GUEST_N}"
             ))
             .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
             .args(&lines)
@@ -384,6 +457,39 @@ pub fn vm_test(a: VmTestArgs) -> Result<()> {
             }
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+
+    stop.store(true, Ordering::Release);
+    // A thread can be stuck inside the ring for good (a reservation that is never published,
+    // which is what non-atomic guest atomics produce): never wait for it forever.
+    let until = Instant::now() + Duration::from_secs(15);
+    while !(producer.is_finished() && consumer.is_finished()) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if producer.is_finished() && consumer.is_finished() {
+        let (host_sent, during) = producer.join().expect("producer thread");
+        let (seen, errors) = consumer.join().expect("consumer thread");
+        host(
+            "mp ring: host and guest",
+            errors.is_empty() && seen[0] == MP_GUEST_N && seen[1] == host_sent && during > 0,
+            format!(
+                "guest enqueued {} of {MP_GUEST_N}, host {host_sent} at the same time; all in order: {}{}",
+                seen[0],
+                errors.is_empty(),
+                if errors.is_empty() { String::new() } else { format!(" ({})", errors.join("; ")) }
+            ),
+        );
+    } else {
+        host(
+            "mp ring: host and guest",
+            false,
+            format!(
+                "a host thread is stuck inside ring mp (producer finished: {}, consumer: {}): a reservation was never published; are the guest's atomics atomic (-smp {})?",
+                producer.is_finished(),
+                consumer.is_finished(),
+                a.smp
+            ),
+        );
     }
 
     // Host-side checks of what the guests did.
@@ -435,7 +541,9 @@ pub fn vm_test(a: VmTestArgs) -> Result<()> {
     );
     host(
         "rings drained",
-        [&h2g, &a2b, &b2a, &grp].iter().all(|r| r.count() == 0),
+        [&h2g, &a2b, &b2a, &grp, &mpr]
+            .iter()
+            .all(|r| r.count() == 0),
         format!(
             "h2g {} a2b {} b2a {} grp {}",
             h2g.count(),
@@ -495,6 +603,7 @@ pub fn vm_test(a: VmTestArgs) -> Result<()> {
     drop(pool);
     drop(held);
     drop(grp);
+    drop(mpr);
     let meta_path = meta.path().to_path_buf();
     drop(meta);
     drop(process);

@@ -5,7 +5,8 @@
 //!
 //! Kernel command line: `hugeshare.role=a|b`, `hugeshare.gen=<host generation>`,
 //! `hugeshare.n=<messages from the host>`, `hugeshare.m=<messages between guests>`,
-//! `hugeshare.pool=<objects in the host's mempool>`, `hugeshare.tsc_hz=<the host's TSC frequency>`.
+//! `hugeshare.pool=<objects in the host's mempool>`, `hugeshare.tsc_hz=<the host's TSC frequency>`,
+//! `hugeshare.mp=<values to enqueue into the multi-producer ring beside a host producer>`.
 #![deny(unsafe_code)]
 
 #[allow(unsafe_code)]
@@ -25,6 +26,17 @@ const PASS: u32 = 0x10;
 const FAIL: u32 = 0x20;
 /// How long a guest waits for a peer.
 const WAIT: Duration = Duration::from_secs(40);
+
+/// What the host says on the kernel command line.
+#[derive(Clone, Copy)]
+struct Params {
+    generation: u64,
+    n: usize,
+    m: usize,
+    pool_n: usize,
+    tsc_hz: u64,
+    mp_n: u64,
+}
 
 struct Report {
     failed: bool,
@@ -107,21 +119,16 @@ fn main() {
 }
 
 fn run(rep: &mut Report, role: &str, cmdline: &str) {
-    let generation: u64 = param(cmdline, "hugeshare.gen")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let n: usize = param(cmdline, "hugeshare.n")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let m: usize = param(cmdline, "hugeshare.m")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let pool_n: usize = param(cmdline, "hugeshare.pool")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let tsc_hz: u64 = param(cmdline, "hugeshare.tsc_hz")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let num = |k: &str| -> u64 { param(cmdline, k).and_then(|v| v.parse().ok()).unwrap_or(0) };
+    let p = Params {
+        generation: num("hugeshare.gen"),
+        n: num("hugeshare.n") as usize,
+        m: num("hugeshare.m") as usize,
+        pool_n: num("hugeshare.pool") as usize,
+        tsc_hz: num("hugeshare.tsc_hz"),
+        mp_n: num("hugeshare.mp"),
+    };
+    let (generation, m) = (p.generation, p.m);
     let t = Instant::now();
     let guest = match GuestZones::scan() {
         Ok(g) => g,
@@ -168,7 +175,7 @@ fn run(rep: &mut Report, role: &str, cmdline: &str) {
         },
     );
     match role {
-        "a" => role_a(rep, &guest, n, m, pool_n, tsc_hz),
+        "a" => role_a(rep, &guest, &p),
         "b" => role_b(rep, &guest, m),
         other => {
             rep.check("role", Err(format!("unknown role {other:?}")));
@@ -176,7 +183,15 @@ fn run(rep: &mut Report, role: &str, cmdline: &str) {
     }
 }
 
-fn role_a(rep: &mut Report, guest: &GuestZones, n: usize, m: usize, pool_n: usize, tsc_hz: u64) {
+fn role_a(rep: &mut Report, guest: &GuestZones, p: &Params) {
+    let Params {
+        n,
+        m,
+        pool_n,
+        tsc_hz,
+        mp_n,
+        ..
+    } = *p;
     // Host <-> guest through rings the host created in the metadata.
     let rings = (|| -> Result<_, String> {
         Ok((
@@ -262,6 +277,32 @@ fn role_a(rep: &mut Report, guest: &GuestZones, n: usize, m: usize, pool_n: usiz
             }
             Ok(format!(
                 "took 16 of {pool_n}, returned 8, handed 8 to the host; no lcore cache"
+            ))
+        })(),
+    );
+    // The multi-producer ring `mp`: enqueue while a host thread enqueues too (the host checks
+    // that every value of each producer arrives once, in order).
+    rep.check(
+        "mp-ring-with-host",
+        (|| -> Result<String, String> {
+            let r = Ring::<u64>::lookup(guest, "mp").map_err(|e| e.to_string())?;
+            let ctl = guest.lookup("ctl").map_err(|e| e.to_string())?;
+            let t = Instant::now();
+            ivshmem_meta::atomic_u64(&ctl, 16).store(1, Ordering::Release);
+            let deadline = t + WAIT;
+            for i in 0..mp_n {
+                while r.enqueue((1 << 40) | i).is_err() {
+                    if Instant::now() > deadline {
+                        ivshmem_meta::atomic_u64(&ctl, 24).store(1, Ordering::Release);
+                        return Err(format!("ring full for {WAIT:?} after {i} values"));
+                    }
+                    std::hint::spin_loop();
+                }
+            }
+            ivshmem_meta::atomic_u64(&ctl, 24).store(1, Ordering::Release);
+            Ok(format!(
+                "{mp_n} values enqueued in {:?} beside a host producer",
+                t.elapsed()
             ))
         })(),
     );
