@@ -42,10 +42,12 @@
 //! 1. **Every reservation is attributable.** The head word names the last reservation (member
 //!    and length). Before its CAS, a multi-mode member writes the reservation the head word
 //!    currently names (its predecessor) into a *record* array indexed by start position
-//!    (`start | member | n`, one u64 per slot per side). All contenders write the same value, so
-//!    whichever wins the CAS, the predecessor's record was written before the head moved past
-//!    it: for any position between tail and head, either the head word or a record names the
-//!    reservation starting there. A record is trusted only if its position matches exactly.
+//!    (`start | member | n`, one u64 per slot per side), unless the tail shows it published
+//!    already (then nobody will ever look it up, and the store is saved). All contenders write
+//!    the same value, so whichever wins the CAS, an unpublished predecessor's record was written
+//!    before the head moved past it: for any unpublished position between tail and head, either
+//!    the head word or a record names the reservation starting there. A record is trusted only
+//!    if its position matches exactly.
 //! 2. **Dead reservations are abandoned at the tail.** A waiter that has spun a while, and
 //!    [`Ring::recover`] at any time, look at the reservation starting at the tail; if its member
 //!    is not alive (per the [`shmconfig::Liveness`] handle the ring keeps), and the tail still

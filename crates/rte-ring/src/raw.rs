@@ -240,6 +240,37 @@ impl<T: Copy> Mem<T> {
             }
         }
     }
+
+    /// The first element of a consumer claim, by value.
+    #[inline(always)]
+    pub(crate) fn read_one(&self, c: &Claim) -> T {
+        assert!(c.n >= 1);
+        let idx = (c.pos & (self.size - 1)) as usize;
+        // SAFETY: `idx < size`, inside the slot array; the slot is in the caller's consumer
+        // claim and was published by the producers (see `read`).
+        unsafe { read_slot(self.slots.as_ptr().add(idx)) }
+    }
+}
+
+/// Read one slot.
+///
+/// # Safety
+/// `src` is a published slot the caller owns exclusively.
+#[cfg(not(hugeshare_loom))]
+#[inline(always)]
+unsafe fn read_slot<T: Copy>(src: *const Slot<T>) -> T {
+    // SAFETY: forwarded from the caller.
+    unsafe { src.read() }
+}
+
+/// Read one loom-checked slot.
+///
+/// # Safety
+/// As for the non-loom version.
+#[cfg(hugeshare_loom)]
+unsafe fn read_slot<T: Copy>(src: *const Slot<T>) -> T {
+    // SAFETY: forwarded from the caller; loom checks the access.
+    unsafe { (*src).with(|p| p.read()) }
 }
 
 /// Exclusive use of the slots `[pos, pos + n)`, obtained by moving a head over them.

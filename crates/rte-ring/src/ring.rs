@@ -613,8 +613,12 @@ impl<T: RingElement> Ring<T> {
     /// Dequeue one element, if there is one.
     #[inline]
     pub fn dequeue(&self) -> Option<T> {
-        let mut v = T::new_zeroed();
-        (self.deq_default(std::slice::from_mut(&mut v), true).n == 1).then_some(v)
+        match self.cons_sync {
+            SyncMode::St => self.deq_one(SyncMode::St),
+            SyncMode::Mt => self.deq_one(SyncMode::Mt),
+            SyncMode::Hts => self.deq_one(SyncMode::Hts),
+            SyncMode::Rts => self.deq_one(SyncMode::Rts),
+        }
     }
 
     /// Single-producer enqueue of one element (the caller promises no other producer runs
@@ -642,15 +646,13 @@ impl<T: RingElement> Ring<T> {
     /// meanwhile).
     #[inline]
     pub fn sc_dequeue(&self) -> Option<T> {
-        let mut v = T::new_zeroed();
-        (self.deq(std::slice::from_mut(&mut v), true, SyncMode::St).n == 1).then_some(v)
+        self.deq_one(SyncMode::St)
     }
 
     /// Multi-consumer dequeue of one element.
     #[inline]
     pub fn mc_dequeue(&self) -> Option<T> {
-        let mut v = T::new_zeroed();
-        (self.deq(std::slice::from_mut(&mut v), true, SyncMode::Mt).n == 1).then_some(v)
+        self.deq_one(SyncMode::Mt)
     }
 
     /// Enqueue all of `items` or none; returns `items.len()` or 0.
@@ -972,6 +974,28 @@ impl<T: RingElement> Ring<T> {
         }
     }
 
+    /// One element, returned by value (no buffer in memory between the slot and the caller).
+    #[inline(always)]
+    fn deq_one(&self, sync: SyncMode) -> Option<T> {
+        let (claim, avail) = match sync {
+            SyncMode::St => self.reserve_st(Which::Cons, 1, true),
+            _ => self.reserve_mt(Which::Cons, 1, true, sync),
+        };
+        let Some(claim) = claim else {
+            if avail == HOLES {
+                let mut v = T::new_zeroed();
+                let got = self
+                    .dequeue_slow(std::slice::from_mut(&mut v), true, sync)
+                    .n;
+                return (got == 1).then_some(v);
+            }
+            return None;
+        };
+        let v = self.mem.read_one(&claim);
+        self.publish(Which::Cons, &claim, sync);
+        Some(v)
+    }
+
     #[cold]
     fn dequeue_long(&self, out: &mut [T], how: Behavior, sync: SyncMode) -> Outcome {
         if how == Behavior::Fixed {
@@ -1110,12 +1134,7 @@ impl<T: RingElement> Ring<T> {
             if n == 0 {
                 return (None, room);
             }
-            if pn != 0 {
-                let s = pos.wrapping_sub(pn as u32);
-                self.mem
-                    .record(w as usize, s)
-                    .store(pack(s, pm, pn), Relaxed);
-            }
+            self.record_pred(w, mine, pos, pm, pn);
             match self
                 .mem
                 .claim_cas(&mine.head, h, pack(pos.wrapping_add(n), self.me, n as u16))
@@ -1126,18 +1145,39 @@ impl<T: RingElement> Ring<T> {
         }
     }
 
+    /// Record the reservation the head word names (it ends at `pos`), before a CAS moves the
+    /// head past it, so that it stays attributable while unpublished. Once the tail has reached
+    /// `pos`, it and everything before it are published and nobody will look it up: no store.
+    #[inline(always)]
+    fn record_pred(&self, w: Which, mine: &Side, pos: u32, pm: u16, pn: u16) {
+        if pn != 0 && mine.tail.load(Acquire) != pos {
+            let s = pos.wrapping_sub(pn as u32);
+            self.mem
+                .record(w as usize, s)
+                .store(pack(s, pm, pn), Relaxed);
+        }
+    }
+
     /// Publish a claim: in MT/RTS mode wait for earlier reservations of this side first.
     #[inline(always)]
     fn publish(&self, w: Which, c: &Claim, sync: SyncMode) {
         let (mine, _) = self.side(w);
         let end = c.pos.wrapping_add(c.n);
-        if matches!(sync, SyncMode::Mt | SyncMode::Rts) {
-            let mut spins = 0u32;
-            while mine.tail.load(Acquire) != c.pos {
-                self.wait_step(w, &mut spins, c.prev);
-            }
+        if matches!(sync, SyncMode::Mt | SyncMode::Rts) && mine.tail.load(Acquire) != c.pos {
+            self.wait_turn(w, c);
         }
         mine.tail.store(end, Release);
+    }
+
+    /// Wait until earlier reservations of this side are published (or abandoned).
+    #[cold]
+    #[inline(never)]
+    fn wait_turn(&self, w: Which, c: &Claim) {
+        let (mine, _) = self.side(w);
+        let mut spins = 0u32;
+        while mine.tail.load(Acquire) != c.pos {
+            self.wait_step(w, &mut spins, c.prev);
+        }
     }
 
     /// One step of a wait on this side's peers; every so often, look for dead ones. `pred` is
@@ -1277,10 +1317,7 @@ impl<T: RingElement> Ring<T> {
             let claim = if sync == SyncMode::St {
                 self.mem.claim_store(&mine.head, h, new)
             } else {
-                if pn != 0 {
-                    let s = pos.wrapping_sub(pn as u32);
-                    self.mem.record(1, s).store(pack(s, pm, pn), Relaxed);
-                }
+                self.record_pred(Which::Cons, mine, pos, pm, pn);
                 match self.mem.claim_cas(&mine.head, h, new) {
                     Ok(c) => c,
                     Err(x) => {

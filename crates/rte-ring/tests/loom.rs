@@ -231,3 +231,33 @@ fn consumer_steps_over_hole_while_producer_recovers() {
         assert_eq!(r.abandoned(), (1, 0));
     });
 }
+
+/// Two members die one after the other with reservations in flight, racing each other; a third
+/// enqueues behind them: the chain unwinds through the reservation records.
+#[test]
+fn chain_of_dead_producers() {
+    loom::model(|| {
+        let lives = Lives::new();
+        let r = ring(8, RingFlags::empty(), &lives);
+        let victims: Vec<_> = [1u16, 2]
+            .into_iter()
+            .map(|m| {
+                let r = r.as_member(MemberId(m));
+                let lives = lives.clone();
+                thread::spawn(move || {
+                    assert_eq!(r.test_reserve_and_vanish(false, m as u32), m as u32);
+                    lives.kill(m);
+                })
+            })
+            .collect();
+        for v in victims {
+            v.join().unwrap();
+        }
+        let live = r.as_member(MemberId(3));
+        assert_eq!(live.enqueue_bulk(&[9]), 1);
+        let mut buf = [0u64; 8];
+        assert_eq!(r.dequeue_burst(&mut buf), 1);
+        assert_eq!(buf[0], 9);
+        assert_eq!(r.abandoned(), (3, 0));
+    });
+}
