@@ -74,12 +74,14 @@ mod raw;
 
 mod error;
 mod hashfn;
+mod inspect;
 mod layout;
 mod sync;
 mod table;
 
 pub use error::{HashError, TableFull};
 pub use hashfn::{Crc32c, HashFn, HashFnId, Murmur3, CHECK_VECTORS, HASH_NAME_MAX};
+pub use inspect::{inspect, HashInfo};
 pub use layout::{BUCKET_ENTRIES, ENTRIES_MAX};
 #[doc(hidden)]
 pub use table::StopAt;

@@ -8,7 +8,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use shmconfig::{Liveness, MemberId, MemberState, ZoneKind, ZoneRequest, Zones};
+use shmconfig::{Liveness, MemberId, MemberState, Zone, ZoneKind, ZoneRequest, Zones};
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 use crate::error::{HashError, TableFull};
@@ -232,44 +232,7 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
     /// size differs, or the zone holds something else.
     pub fn lookup(zones: &impl Zones, name: &str, hasher: H) -> Result<Self, HashError> {
         let zone = zones.lookup_kind(name, ZoneKind::Hash)?;
-        let bad = |why: String| HashError::BadHeader {
-            name: name.into(),
-            why,
-        };
-        if zone.len() < HEADER_WORDS * 8 {
-            return Err(bad(format!(
-                "the zone is {} bytes, smaller than a header",
-                zone.len()
-            )));
-        }
-        let mem = Mem::new(zone).ok_or_else(|| bad("the zone is not 8-byte aligned".into()))?;
-        // Wait a little for a creator that is still writing the header.
-        let mut magic = mem.w(H_MAGIC).load(Acquire);
-        for _ in 0..1000 {
-            if magic != 0 {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(1));
-            magic = mem.w(H_MAGIC).load(Acquire);
-        }
-        if magic == 0 {
-            return Err(HashError::NotReady { name: name.into() });
-        }
-        if magic != MAGIC {
-            return Err(bad(format!(
-                "magic is {magic:#018x}, expected {MAGIC:#018x}"
-            )));
-        }
-        let v = mem.w(H_VERSION).load(Relaxed);
-        if v as u32 != VERSION || (v >> 32) as u32 != FINGERPRINT {
-            return Err(bad(format!(
-                "layout version {} fingerprint {:#010x}, this build has version {VERSION} fingerprint {FINGERPRINT:#010x}",
-                v as u32,
-                (v >> 32) as u32
-            )));
-        }
-        let sizes = mem.w(H_SIZES).load(Relaxed);
-        let (ks, vs) = ((sizes as u32) as usize, ((sizes >> 32) as u32) as usize);
+        let (mem, ks, vs, stored) = open_header(name, zone)?;
         if ks != size_of::<K>() {
             return Err(HashError::TypeMismatch {
                 name: name.into(),
@@ -286,15 +249,6 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
                 given: size_of::<V>(),
             });
         }
-        let mut fname = [0u8; HASH_NAME_MAX];
-        read_words(&mem, H_FN_NAME, &mut fname);
-        let end = fname.iter().position(|&b| b == 0).unwrap_or(HASH_NAME_MAX);
-        let seedw = mem.w(H_FN_SEED).load(Relaxed);
-        let stored = HashFnId {
-            name: String::from_utf8_lossy(&fname[..end]).into_owned(),
-            seed: seedw as u32,
-            check: (seedw >> 32) as u32,
-        };
         let given = hasher.id();
         if stored != given {
             return Err(HashError::WrongHashFunction {
@@ -563,4 +517,60 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
     pub fn debug_change_count(&self) -> u64 {
         self.mem.w(H_CHNG).load(Relaxed)
     }
+}
+
+/// Check a table's header (magic, layout version and fingerprint) and read what it records:
+/// key size, value size and hash function. Shared by [`Hash::lookup`] and [`crate::inspect`].
+pub(crate) fn open_header(
+    name: &str,
+    zone: Zone,
+) -> Result<(Mem, usize, usize, HashFnId), HashError> {
+    let bad = |why: String| HashError::BadHeader {
+        name: name.into(),
+        why,
+    };
+    if zone.len() < HEADER_WORDS * 8 {
+        return Err(bad(format!(
+            "the zone is {} bytes, smaller than a header",
+            zone.len()
+        )));
+    }
+    let mem = Mem::new(zone).ok_or_else(|| bad("the zone is not 8-byte aligned".into()))?;
+    // Wait a little for a creator that is still writing the header.
+    let mut magic = mem.w(H_MAGIC).load(Acquire);
+    for _ in 0..1000 {
+        if magic != 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        magic = mem.w(H_MAGIC).load(Acquire);
+    }
+    if magic == 0 {
+        return Err(HashError::NotReady { name: name.into() });
+    }
+    if magic != MAGIC {
+        return Err(bad(format!(
+            "magic is {magic:#018x}, expected {MAGIC:#018x}"
+        )));
+    }
+    let v = mem.w(H_VERSION).load(Relaxed);
+    if v as u32 != VERSION || (v >> 32) as u32 != FINGERPRINT {
+        return Err(bad(format!(
+                "layout version {} fingerprint {:#010x}, this build has version {VERSION} fingerprint {FINGERPRINT:#010x}",
+                v as u32,
+                (v >> 32) as u32
+            )));
+    }
+    let sizes = mem.w(H_SIZES).load(Relaxed);
+    let (ks, vs) = ((sizes as u32) as usize, ((sizes >> 32) as u32) as usize);
+    let mut fname = [0u8; HASH_NAME_MAX];
+    read_words(&mem, H_FN_NAME, &mut fname);
+    let end = fname.iter().position(|&b| b == 0).unwrap_or(HASH_NAME_MAX);
+    let seedw = mem.w(H_FN_SEED).load(Relaxed);
+    let stored = HashFnId {
+        name: String::from_utf8_lossy(&fname[..end]).into_owned(),
+        seed: seedw as u32,
+        check: (seedw >> 32) as u32,
+    };
+    Ok((mem, ks, vs, stored))
 }
