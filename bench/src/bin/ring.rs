@@ -549,8 +549,9 @@ fn main() -> Result<()> {
             target,
         })
         .collect();
-    let mut floor1 = vec![];
-    let mut floor2 = vec![];
+    let mut floor1: Vec<f64> = vec![];
+    #[cfg_attr(not(have_dpdk), allow(unused_mut))]
+    let mut floor2: Vec<f64> = vec![];
 
     let r = rings();
     for round in 0..rounds {
