@@ -3,10 +3,12 @@
 //!
 //! A [`Mempool`] lives in zones reserved through [`shmconfig::Zones`]: a header zone
 //! `MP_<name>` (header, statistics, one cache per lcore), an object zone `MP_<name>_0`, and an
-//! [`rte_ring::Ring`] of free object *indexes* (`MP_<name>`, zone `RG_MP_<name>`). Nothing in
-//! shared memory is a pointer: an object is its index; this process sees it as an [`Obj`]
-//! (index and address here), and [`Mempool::from_ptr`] / [`Mempool::obj_from_ptr`] go back
-//! from an address.
+//! [`rte_ring::Ring`] of free object *handles* (`MP_<name>`, zone `RG_MP_<name>`). Nothing in
+//! shared memory is a pointer: the free ring holds handles (an object's offset from the first
+//! object, in units of the largest power of two dividing the stride), caches hold byte offsets,
+//! transfer rings ([`Mempool::send`]) hold object indexes. This process sees an object as an
+//! [`Obj`] (its address here, 8 bytes like DPDK's `void *`); [`Mempool::index_of`],
+//! [`Mempool::obj`], [`Mempool::from_ptr`] and [`Mempool::obj_from_ptr`] convert.
 //!
 //! ```
 //! use rte_mempool::{Mempool, MempoolParams, Obj};
@@ -31,7 +33,10 @@
 //! as is a size whose 1.5× exceeds the count); a put flushes the whole cache to the ring when
 //! its length would pass `1.5 × cache_size`; a get refills it with `cache_size + remaining`
 //! objects in one bulk. Each cache records its owner (member and process id), so that a dead
-//! owner's cache is flushed back to the ring by the clean-up.
+//! owner's cache is flushed back to the ring by the clean-up. The owner keeps a private copy of
+//! its cache's length (it is the only writer) and writes the shared one after every change, for
+//! counts and for recovery; one [`LocalPool`] per cache lives in a process at a time (a second
+//! one asked for the same lcore goes straight to the ring).
 //!
 //! # Dead members
 //!
@@ -76,7 +81,11 @@
 //! otherwise ([`MempoolStats::violations`]; never expected).
 //!
 //! Limits, stated plainly: objects a member held when it died are returned only in tracked
-//! pools (untracked pools return its caches only). If a member slot is reused before any
+//! pools (untracked pools return its caches only). Objects a member was moving when it was
+//! killed (in the middle of a get, a put, a cache flush or refill, a send or a receive, or of a
+//! ring operation the ring then abandons) are orphans until an audit with `repair` (quiet pool)
+//! returns them: in the SIGKILL scenario that is a few dozen objects per kill, since a member
+//! spends much of its time inside ring operations. If a member slot is reused before any
 //! recovery ran, objects the old incarnation held look held by a live member until the new one
 //! dies too (leaked for a while, never handed out twice). If a recoverer dies in the middle of a
 //! flush, the objects it was moving are orphans.
