@@ -86,7 +86,9 @@
 //!
 //! * Model tests run the same code over loom's atomics (module `sync` switches them):
 //!   `LOOM_MAX_PREEMPTIONS=2 RUSTFLAGS="--cfg hugeshare_loom" cargo test -p rte-ring --release --test loom`.
-//! * Threaded tests shrink under Miri: `cargo +nightly miri test -p rte-ring --test threads`.
+//! * Threaded tests shrink under Miri: `cargo +nightly miri test -p rte-ring --test threads`;
+//!   the behaviour tests run under Miri too, but for the 4096-slot sweeps (too slow there):
+//!   `cargo +nightly miri test -p rte-ring --test behaviour -- --skip behaviours_ --skip long_bursts`.
 //! * `tests/processes.rs` runs producers and consumers as real processes over a file in
 //!   `/dev/shm`, and kills producers with SIGKILL at random points.
 #![deny(unsafe_code)]
