@@ -11,7 +11,8 @@
 //! same code that runs over hugepages.
 //!
 //! Options: `--rounds N` (default 5), `--secs S` per point (default 0.2), `--pool cache|nocache`,
-//! `--cores 1|2` and `--bulk 1|4|8|32` (only those rows).
+//! `--cores 1|2` and `--bulk 1|4|8|32` (only those rows), `--side ours|dpdk` (one side only,
+//! for profiling).
 use std::sync::{Arc, Barrier};
 use std::time::Instant;
 
@@ -132,6 +133,10 @@ fn main() {
     let only_pool = get("--pool"); // "cache" or "nocache"
     let only_cores: Option<u32> = get("--cores").and_then(|v| v.parse().ok());
     let only_bulk: Option<usize> = get("--bulk").and_then(|v| v.parse().ok());
+    // `--side ours|dpdk`: measure one side only (for profiling one of them).
+    let side = get("--side");
+    let run_ours = side.as_deref() != Some("dpdk");
+    let run_dpdk = side.as_deref() != Some("ours");
 
     // Before the EAL pins this thread to CPU 0.
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -188,9 +193,11 @@ fn main() {
     for round in 0..rounds {
         eprintln!("round {}/{rounds}", round + 1);
         for (k, r) in rows.iter().enumerate() {
-            our_v[k].push(ours(&pools, &zones, *r, secs));
+            if run_ours {
+                our_v[k].push(ours(&pools, &zones, *r, secs));
+            }
             #[cfg(have_dpdk)]
-            if dpdk_lcores >= r.cores as i32 {
+            if run_dpdk && dpdk_lcores >= r.cores as i32 {
                 // SAFETY: the EAL was initialised above; the pools exist; one call at a time.
                 let x = unsafe {
                     mempool_dpdk_run(r.cache as i32, r.cores, r.bulk as u32, r.keep as u32, secs)
@@ -210,7 +217,11 @@ fn main() {
     );
     let mut misses = 0;
     for (k, r) in rows.iter().enumerate() {
-        let o = median(&mut our_v[k]);
+        let o = if our_v[k].is_empty() {
+            0.0
+        } else {
+            median(&mut our_v[k])
+        };
         let (d, ratio, mark) = if dpdk_v[k].is_empty() {
             ("-".to_string(), "-".to_string(), "")
         } else {

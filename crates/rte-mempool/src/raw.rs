@@ -173,6 +173,17 @@ pub(crate) fn load_objs(c: &CacheSlot, from: usize, out: &mut [Obj], conv: Conv)
     // SAFETY: from + out.len() ≤ CACHE_OBJS (asserted): every read below stays inside the
     // array; exclusive access (above).
     let src = unsafe { c.objs.as_ptr().cast::<u64>().add(from) };
+    let n = out.len();
+    if n <= 8 {
+        // Short bulks, the common case: a plain loop of at most 8 (no vector set-up).
+        let mut k = 0;
+        while k < n && k < 8 {
+            // SAFETY: k < out.len(): inside the range asserted above.
+            out[k] = conv.obj_at(unsafe { src.add(k).read() });
+            k += 1;
+        }
+        return;
+    }
     for (k, o) in out.iter_mut().enumerate() {
         // SAFETY: k < out.len(): inside the range asserted above.
         *o = conv.obj_at(unsafe { src.add(k).read() });
@@ -186,6 +197,16 @@ pub(crate) fn store_objs(c: &CacheSlot, at: usize, objs: &[Obj], conv: Conv) {
     // SAFETY: at + objs.len() ≤ CACHE_OBJS (asserted): every write below stays inside the
     // array, writable through the atomics' interior mutability; exclusive access (above).
     let dst = unsafe { c.objs.as_ptr().cast::<u64>().cast_mut().add(at) };
+    let n = objs.len();
+    if n <= 8 {
+        let mut k = 0;
+        while k < n && k < 8 {
+            // SAFETY: k < objs.len(): inside the range asserted above.
+            unsafe { dst.add(k).write(conv.offset(objs[k])) };
+            k += 1;
+        }
+        return;
+    }
     for (k, o) in objs.iter().enumerate() {
         // SAFETY: k < objs.len(): inside the range asserted above.
         unsafe { dst.add(k).write(conv.offset(*o)) };
