@@ -219,6 +219,23 @@ pub(crate) fn encode_header(name: &str, generation: u64, device_len: u64, pid: u
     b
 }
 
+/// A whole block ([`META_LEN`] bytes) as the host writes it at creation: header filled in, no
+/// entries. For tools and for fuzzing [`validate`] past its header checks.
+///
+/// ```
+/// use ivshmem_meta::layout::{empty_block, validate};
+/// let b = empty_block("vm0", 1, 1 << 20);
+/// assert_eq!(validate("t", &b, 1 << 20).unwrap().name, "vm0");
+/// ```
+///
+/// # Panics
+/// If `name` is longer than 64 bytes.
+pub fn empty_block(name: &str, generation: u64, device_len: u64) -> Vec<u8> {
+    let mut b = encode_header(name, generation, device_len, 0);
+    b.resize(META_LEN, 0);
+    b
+}
+
 /// The bytes of an entry, state excluded (the state word is stored separately, last).
 pub(crate) fn encode_entry(e: &EntryInfo) -> Vec<u8> {
     let mut b = vec![0u8; ENTRY_LEN];
