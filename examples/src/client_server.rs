@@ -21,19 +21,23 @@
 //! A client killed (SIGKILL) mid-run: the server keeps serving the others. The group's clean-up
 //! returns the client's cache and the objects it held (the pool is tracked), and the server's
 //! source thread drains the dead client's ring back to the pool, printing
-//! `client I (member M) died: drained K objects from cs_rx_I`. A new client may take the id.
+//! `client I gone: drained K objects from cs_rx_I; pool in_use=U`. A new client may take the id.
 //!
 //! Server commands: `stop` stops the source, waits for live clients to empty their rings and
-//! prints `STOPPED tx=T drop=D avail=A size=N in_use=U audit=[..]` (an audit of every object:
-//! with the source stopped and clients idle, `in_use` is 0: nothing was lost); `stats`;
-//! `quit` (or the end of input without `--seconds`) leaves. Client commands: `stats`, `quit`.
+//! prints `STOPPED tx=T drop=D in_use_before_audit=B avail=A size=N in_use=U audit=[..]` (an
+//! audit of every object, repairing the orphans a client killed between two steps of a receive
+//! or put leaves: with the source stopped and clients idle, `in_use` is then 0: nothing was
+//! lost, and the audit says how many orphans it put back); `start` resumes;
+//! `stats`; `check` (`MOVING server delta=N moving=..`: packets sent, sampled 200 ms apart);
+//! `quit` (or the end of input without `--seconds`) leaves. Client commands: `stats`, `check`
+//! (`MOVING client=I delta=N moving=..`), `quit`.
 //!
 //! Options after `--`: `--role server|client`; server: `--clients K`, `--flows F` (1024),
 //! `--burst B` (32), `--pool-size N` (16383), `--elt-size BYTES` (2048), `--cache N` (256),
 //! `--ring-size N` (2048), `--no-track`; client: `--client-id I`; both: `--seconds S`,
 //! `--interval-ms MS`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -96,8 +100,9 @@ struct ClientStats {
 /// What the source thread shares with the main thread.
 struct Shared {
     stats: Vec<ClientStats>,
-    /// Set by the main thread when client `i`'s member died; the source thread drains its ring.
-    died: Vec<AtomicBool>,
+    /// Set (member + 1) by the main thread when client `i`'s member died or left; the source
+    /// thread frees its slot and drains its ring.
+    died: Vec<AtomicU32>,
     /// The source runs while this is false.
     paused: AtomicBool,
 }
@@ -153,7 +158,7 @@ fn server(p: Arc<Process>, a: AppArgs) -> Result<()> {
                 drop: Counter::default(),
             })
             .collect(),
-        died: (0..k).map(|_| AtomicBool::new(false)).collect(),
+        died: (0..k).map(|_| AtomicU32::new(0)).collect(),
         paused: AtomicBool::new(false),
     });
     let lines = stdin_lines("mp_server > ");
@@ -196,6 +201,11 @@ fn server(p: Arc<Process>, a: AppArgs) -> Result<()> {
                 Ok(l) => match l.trim() {
                     "quit" => break,
                     "stats" => say(line(&shared, &mp)),
+                    "check" => say(crate::moving_line(
+                        "server",
+                        || shared.stats.iter().map(|s| s.tx.get()).sum(),
+                        Duration::from_millis(200),
+                    )),
                     "stop" => say(stop_and_audit(&mp, &rings, &reg, &p, &shared)),
                     "start" => {
                         shared.paused.store(false, Ordering::Release);
@@ -203,7 +213,7 @@ fn server(p: Arc<Process>, a: AppArgs) -> Result<()> {
                     }
                     "" => {}
                     other => say(format!(
-                        "ERR unknown command {other:?}; commands: stats | stop | start | quit"
+                        "ERR unknown command {other:?}; commands: stats | check | stop | start | quit"
                     )),
                 },
                 Err(std::sync::mpsc::TryRecvError::Empty) => {}
@@ -216,9 +226,11 @@ fn server(p: Arc<Process>, a: AppArgs) -> Result<()> {
             }
         }
         if let Some(e) = p.next_event(Duration::from_millis(20)) {
-            if let Event::MemberDied { member, .. } = &e {
+            // A client that died, or left without emptying its ring: the source thread gives
+            // the objects in its ring back to the pool.
+            if let Event::MemberDied { member, .. } | Event::MemberLeft { member, .. } = &e {
                 if let Some(i) = reg.slot_of(*member) {
-                    shared.died[i].store(true, Ordering::Release);
+                    shared.died[i].store(member.0 as u32 + 1, Ordering::Release);
                 }
             }
             say(crate::simple::event_line(&e));
@@ -248,7 +260,7 @@ fn stop_and_audit(
     std::thread::sleep(Duration::from_millis(50));
     while Instant::now() < deadline
         && (rings.iter().any(|r| r.count() > 0)
-            || shared.died.iter().any(|d| d.load(Ordering::Acquire)))
+            || shared.died.iter().any(|d| d.load(Ordering::Acquire) != 0))
     {
         // a ring nobody consumes (no client attached, or its client died and the event is not
         // here yet) keeps its objects: they are counted as in rings by the audit
@@ -258,7 +270,7 @@ fn stop_and_audit(
                     .member(i)
                     .is_none_or(|m| p.member_state(m) != shmconfig::MemberState::Alive)
         });
-        if all_stuck && !shared.died.iter().any(|d| d.load(Ordering::Acquire)) {
+        if all_stuck && !shared.died.iter().any(|d| d.load(Ordering::Acquire) != 0) {
             break;
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -266,19 +278,22 @@ fn stop_and_audit(
     // clients free what they received right away; give them a moment to finish a burst
     std::thread::sleep(Duration::from_millis(100));
     let _ = mp.recover_dead_members();
+    let before = mp.in_use_count();
+    // Orphans (objects a client killed between two steps of a receive or put left in no place)
+    // are put back by the audit's repair: the pool is quiet now.
     let refs: Vec<&Ring<u32>> = rings.iter().collect();
-    let audit = mp.audit(&refs, false);
+    let audit = mp.audit(&refs, true);
     let tx: u64 = shared.stats.iter().map(|s| s.tx.get()).sum();
     let drop: u64 = shared.stats.iter().map(|s| s.drop.get()).sum();
     format!(
-        "STOPPED tx={tx} drop={drop} avail={} size={} in_use={} audit=[{audit}]",
+        "STOPPED tx={tx} drop={drop} in_use_before_audit={before} avail={} size={} in_use={} audit=[{audit}]",
         mp.avail_count(),
         mp.size(),
         mp.in_use_count()
     )
 }
 
-use shmconfig::Zones;
+use shmconfig::{MemberId, Zones};
 
 #[allow(clippy::too_many_arguments)]
 fn source_loop(
@@ -306,20 +321,21 @@ fn source_loop(
     while !stop.is_raised() {
         if round % 64 == 0 {
             for i in 0..k {
-                if shared.died[i].load(Ordering::Acquire) {
-                    if let Some(m) = reg.member(i) {
-                        if p.member_state(m) != shmconfig::MemberState::Alive {
-                            let _ = reg.release_if(i, m);
-                        }
+                let d = shared.died[i].load(Ordering::Acquire);
+                if d != 0 {
+                    shared.died[i].store(0, Ordering::Release);
+                    let gone = MemberId((d - 1) as u16);
+                    // Drain only a ring no live client consumes (a new client may have taken
+                    // the id already: then it empties the ring itself).
+                    if reg.release_if(i, gone) || reg.member(i).is_none() {
+                        let n = drain(mp, &rings[i]);
+                        say(format!(
+                            "client {i} gone: drained {n} objects from {}; pool in_use={} avail={}",
+                            ring_name(i),
+                            mp.in_use_count(),
+                            mp.avail_count()
+                        ));
                     }
-                    let n = drain(mp, &rings[i]);
-                    shared.died[i].store(false, Ordering::Release);
-                    say(format!(
-                        "client {i} died: drained {n} objects from {}; pool in_use={} avail={}",
-                        ring_name(i),
-                        mp.in_use_count(),
-                        mp.avail_count()
-                    ));
                 }
                 attached[i] = reg
                     .member(i)
@@ -398,7 +414,13 @@ fn client(p: Arc<Process>, a: AppArgs) -> Result<()> {
     let stop = Stop::new();
     let rx = Arc::new((Counter::default(), Counter::default()));
     let worker = {
-        let (p, mp, ring, stop, rx) = (p.clone(), mp.clone(), ring.clone(), stop.clone(), rx.clone());
+        let (p, mp, ring, stop, rx) = (
+            p.clone(),
+            mp.clone(),
+            ring.clone(),
+            stop.clone(),
+            rx.clone(),
+        );
         std::thread::spawn(move || {
             let lcore = p.lcores().first().copied().unwrap_or(0);
             if let Err(e) = p.bind_thread(lcore) {
@@ -442,9 +464,20 @@ fn client(p: Arc<Process>, a: AppArgs) -> Result<()> {
             match lines.try_recv() {
                 Ok(l) => match l.trim() {
                     "quit" | "stop" => break,
-                    "stats" => say(format!("client {id}: rx={} bytes={}", rx.0.get(), rx.1.get())),
+                    "stats" => say(format!(
+                        "client {id}: rx={} bytes={}",
+                        rx.0.get(),
+                        rx.1.get()
+                    )),
+                    "check" => say(crate::moving_line(
+                        &format!("client={id}"),
+                        || rx.0.get(),
+                        Duration::from_millis(200),
+                    )),
                     "" => {}
-                    other => say(format!("ERR unknown command {other:?}; commands: stats | quit")),
+                    other => say(format!(
+                        "ERR unknown command {other:?}; commands: stats | check | quit"
+                    )),
                 },
                 Err(std::sync::mpsc::TryRecvError::Empty) => {}
                 Err(std::sync::mpsc::TryRecvError::Disconnected) => {
@@ -470,7 +503,6 @@ fn client(p: Arc<Process>, a: AppArgs) -> Result<()> {
     }
     stop.raise();
     let _ = worker.join();
-    let _ = reg.release_if(id, p.member());
     say(format!(
         "FINAL client={id} rx={} avg_rate={:.2} Mpps",
         rx.0.get(),

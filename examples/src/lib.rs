@@ -76,6 +76,9 @@ pub type Result<T, E = ExampleError> = std::result::Result<T, E>;
 /// after `--`.
 pub fn join(args: Vec<String>) -> Result<(Arc<Process>, Vec<String>)> {
     let (p, rest) = Process::from_args(args)?;
+    // Record which clock this member uses (proc_info shows it); a group whose clock is not
+    // chosen yet is not an error here.
+    let _ = p.clock(Duration::from_millis(500));
     Ok((Arc::new(p), rest))
 }
 
@@ -407,8 +410,7 @@ impl Registry {
                     )));
                 }
             }
-            if w
-                .compare_exchange(cur, mine, Ordering::AcqRel, Ordering::Acquire)
+            if w.compare_exchange(cur, mine, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
             {
                 return Ok(());
@@ -524,4 +526,13 @@ impl Counter {
 /// Millions per second from a count difference over `d`.
 pub fn mpps(count: u64, d: Duration) -> f64 {
     count as f64 / d.as_secs_f64().max(1e-9) / 1e6
+}
+
+/// Sample a counter twice, `gap` apart: the `MOVING delta=N moving=true|false` line the
+/// samples print for their `check` command (the scenarios' proof that traffic flows *now*).
+pub fn moving_line(what: &str, read: impl Fn() -> u64, gap: Duration) -> String {
+    let a = read();
+    std::thread::sleep(gap);
+    let d = read().saturating_sub(a);
+    format!("MOVING {what} delta={d} moving={}", d > 0)
 }

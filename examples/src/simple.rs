@@ -87,7 +87,13 @@ fn run(args: Vec<String>) -> Result<()> {
     let stop = Stop::new();
     let received = Arc::new(AtomicU64::new(0));
     let receiver = {
-        let (p, mp, rx, stop, received) = (p.clone(), mp.clone(), rx.clone(), stop.clone(), received.clone());
+        let (p, mp, rx, stop, received) = (
+            p.clone(),
+            mp.clone(),
+            rx.clone(),
+            stop.clone(),
+            received.clone(),
+        );
         std::thread::spawn(move || receive_loop(&p, &mp, &rx, &stop, &received))
     };
     say(ready_line(&p));
@@ -152,9 +158,10 @@ fn receive_loop(p: &Process, mp: &Mempool, rx: &Ring<u32>, stop: &Stop, received
     while !stop.is_raised() {
         let n = mp.receive(rx, &mut buf);
         for o in &buf[..n] {
-            say(format!("core {lcore}: Received '{}'", read_text(mp, *o)));
+            let text = read_text(mp, *o);
             mp.put(*o);
             received.fetch_add(1, Ordering::AcqRel);
+            say(format!("core {lcore}: Received '{text}'"));
         }
         while let Some(e) = p.try_event() {
             say(event_line(&e));

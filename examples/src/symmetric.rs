@@ -20,7 +20,10 @@
 //! (and, in a tracked pool, the objects it held) and the first survivor to notice drains its
 //! queue back into the pool, printing `peer J (member M) died: drained K objects ...`.
 //! On `quit` (or the end of input without `--seconds`, or after `--seconds`) a peer stops and
-//! prints `FINAL proc=I tx=T rx=R drop=D seq_errors=E balanced=true|false`.
+//! prints `FINAL proc=I tx=T rx=R drop=D seq_errors=E balanced=true|false pool_in_use=U
+//! audit=[..]`; the last peer of the group audits the quiet pool first (repairing orphans that a
+//! peer killed between two steps of a get, put or transfer leaves), so its `pool_in_use` is 0
+//! when nothing was lost.
 //!
 //! Options after `--`: `--num-procs N`, `--proc-id I`, `--seconds S`, `--burst B` (32),
 //! `--pool-size N` (8191), `--elt-size BYTES` (2048), `--cache N` (256), `--ring-size N` (1024),
@@ -132,7 +135,11 @@ fn run(args: Vec<String>) -> Result<()> {
         });
     }
     let queues: Vec<Ring<u32>> = (0..nprocs)
-        .map(|i| retry(Duration::from_secs(5), || Ok(Ring::<u32>::lookup(&*p, &queue_name(i))?)))
+        .map(|i| {
+            retry(Duration::from_secs(5), || {
+                Ok(Ring::<u32>::lookup(&*p, &queue_name(i))?)
+            })
+        })
         .collect::<Result<_>>()?;
     reg.claim(me, &*p)?;
     let lines = stdin_lines("symmetric_mp > ");
@@ -168,8 +175,15 @@ fn run(args: Vec<String>) -> Result<()> {
             match lines.try_recv() {
                 Ok(l) if l.trim() == "quit" || l.trim() == "stop" => break,
                 Ok(l) if l.trim() == "stats" => say(status(me, &counters, &mp, None)),
+                Ok(l) if l.trim() == "check" => say(crate::moving_line(
+                    &format!("proc={me}"),
+                    || counters.rx.get(),
+                    Duration::from_millis(200),
+                )),
                 Ok(l) if l.trim().is_empty() => {}
-                Ok(l) => say(format!("ERR unknown command {l:?}; commands: stats | quit")),
+                Ok(l) => say(format!(
+                    "ERR unknown command {l:?}; commands: stats | check | quit"
+                )),
                 Err(std::sync::mpsc::TryRecvError::Empty) => {}
                 Err(std::sync::mpsc::TryRecvError::Disconnected) => {
                     input_open = false;
@@ -207,8 +221,23 @@ fn run(args: Vec<String>) -> Result<()> {
     stop.raise();
     let _ = worker.join();
     let c = &counters;
+    // The last peer out accounts for every object of the quiet pool: in the pool, in a queue,
+    // or an orphan left by a peer killed between two steps of a get, put or transfer (which
+    // the audit's repair puts back; see rte_mempool's "Dead members").
+    let others_alive = p
+        .tables()
+        .occupied_members()
+        .into_iter()
+        .any(|m| m != p.member() && p.member_state(m) == shmconfig::MemberState::Alive);
+    let audit = if others_alive {
+        "skipped (other peers still run)".to_string()
+    } else {
+        let _ = mp.recover_dead_members();
+        let refs: Vec<&Ring<u32>> = queues.iter().collect();
+        mp.audit(&refs, true).to_string()
+    };
     say(format!(
-        "FINAL proc={me} tx={} rx={} drop={} alloc_fail={} seq_errors={} balanced={} avg_rate={:.2} Mpps pool_in_use={}",
+        "FINAL proc={me} tx={} rx={} drop={} alloc_fail={} seq_errors={} balanced={} avg_rate={:.2} Mpps pool_in_use={} audit=[{audit}]",
         c.tx.get(),
         c.rx.get(),
         c.drop.get(),
