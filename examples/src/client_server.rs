@@ -319,7 +319,7 @@ fn source_loop(
     let mut attached = vec![false; k];
     let mut round = 0u32;
     while !stop.is_raised() {
-        if round % 64 == 0 {
+        if round.is_multiple_of(64) {
             for i in 0..k {
                 let d = shared.died[i].load(Ordering::Acquire);
                 if d != 0 {

@@ -49,7 +49,7 @@ pub(crate) fn zone_word(zone: &Zone, i: usize) -> &AtomicU64 {
         zone.name()
     );
     assert!(
-        zone.as_ptr() as usize % 8 == 0,
+        (zone.as_ptr() as usize).is_multiple_of(8),
         "zone {} is not 8-aligned",
         zone.name()
     );

@@ -292,7 +292,7 @@ fn forward_loop(
     if let Err(e) = p.bind_thread(lcore) {
         say(format!("ERR binding to lcore {lcore}: {e}"));
     }
-    let mut local = mp.local(&*p);
+    let mut local = mp.local(p);
     let mut gen = FlowGen::new(1024, 0x5eed ^ ((me as u64) << 20), me as u16);
     let mut expect = 1u64;
     let mut pkts = vec![Obj::empty(); burst];
