@@ -536,6 +536,16 @@ impl Mempool {
         Mempool { inner }
     }
 
+    /// The names of the pools of the group, in creation order (DPDK's `rte_mempool_walk`).
+    pub fn list(zones: &impl Zones) -> Vec<String> {
+        zones
+            .list()
+            .into_iter()
+            .filter(|z| z.kind == ZoneKind::Mempool)
+            .filter_map(|z| z.name.strip_prefix("MP_").map(String::from))
+            .collect()
+    }
+
     /// Free the pool's zones (header, objects, ring). Every member must have stopped using it:
     /// the memory may be reused.
     pub fn destroy(self, zones: &impl Zones) -> Result<(), MempoolError> {

@@ -172,6 +172,8 @@ fn lookup_finds_the_same_pool() {
     )
     .unwrap();
     let b = Mempool::lookup(&zones, "test_nocache").unwrap();
+    Mempool::create(&zones, "second", MempoolParams::new(8, 8)).unwrap();
+    assert_eq!(Mempool::list(&zones), ["test_nocache", "second"]);
     let o = b.get().unwrap();
     assert_eq!(
         a.obj(b.index_of(o).unwrap()),
