@@ -95,6 +95,8 @@ pub fn main(args: Vec<String>) -> i32 {
 struct ClientStats {
     tx: Counter,
     drop: Counter,
+    /// Of `drop`: dropped because no live client had the id.
+    unattached: Counter,
 }
 
 /// What the source thread shares with the main thread.
@@ -156,6 +158,7 @@ fn server(p: Arc<Process>, a: AppArgs) -> Result<()> {
             .map(|_| ClientStats {
                 tx: Counter::default(),
                 drop: Counter::default(),
+                unattached: Counter::default(),
             })
             .collect(),
         died: (0..k).map(|_| AtomicU32::new(0)).collect(),
@@ -186,8 +189,9 @@ fn server(p: Arc<Process>, a: AppArgs) -> Result<()> {
     let line = |shared: &Shared, mp: &Mempool| {
         let tx: Vec<u64> = shared.stats.iter().map(|s| s.tx.get()).collect();
         let drop: Vec<u64> = shared.stats.iter().map(|s| s.drop.get()).collect();
+        let unatt: Vec<u64> = shared.stats.iter().map(|s| s.unattached.get()).collect();
         format!(
-            "server: tx={tx:?} drop={drop:?} pool_in_use={} avail={}",
+            "server: tx={tx:?} drop={drop:?} (no client: {unatt:?}) pool_in_use={} avail={}",
             mp.in_use_count(),
             mp.avail_count()
         )
@@ -368,6 +372,9 @@ fn source_loop(
             if sent < v.len() {
                 local.put_bulk(&v[sent..]);
                 shared.stats[i].drop.add((v.len() - sent) as u64);
+                if !attached[i] {
+                    shared.stats[i].unattached.add(v.len() as u64);
+                }
             }
             shared.stats[i].tx.add(sent as u64);
             v.clear();
