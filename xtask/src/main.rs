@@ -105,6 +105,7 @@ fn main() {
 
 fn real_main() -> Result<()> {
     let cli = Cli::parse();
+    test_mp::install_signal_cleanup();
     match cli.cmd {
         Cmd::TestMp(a) => test_mp::main(a),
         Cmd::Test { rest } => test(rest),

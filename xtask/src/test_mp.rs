@@ -231,6 +231,7 @@ impl Ctx<'_> {
                 .spawn()
                 .with_context(|| format!("starting {}", bin.display()))?;
             self.started += 1;
+            track_child(child.id());
             let stdout = child.stdout.take().expect("piped");
             let (tx, rx) = mpsc::channel();
             std::thread::spawn(move || {
@@ -253,6 +254,7 @@ impl Ctx<'_> {
                 let mut old = old;
                 let _ = old.child.kill();
                 let _ = old.child.wait();
+                untrack_child(old.child.id());
             }
         }
         if let Some(cmd) = &s.send {
@@ -356,6 +358,7 @@ impl Ctx<'_> {
             while let Ok(l) = p.lines.recv_timeout(Duration::from_millis(50)) {
                 p.transcript.push(l);
             }
+            untrack_child(p.child.id());
             let got = status.code().unwrap_or(-1);
             if got != code {
                 bail!("{name}: exited with {status}, expected code {code}");
@@ -370,6 +373,7 @@ impl Ctx<'_> {
                 let _ = p.child.kill();
                 let _ = p.child.wait();
             }
+            untrack_child(p.child.id());
         }
         // Files of these prefixes that nobody holds any more.
         let dirs: Vec<PathBuf> = self
@@ -432,10 +436,73 @@ fn build_agents(root: &Path) -> Result<(PathBuf, PathBuf)> {
     ))
 }
 
-/// Hugepages for the run: reserved and mounted as root, given back on drop.
-pub struct HugeSetup {
+/// What a run reserved and mounted: given back when its [`HugeSetup`] is dropped, or by the
+/// signal handler ([`install_signal_cleanup`]) when the run is interrupted.
+struct Acquired {
+    id: u64,
     reservation: Option<hugemem::admin::Reservation>,
     mount: Option<hugemem::admin::Mount>,
+    dir: PathBuf,
+}
+
+impl Drop for Acquired {
+    fn drop(&mut self) {
+        if let Some(m) = self.mount.take() {
+            if let Err(e) = m.unmount() {
+                eprintln!("warning: could not unmount {}: {e}", self.dir.display());
+            }
+            let _ = std::fs::remove_dir(&self.dir);
+        }
+        if let Some(r) = self.reservation.take() {
+            if let Err(e) = r.release() {
+                eprintln!("warning: could not give back the reserved hugepages: {e}");
+            }
+        }
+    }
+}
+
+static ACQUIRED: std::sync::Mutex<Vec<Acquired>> = std::sync::Mutex::new(Vec::new());
+static CHILDREN: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+/// Remember a child process this run started, so an interrupted run can stop it.
+pub fn track_child(pid: u32) {
+    CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+}
+
+/// Forget a child that was reaped.
+pub fn untrack_child(pid: u32) {
+    CHILDREN
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|&p| p != pid);
+}
+
+/// On SIGINT, SIGTERM or SIGHUP: stop the children this run started (by pid), unmount what it
+/// mounted, give back the hugepages it reserved, and exit with status 130.
+pub fn install_signal_cleanup() {
+    let _ = ctrlc::set_handler(|| {
+        let pids: Vec<u32> = CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for pid in pids {
+            // SAFETY: sending SIGKILL to a child process we started; at worst it is already gone.
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL)
+            };
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let acquired = std::mem::take(&mut *ACQUIRED.lock().unwrap_or_else(|e| e.into_inner()));
+        let n = acquired.len();
+        drop(acquired);
+        eprintln!("interrupted: stopped the processes this run started and gave back {n} hugepage set-up(s)");
+        std::process::exit(130);
+    });
+}
+
+/// Hugepages for the run: reserved and mounted as root, given back on drop (or by the signal
+/// handler if the run is interrupted).
+#[derive(Debug)]
+pub struct HugeSetup {
+    id: u64,
     /// The hugetlbfs directory to use.
     pub dir: PathBuf,
 }
@@ -444,6 +511,7 @@ impl HugeSetup {
     /// Reserve `pages` 2 MiB pages and mount a private hugetlbfs, when this process may.
     pub fn acquire(pages: u64, tag: &str) -> Result<Result<HugeSetup, String>> {
         const P2M: u64 = 2 << 20;
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         if !hugemem::admin::is_root() {
             return Ok(Err(
                 "not running as root: cannot reserve hugepages or mount hugetlbfs".into(),
@@ -465,27 +533,27 @@ impl HugeSetup {
                 )));
             }
         };
-        Ok(Ok(HugeSetup {
-            reservation: Some(res),
-            mount: Some(mount),
-            dir,
-        }))
+        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ACQUIRED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Acquired {
+                id,
+                reservation: Some(res),
+                mount: Some(mount),
+                dir: dir.clone(),
+            });
+        Ok(Ok(HugeSetup { id, dir }))
     }
 }
 
 impl Drop for HugeSetup {
     fn drop(&mut self) {
-        if let Some(m) = self.mount.take() {
-            if let Err(e) = m.unmount() {
-                eprintln!("warning: could not unmount {}: {e}", self.dir.display());
-            }
-            let _ = std::fs::remove_dir(&self.dir);
-        }
-        if let Some(r) = self.reservation.take() {
-            if let Err(e) = r.release() {
-                eprintln!("warning: could not give back the reserved hugepages: {e}");
-            }
-        }
+        let mine = {
+            let mut v = ACQUIRED.lock().unwrap_or_else(|e| e.into_inner());
+            v.iter().position(|a| a.id == self.id).map(|i| v.remove(i))
+        };
+        drop(mine);
     }
 }
 

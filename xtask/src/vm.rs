@@ -148,6 +148,7 @@ impl Drop for Vm {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        crate::test_mp::untrack_child(self.child.id());
     }
 }
 
@@ -428,6 +429,7 @@ pub fn vm_test(a: VmTestArgs) -> Result<()> {
             .stdout(out.try_clone()?)
             .stderr(out);
         let child = c.spawn().with_context(|| format!("starting {qemu}"))?;
+        crate::test_mp::track_child(child.id());
         println!("vm-test: guest {role} started (QEMU pid {})", child.id());
         vms.push(Vm {
             role,
