@@ -107,6 +107,8 @@ struct Shared {
     died: Vec<AtomicU32>,
     /// The source runs while this is false.
     paused: AtomicBool,
+    /// Set by the source thread when it has seen `paused` and holds no object.
+    idle: AtomicBool,
 }
 
 fn server(p: Arc<Process>, a: AppArgs) -> Result<()> {
@@ -163,6 +165,7 @@ fn server(p: Arc<Process>, a: AppArgs) -> Result<()> {
             .collect(),
         died: (0..k).map(|_| AtomicU32::new(0)).collect(),
         paused: AtomicBool::new(false),
+        idle: AtomicBool::new(false),
     });
     let lines = stdin_lines("mp_server > ");
     let stop = Stop::new();
@@ -212,6 +215,7 @@ fn server(p: Arc<Process>, a: AppArgs) -> Result<()> {
                     )),
                     "stop" => say(stop_and_audit(&mp, &rings, &reg, &p, &shared)),
                     "start" => {
+                        shared.idle.store(false, Ordering::Release);
                         shared.paused.store(false, Ordering::Release);
                         say("OK started");
                     }
@@ -259,9 +263,13 @@ fn stop_and_audit(
     shared: &Shared,
 ) -> String {
     shared.paused.store(true, Ordering::Release);
+    // wait for the source to be idle (it holds nothing then) ...
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !shared.idle.load(Ordering::Acquire) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // ... for live clients to empty their rings, and dead ones' rings to be drained
     let deadline = Instant::now() + Duration::from_secs(3);
-    // wait for the source to be idle, live clients to drain their rings, dead ones to be drained
-    std::thread::sleep(Duration::from_millis(50));
     while Instant::now() < deadline
         && (rings.iter().any(|r| r.count() > 0)
             || shared.died.iter().any(|d| d.load(Ordering::Acquire) != 0))
@@ -345,11 +353,15 @@ fn source_loop(
                     .member(i)
                     .is_some_and(|m| p.member_state(m) == shmconfig::MemberState::Alive);
             }
-            if shared.paused.load(Ordering::Acquire) {
-                std::thread::sleep(Duration::from_millis(1));
-                continue;
-            }
         }
+        if shared.paused.load(Ordering::Acquire) {
+            local.flush();
+            shared.idle.store(true, Ordering::Release);
+            std::thread::sleep(Duration::from_millis(1));
+            round = 0;
+            continue;
+        }
+        shared.idle.store(false, Ordering::Relaxed);
         round = round.wrapping_add(1);
         if local.get_bulk(&mut pkts) == 0 {
             continue;
