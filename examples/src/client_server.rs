@@ -213,7 +213,7 @@ fn server(p: Arc<Process>, a: AppArgs) -> Result<()> {
                         || shared.stats.iter().map(|s| s.tx.get()).sum(),
                         Duration::from_millis(200),
                     )),
-                    "stop" => say(stop_and_audit(&mp, &rings, &reg, &p, &shared)),
+                    "stop" => say(stop_and_audit(&mp, &rings, &reg, &shared)),
                     "start" => {
                         shared.idle.store(false, Ordering::Release);
                         shared.paused.store(false, Ordering::Release);
@@ -255,13 +255,7 @@ fn server(p: Arc<Process>, a: AppArgs) -> Result<()> {
 }
 
 /// Pause the source, let live clients empty their rings, and account for every object.
-fn stop_and_audit(
-    mp: &Mempool,
-    rings: &[Ring<u32>],
-    reg: &Registry,
-    p: &Process,
-    shared: &Shared,
-) -> String {
+fn stop_and_audit(mp: &Mempool, rings: &[Ring<u32>], reg: &Registry, shared: &Shared) -> String {
     shared.paused.store(true, Ordering::Release);
     // wait for the source to be idle (it holds nothing then) ...
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -274,14 +268,13 @@ fn stop_and_audit(
         && (rings.iter().any(|r| r.count() > 0)
             || shared.died.iter().any(|d| d.load(Ordering::Acquire) != 0))
     {
-        // a ring nobody consumes (no client attached, or its client died and the event is not
-        // here yet) keeps its objects: they are counted as in rings by the audit
-        let all_stuck = rings.iter().enumerate().all(|(i, r)| {
-            r.count() == 0
-                || reg
-                    .member(i)
-                    .is_none_or(|m| p.member_state(m) != shmconfig::MemberState::Alive)
-        });
+        // A ring no client ever took keeps its objects (the audit counts them as in rings).
+        // A ring whose client died or left is drained by the source thread once the event
+        // arrives: wait for that.
+        let all_stuck = rings
+            .iter()
+            .enumerate()
+            .all(|(i, r)| r.count() == 0 || reg.member(i).is_none());
         if all_stuck && !shared.died.iter().any(|d| d.load(Ordering::Acquire) != 0) {
             break;
         }
