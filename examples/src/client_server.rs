@@ -213,7 +213,7 @@ fn server(p: Arc<Process>, a: AppArgs) -> Result<()> {
                         || shared.stats.iter().map(|s| s.tx.get()).sum(),
                         Duration::from_millis(200),
                     )),
-                    "stop" => say(stop_and_audit(&mp, &rings, &reg, &shared)),
+                    "stop" => say(stop_and_audit(&p, &mp, &rings, &reg, &shared)),
                     "start" => {
                         shared.idle.store(false, Ordering::Release);
                         shared.paused.store(false, Ordering::Release);
@@ -236,12 +236,7 @@ fn server(p: Arc<Process>, a: AppArgs) -> Result<()> {
         if let Some(e) = p.next_event(Duration::from_millis(20)) {
             // A client that died, or left without emptying its ring: the source thread gives
             // the objects in its ring back to the pool.
-            if let Event::MemberDied { member, .. } | Event::MemberLeft { member, .. } = &e {
-                if let Some(i) = reg.slot_of(*member) {
-                    shared.died[i].store(member.0 as u32 + 1, Ordering::Release);
-                }
-            }
-            say(crate::simple::event_line(&e));
+            note_event(&e, &reg, &shared);
         }
         if Instant::now() >= next_print {
             next_print += interval;
@@ -254,8 +249,25 @@ fn server(p: Arc<Process>, a: AppArgs) -> Result<()> {
     Ok(())
 }
 
+/// Print an event; a client that died, or left without emptying its ring, is marked for the
+/// source thread, which gives the objects in its ring back to the pool.
+fn note_event(e: &Event, reg: &Registry, shared: &Shared) {
+    if let Event::MemberDied { member, .. } | Event::MemberLeft { member, .. } = e {
+        if let Some(i) = reg.slot_of(*member) {
+            shared.died[i].store(member.0 as u32 + 1, Ordering::Release);
+        }
+    }
+    say(crate::simple::event_line(e));
+}
+
 /// Pause the source, let live clients empty their rings, and account for every object.
-fn stop_and_audit(mp: &Mempool, rings: &[Ring<u32>], reg: &Registry, shared: &Shared) -> String {
+fn stop_and_audit(
+    p: &Process,
+    mp: &Mempool,
+    rings: &[Ring<u32>],
+    reg: &Registry,
+    shared: &Shared,
+) -> String {
     shared.paused.store(true, Ordering::Release);
     // wait for the source to be idle (it holds nothing then) ...
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -278,7 +290,10 @@ fn stop_and_audit(mp: &Mempool, rings: &[Ring<u32>], reg: &Registry, shared: &Sh
         if all_stuck && !shared.died.iter().any(|d| d.load(Ordering::Acquire) != 0) {
             break;
         }
-        std::thread::sleep(Duration::from_millis(10));
+        // the events that tell which clients left or died arrive here meanwhile
+        if let Some(e) = p.next_event(Duration::from_millis(10)) {
+            note_event(&e, reg, shared);
+        }
     }
     // clients free what they received right away; give them a moment to finish a burst
     std::thread::sleep(Duration::from_millis(100));
