@@ -16,7 +16,7 @@
 //!   4 or 8 bytes (rings of object indexes and the pools' free rings), `ring name=.. ?` for others;
 //! * `mempool name=.. size=N avail=A in_use=U cache_size=.. caches=[lcore:count,..]
 //!   tracked=.. violations=..`;
-//! * `hash name=.. zone_len=..` (counts need the key and value types: see the report);
+//! * `hash name=.. count=.. entries=.. key_size=.. value_size=.. extendable=.. function=..`;
 //! * `clock kind=.. hz=.. source=..` (the group's clock record);
 //! * `END members=M alive=A zones=Z` (members: occupied slots, including ones whose occupant
 //!   left or died and was not cleaned up yet).
@@ -145,7 +145,15 @@ pub fn snapshot(p: &Process) -> Vec<String> {
         });
     }
     for z in zones.iter().filter(|z| z.kind == ZoneKind::Hash) {
-        out.push(format!("hash name={} zone_len={}", z.name, z.len));
+        out.push(match p.lookup(&z.name).map_err(|e| e.to_string()).and_then(|zone| {
+            rte_hash_with_hash::inspect(&zone).map_err(|e| e.to_string())
+        }) {
+            Ok(h) => format!(
+                "hash name={} count={} entries={} key_size={} value_size={} extendable={} function={}/seed {}",
+                h.name, h.count, h.entries, h.key_size, h.value_size, h.extendable, h.hash_fn.name, h.hash_fn.seed
+            ),
+            Err(e) => format!("hash name={} zone_len={} ? ({e})", z.name, z.len),
+        });
     }
     out.push(match p.clock_record() {
         Some(r) => format!("clock kind={} hz={} source={:?}", r.kind, r.hz, r.source),
