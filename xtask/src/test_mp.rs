@@ -463,6 +463,7 @@ impl Drop for Acquired {
 
 static ACQUIRED: std::sync::Mutex<Vec<Acquired>> = std::sync::Mutex::new(Vec::new());
 static CHILDREN: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+static TEMP_DIRS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
 
 /// Remember a child process this run started, so an interrupted run can stop it.
 pub fn track_child(pid: u32) {
@@ -493,6 +494,9 @@ pub fn install_signal_cleanup() {
         let acquired = std::mem::take(&mut *ACQUIRED.lock().unwrap_or_else(|e| e.into_inner()));
         let n = acquired.len();
         drop(acquired);
+        for d in TEMP_DIRS.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = std::fs::remove_dir_all(d);
+        }
         eprintln!("interrupted: stopped the processes this run started and gave back {n} hugepage set-up(s)");
         std::process::exit(130);
     });
@@ -632,6 +636,10 @@ pub fn main(a: Args) -> Result<()> {
     }
     let base_rundir =
         std::env::temp_dir().join(format!("hugeshare-test-mp-{}", std::process::id()));
+    TEMP_DIRS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(base_rundir.clone());
     let mut rows = Vec::new();
     let mut n = 0;
     for mode in &modes {
