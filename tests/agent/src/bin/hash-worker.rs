@@ -12,15 +12,11 @@
 
 use std::time::{Duration, Instant};
 
+use hugeshare_agent::fail;
 use procctl::Process;
 use rte_hash_with_hash::{Crc32c, Hash, Params};
 
 type Table = Hash<u64, u64, Crc32c>;
-
-fn fail(msg: &str) -> ! {
-    println!("RESULT FAIL {msg}");
-    std::process::exit(1)
-}
 
 fn value_of(k: u64) -> u64 {
     k.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xabcd
@@ -46,17 +42,7 @@ fn main() {
                     .unwrap_or_else(|_| fail("table full while adding stable keys"));
             }
             println!("READY created {name} with {stable} stable keys");
-            let mut line = String::new();
-            while std::io::stdin()
-                .read_line(&mut line)
-                .map(|n| n > 0)
-                .unwrap_or(false)
-            {
-                if line.trim() == "exit" {
-                    break;
-                }
-                line.clear();
-            }
+            hugeshare_agent::wait_for_exit();
         }
         "write" => {
             let (name, stable, ms) = (arg(1), num(2), num(3));

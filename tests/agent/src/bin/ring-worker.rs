@@ -15,6 +15,7 @@
 
 use std::time::{Duration, Instant};
 
+use hugeshare_agent::fail;
 use procctl::Process;
 use rte_ring::{Ring, RingFlags};
 use shmconfig::{Zone, ZoneKind, ZoneRequest, Zones};
@@ -49,11 +50,6 @@ fn audit_zone(p: &Process, ring: &str) -> Zone {
         .unwrap_or_else(|e| fail(&format!("audit zone: {e}")))
 }
 
-fn fail(msg: &str) -> ! {
-    println!("RESULT FAIL {msg}");
-    std::process::exit(1)
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (p, rest) = Process::from_args(args).unwrap_or_else(|e| fail(&format!("{e}")));
@@ -79,17 +75,7 @@ fn main() {
             raw::word(&z, 0).store(producers, Relaxed);
             raw::word(&z, 1).store(per, Relaxed);
             println!("READY created {name}");
-            let mut line = String::new();
-            while std::io::stdin()
-                .read_line(&mut line)
-                .map(|n| n > 0)
-                .unwrap_or(false)
-            {
-                if line.trim() == "exit" {
-                    break;
-                }
-                line.clear();
-            }
+            hugeshare_agent::wait_for_exit();
         }
         "produce" => {
             let (name, id, per, burst) = (arg(1), num(2), num(3), num(4) as usize);
