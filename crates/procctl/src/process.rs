@@ -1166,6 +1166,11 @@ impl Process {
             .clone()
     }
 
+    /// Whether `m` is another member of the group that is alive (a possible message peer).
+    fn is_live_peer(&self, m: MemberId) -> bool {
+        m != self.shared.slot && self.shared.liveness.member_state(m) == MemberState::Alive
+    }
+
     /// Send a named message (payload at most [`channel::MAX_PAYLOAD`] bytes, at most
     /// [`channel::MAX_MSG_FDS`] descriptors) to one member. Never blocks.
     pub fn send(
@@ -1175,7 +1180,7 @@ impl Process {
         payload: &[u8],
         fds: &[std::os::fd::BorrowedFd<'_>],
     ) -> Result<(), ChannelError> {
-        if to == self.shared.slot || self.shared.liveness.member_state(to) != MemberState::Alive {
+        if !self.is_live_peer(to) {
             return Err(ChannelError::NoSuchMember(to));
         }
         self.channel.send(to, name, payload, fds)
@@ -1191,7 +1196,7 @@ impl Process {
     ) -> BroadcastReport {
         let mut report = BroadcastReport::default();
         for m in self.shared.mem.tables.occupied_members() {
-            if m == self.shared.slot || self.shared.liveness.member_state(m) != MemberState::Alive {
+            if !self.is_live_peer(m) {
                 continue;
             }
             match self.channel.send(m, name, payload, fds) {
@@ -1210,7 +1215,7 @@ impl Process {
         payload: &[u8],
         timeout: Duration,
     ) -> Result<Message, ChannelError> {
-        if to == self.shared.slot || self.shared.liveness.member_state(to) != MemberState::Alive {
+        if !self.is_live_peer(to) {
             return Err(ChannelError::NoSuchMember(to));
         }
         self.channel.request(to, name, payload, timeout)

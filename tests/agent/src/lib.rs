@@ -21,3 +21,21 @@ pub fn wait_for_exit() {
         line.clear();
     }
 }
+
+/// A worker's role arguments (what follows `--`).
+#[derive(Debug)]
+pub struct RoleArgs(pub Vec<String>);
+
+impl RoleArgs {
+    /// Argument `i`, or an empty string.
+    pub fn arg(&self, i: usize) -> String {
+        self.0.get(i).cloned().unwrap_or_default()
+    }
+
+    /// Argument `i` as a number; fails the worker when it is not one.
+    pub fn num(&self, i: usize) -> u64 {
+        self.arg(i)
+            .parse()
+            .unwrap_or_else(|_| fail(&format!("argument {i} must be a number")))
+    }
+}

@@ -98,6 +98,17 @@ fn describe(e: &Event) -> String {
     }
 }
 
+/// The next event (of kind `want`, if given) within `timeout_ms`.
+fn wait_event(p: &Process, timeout_ms: usize, want: Option<&str>) -> Option<Event> {
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms as u64);
+    loop {
+        let e = p.next_event(deadline.saturating_duration_since(Instant::now()))?;
+        if want.is_none_or(|w| w == event_kind(&e)) {
+            return Some(e);
+        }
+    }
+}
+
 fn smaps_backing(p: &Process) -> String {
     let text = std::fs::read_to_string("/proc/self/smaps").unwrap_or_default();
     let paths = p.segment_paths();
@@ -177,38 +188,20 @@ fn run(p: &Process, line: &str) -> Option<String> {
             (Err(e), _, _) => format!("ERR {e}"),
             (_, Err(e), _) | (_, _, Err(e)) => e,
         },
-        "event" => {
-            let timeout = Duration::from_millis(num(0).unwrap_or(1000) as u64);
-            let want = args.get(1).copied();
-            let deadline = Instant::now() + timeout;
-            loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match p.next_event(left) {
-                    Some(e) if want.is_none_or(|w| w == event_kind(&e)) => break describe(&e),
-                    Some(_) => continue,
-                    None => break "TIMEOUT".into(),
-                }
+        "event" => match wait_event(p, num(0).unwrap_or(1000), args.get(1).copied()) {
+            Some(e) => describe(&e),
+            None => "TIMEOUT".into(),
+        },
+        "event-at" => match wait_event(p, num(0).unwrap_or(1000), args.get(1).copied()) {
+            // Says when the event arrived on CLOCK_MONOTONIC (comparable across processes), for
+            // the attach benchmark.
+            Some(e) => {
+                let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+                let ns = t.tv_sec as u128 * 1_000_000_000 + t.tv_nsec as u128;
+                format!("{} at_ns={ns}", describe(&e))
             }
-        }
-        "event-at" => {
-            // Like `event`, and says when it arrived on CLOCK_MONOTONIC (comparable across
-            // processes), for the attach benchmark.
-            let timeout = Duration::from_millis(num(0).unwrap_or(1000) as u64);
-            let want = args.get(1).copied();
-            let deadline = Instant::now() + timeout;
-            loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match p.next_event(left) {
-                    Some(e) if want.is_none_or(|w| w == event_kind(&e)) => {
-                        let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-                        let ns = t.tv_sec as u128 * 1_000_000_000 + t.tv_nsec as u128;
-                        break format!("{} at_ns={ns}", describe(&e));
-                    }
-                    Some(_) => continue,
-                    None => break "TIMEOUT".into(),
-                }
-            }
-        }
+            None => "TIMEOUT".into(),
+        },
         "clock" => match p.clock(Duration::from_secs(5)) {
             Ok(c) => format!(
                 "CLOCK kind={} hz={} record={} notice={}",

@@ -25,12 +25,9 @@ fn value_of(k: u64) -> u64 {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (p, rest) = Process::from_args(args).unwrap_or_else(|e| fail(&format!("{e}")));
-    let arg = |i: usize| rest.get(i).cloned().unwrap_or_default();
-    let num = |i: usize| {
-        arg(i)
-            .parse::<u64>()
-            .unwrap_or_else(|_| fail(&format!("argument {i} must be a number")))
-    };
+    let rest = hugeshare_agent::RoleArgs(rest);
+    let arg = |i: usize| rest.arg(i);
+    let num = |i: usize| rest.num(i);
     let hasher = Crc32c::new(7);
     match arg(0).as_str() {
         "create" => {
