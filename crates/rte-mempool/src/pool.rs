@@ -374,7 +374,7 @@ impl Mempool {
             buf.clear();
             let end = (i as u64 + 4096).min(p.n as u64) as u32;
             buf.extend((i..end).map(|x| mp.inner.handle_of_index(x)));
-            let done = mp.inner.ring.sp_enqueue_bulk(&buf);
+            let done = mp.inner.ring.enqueue_bulk(&buf);
             assert_eq!(
                 done,
                 buf.len(),
