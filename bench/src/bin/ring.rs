@@ -254,6 +254,15 @@ fn rings() -> Rings {
     }
 }
 
+/// The SP/SC rows hold both sides of the ring with the single-member handles (DPDK's SP/SC
+/// calls are a promise; ours is a hold the ring enforces).
+fn handles(r: &Ring<u64>) -> (rte_ring::SingleProducer<u64>, rte_ring::SingleConsumer<u64>) {
+    (
+        r.single_producer().expect("the producer side is free"),
+        r.single_consumer().expect("the consumer side is free"),
+    )
+}
+
 #[inline(never)]
 fn ours_single<const MP: bool>(r: &Ring<u64>, iters: u32) -> f64 {
     // As DPDK's loop: the object comes from and goes back to a heap buffer.
@@ -267,9 +276,10 @@ fn ours_single<const MP: bool>(r: &Ring<u64>, iters: u32) -> f64 {
             }
         }
     } else {
+        let (mut p, mut c) = handles(r);
         for _ in 0..iters {
-            let _ = r.sp_enqueue(burst[0]);
-            if let Some(v) = r.sc_dequeue() {
+            let _ = p.enqueue(burst[0]);
+            if let Some(v) = c.dequeue() {
                 burst[0] = v;
             }
         }
@@ -286,15 +296,17 @@ fn ours_bulk<const MP: bool, const BURST: bool>(r: &Ring<u64>, n: usize, iters: 
     let t0 = rdtsc();
     match (MP, BURST) {
         (false, true) => {
+            let (mut p, mut c) = handles(r);
             for _ in 0..iters {
-                r.sp_enqueue_burst(&buf[..n]);
-                r.sc_dequeue_burst(&mut buf[..n]);
+                p.enqueue_burst(&buf[..n]);
+                c.dequeue_burst(&mut buf[..n]);
             }
         }
         (false, false) => {
+            let (mut p, mut c) = handles(r);
             for _ in 0..iters {
-                r.sp_enqueue_bulk(&buf[..n]);
-                r.sc_dequeue_bulk(&mut buf[..n]);
+                p.enqueue_bulk(&buf[..n]);
+                c.dequeue_bulk(&mut buf[..n]);
             }
         }
         (true, true) => {
@@ -325,8 +337,9 @@ fn ours_empty<const MP: bool>(r: &Ring<u64>, iters: u32) -> f64 {
             black_box(r.mc_dequeue_bulk(&mut buf[..n]));
         }
     } else {
+        let mut c = r.single_consumer().expect("the consumer side is free");
         for _ in 0..iters {
-            black_box(r.sc_dequeue_bulk(&mut buf[..n]));
+            black_box(c.dequeue_bulk(&mut buf[..n]));
         }
     }
     let t1 = rdtsc();
@@ -344,11 +357,14 @@ fn ours_two_cores(r: &Ring<u64>, mp: bool, n: usize, iters: u32) -> f64 {
             std::hint::spin_loop();
         }
         let mut buf = [0u64; 32];
+        let mut p = (enq && !mp).then(|| r.single_producer().expect("producer side free"));
+        let mut c = (!enq && !mp).then(|| r.single_consumer().expect("consumer side free"));
         let t0 = rdtsc();
         for _ in 0..iters {
             match (enq, mp) {
                 (true, false) => {
-                    while r.sp_enqueue_bulk(&buf[..n]) == 0 {
+                    let p = p.as_mut().expect("held above");
+                    while p.enqueue_bulk(&buf[..n]) == 0 {
                         std::hint::spin_loop();
                     }
                 }
@@ -358,7 +374,8 @@ fn ours_two_cores(r: &Ring<u64>, mp: bool, n: usize, iters: u32) -> f64 {
                     }
                 }
                 (false, false) => {
-                    while r.sc_dequeue_bulk(&mut buf[..n]) == 0 {
+                    let c = c.as_mut().expect("held above");
+                    while c.dequeue_bulk(&mut buf[..n]) == 0 {
                         std::hint::spin_loop();
                     }
                 }
@@ -396,12 +413,16 @@ fn ours_xproc(mp: bool, burst: usize, count: u64) -> f64 {
     let back = Ring::<u64>::create(&z, "back", 4, RingFlags::empty()).unwrap();
     let pid = raw::fork(|| {
         pin(1);
+        let mut c = (!mp).then(|| r.single_consumer().expect("consumer side free"));
         ctl.enqueue(1).unwrap();
         let mut buf = [0u64; 64];
         let mut next = 0u64;
         let mut errs = 0u64;
         while next < count {
-            let k = r.dequeue_burst(&mut buf[..burst]);
+            let k = match c.as_mut() {
+                Some(c) => c.dequeue_burst(&mut buf[..burst]),
+                None => r.dequeue_burst(&mut buf[..burst]),
+            };
             for &v in &buf[..k] {
                 errs += (v != next) as u64;
                 next += 1;
@@ -414,6 +435,7 @@ fn ours_xproc(mp: bool, burst: usize, count: u64) -> f64 {
         back.enqueue_bulk(&[end, errs]);
     });
     pin(0);
+    let mut p = (!mp).then(|| r.single_producer().expect("producer side free"));
     while ctl.dequeue().is_none() {
         std::hint::spin_loop();
     }
@@ -425,7 +447,10 @@ fn ours_xproc(mp: bool, burst: usize, count: u64) -> f64 {
         for (i, v) in buf[..b].iter_mut().enumerate() {
             *v = seq + i as u64;
         }
-        let k = r.enqueue_burst(&buf[..b]) as u64;
+        let k = match p.as_mut() {
+            Some(p) => p.enqueue_burst(&buf[..b]),
+            None => r.enqueue_burst(&buf[..b]),
+        } as u64;
         seq += k;
         if k == 0 {
             std::hint::spin_loop();
@@ -452,24 +477,28 @@ fn ours_pingpong(iters: u64) -> f64 {
     let ready = Ring::<u64>::create(&z, "ready", 4, f).unwrap();
     let pid = raw::fork(|| {
         pin(1);
+        let mut rx = ping.single_consumer().expect("ping consumer side free");
+        let mut tx = pong.single_producer().expect("pong producer side free");
         ready.enqueue(1).unwrap();
         for _ in 0..iters {
             let v = loop {
-                if let Some(v) = ping.dequeue() {
+                if let Some(v) = rx.dequeue() {
                     break v;
                 }
             };
-            while pong.enqueue(v).is_err() {}
+            while tx.enqueue(v).is_err() {}
         }
     });
     pin(0);
+    let mut tx = ping.single_producer().expect("ping producer side free");
+    let mut rx = pong.single_consumer().expect("pong consumer side free");
     while ready.dequeue().is_none() {}
     let mut v = 1u64;
     let t0 = rdtsc();
     for _ in 0..iters {
-        while ping.enqueue(v).is_err() {}
+        while tx.enqueue(v).is_err() {}
         v = loop {
-            if let Some(v) = pong.dequeue() {
+            if let Some(v) = rx.dequeue() {
                 break v;
             }
         };

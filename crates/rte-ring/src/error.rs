@@ -92,6 +92,20 @@ pub enum RingError {
     /// The zone exists but its creator has not finished writing the header.
     #[error("ring {0:?} exists but is not initialised yet (its creator is still writing it, or died doing so); retry, or free the zone")]
     NotReady(String),
+    /// A [`crate::SingleProducer`] or [`crate::SingleConsumer`] holds that side of the ring.
+    #[error("ring {name:?}: the {side} side is held by {holder}{} (a single-{side} handle); \
+             drop that handle first, or use the ring's shared calls",
+             if *mine { ", this member" } else { "" })]
+    Held {
+        /// The ring's name.
+        name: String,
+        /// `"producer"` or `"consumer"`.
+        side: &'static str,
+        /// The member holding it.
+        holder: shmconfig::MemberId,
+        /// Whether the holder is the calling member (another handle in this process).
+        mine: bool,
+    },
     /// Any other failure of the underlying [`shmconfig::Zones`].
     #[error("zone operation for ring {name:?} failed: {source}")]
     Zone {

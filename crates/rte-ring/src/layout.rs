@@ -19,7 +19,7 @@ use crate::sync::{AtomicU32, AtomicU64};
 /// "HSRING" + format byte, little-endian: the first 8 bytes of every ring zone.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"HSRING\x01\x00");
 /// Version of the layout below; bumped on any change of meaning.
-pub(crate) const VERSION: u32 = 2;
+pub(crate) const VERSION: u32 = 3;
 /// Number of abandoned-range entries (see the crate docs, "Dead members").
 pub(crate) const NHOLES: usize = 16;
 /// Where [`Shared`] starts.

@@ -78,9 +78,21 @@
 //!
 //! # Single-member modes
 //!
-//! [`RingFlags::SP_ENQ`], [`RingFlags::SC_DEQ`] and the `sp_`/`sc_` calls are a promise, made by
-//! the members to each other as in DPDK, that one producer (consumer) runs at a time. The ring
-//! cannot check it across processes; breaking it can deliver elements twice or mixed up.
+//! DPDK's single-producer/consumer modes are a promise the members make to each other; broken,
+//! they deliver elements twice or mixed up. Here the fast path is a handle that *holds* the side:
+//! [`Ring::single_producer`] and [`Ring::single_consumer`] mark the side's head word held by this
+//! member (a CAS, once no operation of the side is in flight) and return a [`SingleProducer`] or
+//! [`SingleConsumer`] whose calls take `&mut self` and use plain loads and stores only (no
+//! head store either: the handle keeps its position and publishes with one tail store). A second
+//! claim fails with [`RingError::Held`]; the shared [`Ring`] calls on a held side wait until the
+//! handle is dropped. [`RingFlags::SP_ENQ`]/[`RingFlags::SC_DEQ`] record the intent (reported by
+//! [`RingInfo`]); the shared calls on such a side run the multi-member protocol, which is correct
+//! for any number of callers.
+//!
+//! A holder that dies is released by whoever finds it dead (next claimer, a waiter,
+//! [`Ring::recover`], the group's clean-up hook): the head goes back to the holder's tail, which
+//! names exactly what it published. Nothing is abandoned: a dying single producer's unpublished
+//! copies are never seen, a dying single consumer's unfinished copies stay for the next one.
 //!
 //! # Checking the protocol
 //!
@@ -99,6 +111,7 @@ mod layout;
 #[allow(unsafe_code)]
 mod raw;
 mod ring;
+mod single;
 mod sync;
 
 pub use element::{type_id_of, RingElement};
@@ -107,3 +120,4 @@ pub use layout::RING_NAME_MAX;
 pub use ring::{
     Behavior, Outcome, RecoveryReport, Ring, RingFlags, RingInfo, SyncMode, MAX_OP, RING_COUNT_MAX,
 };
+pub use single::{SingleConsumer, SingleProducer};

@@ -190,14 +190,6 @@ impl<T: Copy> Mem<T> {
             .map(|_| Claim::between(old, new))
     }
 
-    /// Move `side`'s head from `old` to `new` with a plain store (single-member modes, where the
-    /// caller is the only one moving this head).
-    #[inline(always)]
-    pub(crate) fn claim_store(&self, head: &AtomicU64, old: u64, new: u64) -> Claim {
-        head.store(new, Ordering::Relaxed);
-        Claim::between(old, new)
-    }
-
     /// Copy `src` into the claimed slots (the whole claim).
     #[inline(always)]
     pub(crate) fn write(&self, c: &Claim, src: &[T]) {

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use shmconfig::{Liveness, MemberId, MemberState, Zone, ZoneError, ZoneKind, ZoneRequest, Zones};
 
 use crate::element::RingElement;
+#[allow(unused_imports)] // for the documentation links
+use crate::single::{SingleConsumer, SingleProducer};
 use crate::error::RingError;
 use crate::layout::{
     fingerprint, pack, unpack, zone_len, Meta, Shared, Side, MAGIC, NHOLES, RING_NAME_MAX,
@@ -42,7 +44,11 @@ bitflags::bitflags! {
 pub enum SyncMode {
     /// Many members at once: reserve by CAS on the head, publish in reservation order.
     Mt,
-    /// One member at a time, promised by the members: plain stores, no read-modify-write.
+    /// One member at a time: the side is used through a [`SingleProducer`] or
+    /// [`SingleConsumer`] handle that holds it (plain loads and stores, no read-modify-write).
+    /// The shared [`Ring`] calls given this mode, or on a side created with
+    /// [`RingFlags::SP_ENQ`]/[`RingFlags::SC_DEQ`], run [`SyncMode::Mt`]: a promise made in
+    /// safe code cannot be checked across processes, so it is never taken on trust.
     St,
     /// Head/tail sync: a member waits until no operation of its side is in flight, then
     /// reserves; one operation in flight at a time.
@@ -72,9 +78,15 @@ pub struct Outcome {
     pub left: u32,
 }
 
-/// The most elements one reservation moves (the head word holds the length in 16 bits). A burst
-/// above it is done as several reservations; a bulk above it moves nothing.
-pub const MAX_OP: usize = u16::MAX as usize;
+/// The most elements one reservation of the shared [`Ring`] calls moves (the head word holds the
+/// length in 16 bits, and its top value marks a side held by a single-member handle). A burst
+/// above it is done as several reservations; a bulk above it moves nothing. The single-member
+/// handles ([`SingleProducer`], [`SingleConsumer`]) have no such limit.
+pub const MAX_OP: usize = u16::MAX as usize - 1;
+
+/// The length field of a head word whose side is held by a single-member handle; the member
+/// field names the holder and the position is not kept up to date (the tail is).
+pub(crate) const HELD: u16 = u16::MAX;
 
 /// Largest `count` accepted (DPDK's `RTE_RING_SZ_MASK`).
 pub const RING_COUNT_MAX: u32 = 0x7fff_ffff;
@@ -86,7 +98,12 @@ pub struct RecoveryReport {
     pub producer_abandoned: u64,
     /// Elements of dead consumers abandoned by this call.
     pub consumer_abandoned: u64,
-    /// A live member (this one) still has a producer operation in flight at the tail.
+    /// A dead member's [`SingleProducer`] hold on the producer side, released by this call.
+    pub producer_released: Option<MemberId>,
+    /// A dead member's [`SingleConsumer`] hold on the consumer side, released by this call.
+    pub consumer_released: Option<MemberId>,
+    /// A live member still has a producer operation in flight at the tail, or holds the side
+    /// with a [`SingleProducer`].
     pub producer_busy: Option<MemberId>,
     /// A live member still has a consumer operation in flight at the tail.
     pub consumer_busy: Option<MemberId>,
@@ -133,6 +150,10 @@ pub struct RingInfo {
     pub holes_pending: u32,
     /// Default producer and consumer modes.
     pub sync: (SyncMode, SyncMode),
+    /// The member whose [`SingleProducer`] holds the producer side now, if any.
+    pub producer_holder: Option<MemberId>,
+    /// The member whose [`SingleConsumer`] holds the consumer side now, if any.
+    pub consumer_holder: Option<MemberId>,
 }
 
 impl fmt::Display for RingInfo {
@@ -147,6 +168,12 @@ impl fmt::Display for RingInfo {
             self.elem_size, self.type_id
         )?;
         writeln!(f, "  sync prod={:?} cons={:?}", self.sync.0, self.sync.1)?;
+        if let Some(m) = self.producer_holder {
+            writeln!(f, "  producer side held by {m} (SingleProducer)")?;
+        }
+        if let Some(m) = self.consumer_holder {
+            writeln!(f, "  consumer side held by {m} (SingleConsumer)")?;
+        }
         writeln!(
             f,
             "  ct={} ch={} (last {} n={})",
@@ -183,16 +210,16 @@ impl fmt::Display for RingInfo {
 /// assert_eq!(&out[..3], &[1, 2, 3]);
 /// ```
 pub struct Ring<T> {
-    mem: Mem<T>,
-    name: Arc<str>,
+    pub(crate) mem: Mem<T>,
+    pub(crate) name: Arc<str>,
     mask: u32,
-    capacity: u32,
+    pub(crate) capacity: u32,
     flags: RingFlags,
     prod_sync: SyncMode,
     cons_sync: SyncMode,
     htd_max: u32,
     type_id: u64,
-    me: u16,
+    pub(crate) me: u16,
     liveness: Arc<dyn Liveness>,
 }
 
@@ -231,7 +258,7 @@ const HOLES: u32 = u32::MAX;
 
 /// Which side of the ring an internal routine works on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Which {
+pub(crate) enum Which {
     Prod = 0,
     Cons = 1,
 }
@@ -355,6 +382,133 @@ fn check_element<T: RingElement>(name: &str) -> Result<(), RingError> {
     })
 }
 
+/// Check a ring zone's header (everything but the element type) and return it.
+fn check_header(zone: &Zone, zname: &str, name: &str) -> Result<Meta, RingError> {
+    let bad = |field: &'static str, found: String, expected: String| RingError::BadHeader {
+        zone: zname.to_string(),
+        field,
+        found,
+        expected,
+    };
+    if zone.kind() != ZoneKind::Ring {
+        return Err(bad("zone kind", zone.kind().to_string(), "ring".into()));
+    }
+    if zone.len() < SLOTS_OFFSET || zone.as_ptr() as usize % 128 != 0 {
+        return Err(bad(
+            "zone length/alignment",
+            format!("{} bytes at {:p}", zone.len(), zone.as_ptr()),
+            format!("at least {SLOTS_OFFSET} bytes, 128-aligned"),
+        ));
+    }
+    // The creator writes the header right after reserving the zone: give it a moment.
+    let mut meta = raw::read_meta(zone);
+    for _ in 0..200 {
+        if meta.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        meta = raw::read_meta(zone);
+    }
+    let meta = meta.ok_or_else(|| RingError::NotReady(name.into()))?;
+    let hex = |v: u64| format!("{v:#x}");
+    if meta.magic != MAGIC {
+        return Err(bad("magic", hex(meta.magic), hex(MAGIC)));
+    }
+    if meta.version != VERSION {
+        return Err(bad(
+            "version",
+            meta.version.to_string(),
+            VERSION.to_string(),
+        ));
+    }
+    if meta.header_len != SLOTS_OFFSET as u32 || meta.fingerprint != fingerprint() {
+        return Err(bad(
+            "layout fingerprint",
+            format!("{}/{:#x}", meta.header_len, meta.fingerprint),
+            format!("{SLOTS_OFFSET}/{:#x}", fingerprint()),
+        ));
+    }
+    let flags = RingFlags::from_bits(meta.flags)
+        .ok_or_else(|| bad("flags", hex(meta.flags.into()), "bits 0x1..0x40".into()))?;
+    side_modes(name, flags)
+        .map_err(|_| bad("flags", hex(meta.flags.into()), "one mode per side".into()))?;
+    let cap_ok = if flags.contains(RingFlags::EXACT_SZ) {
+        meta.capacity < meta.size && meta.capacity > 0
+    } else {
+        meta.capacity == meta.size.wrapping_sub(1)
+    };
+    if !meta.size.is_power_of_two() || meta.size > 1 << 31 || !cap_ok {
+        return Err(bad(
+            "size/capacity",
+            format!("{}/{}", meta.size, meta.capacity),
+            "a power-of-two size and a capacity below it".into(),
+        ));
+    }
+    let stored_name = meta
+        .name
+        .get(..meta.name_len as usize)
+        .and_then(|b| std::str::from_utf8(b).ok());
+    if stored_name != Some(name) {
+        return Err(bad("name", format!("{stored_name:?}"), format!("{name:?}")));
+    }
+    Ok(meta)
+}
+
+static HOOK: std::sync::Once = std::sync::Once::new();
+
+fn register_hook() {
+    HOOK.call_once(|| shmconfig::hooks::register(cleanup_hook));
+}
+
+/// The group's clean-up hook: in every ring of the group, abandon the dead members' operations
+/// in flight and release the sides they held ([`Ring::recover`]). Rings are opened by their
+/// header alone (the hook does not know element types; recovery never touches the slots).
+fn cleanup_hook(zones: &dyn Zones, dead: MemberId) -> Option<String> {
+    let mut lines = Vec::new();
+    for z in zones.list() {
+        if z.kind != ZoneKind::Ring {
+            continue;
+        }
+        let Some(name) = z.name.strip_prefix("RG_") else {
+            continue;
+        };
+        let Ok(zone) = zones.lookup(&z.name) else {
+            continue;
+        };
+        let Ok(meta) = check_header(&zone, &z.name, name) else {
+            continue;
+        };
+        let (len, records) = zone_len(meta.size, meta.elem_size as usize);
+        if meta.elem_size < 4
+            || meta.elem_size % 4 != 0
+            || meta.records_offset as usize != records
+            || zone.len() < len
+        {
+            continue;
+        }
+        // Viewed as 4-byte slots: within the real slot array, and never read or written here.
+        let r = Ring::<u32>::from_parts(&zones, Mem::from_zone(zone, meta.size, records), &meta);
+        let rep = r.recover();
+        let mut did = Vec::new();
+        if rep.producer_abandoned + rep.consumer_abandoned > 0 {
+            did.push(format!(
+                "abandoned {} enqueued / {} dequeued elements",
+                rep.producer_abandoned, rep.consumer_abandoned
+            ));
+        }
+        if let Some(m) = rep.producer_released {
+            did.push(format!("released the producer side held by {m}"));
+        }
+        if let Some(m) = rep.consumer_released {
+            did.push(format!("released the consumer side held by {m}"));
+        }
+        if !did.is_empty() {
+            lines.push(format!("ring {name}: {}", did.join(", ")));
+        }
+    }
+    (!lines.is_empty()).then(|| format!("after {dead}: {}", lines.join("; ")))
+}
+
 impl<T: RingElement> Ring<T> {
     /// The zone a ring named `name` lives in (`RG_<name>`, as in DPDK).
     pub fn zone_name(name: &str) -> String {
@@ -372,6 +526,7 @@ impl<T: RingElement> Ring<T> {
         count: u32,
         flags: RingFlags,
     ) -> Result<Self, RingError> {
+        register_hook();
         check_name(name)?;
         side_modes(name, flags)?;
         let (size, capacity) = sizes(name, count, flags)?;
@@ -417,6 +572,7 @@ impl<T: RingElement> Ring<T> {
     /// Find the ring named `name`, checking its header: layout version and fingerprint, and the
     /// element type's size, alignment and [`RingElement::TYPE_ID`].
     pub fn lookup(zones: &impl Zones, name: &str) -> Result<Self, RingError> {
+        register_hook();
         check_name(name)?;
         let zname = Self::zone_name(name);
         let zone = zones.lookup(&zname).map_err(|e| match e {
@@ -426,73 +582,7 @@ impl<T: RingElement> Ring<T> {
                 source,
             },
         })?;
-        let bad = |field: &'static str, found: String, expected: String| RingError::BadHeader {
-            zone: zname.clone(),
-            field,
-            found,
-            expected,
-        };
-        if zone.kind() != ZoneKind::Ring {
-            return Err(bad("zone kind", zone.kind().to_string(), "ring".into()));
-        }
-        if zone.len() < SLOTS_OFFSET || zone.as_ptr() as usize % 128 != 0 {
-            return Err(bad(
-                "zone length/alignment",
-                format!("{} bytes at {:p}", zone.len(), zone.as_ptr()),
-                format!("at least {SLOTS_OFFSET} bytes, 128-aligned"),
-            ));
-        }
-        // The creator writes the header right after reserving the zone: give it a moment.
-        let mut meta = raw::read_meta(&zone);
-        for _ in 0..200 {
-            if meta.is_some() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(1));
-            meta = raw::read_meta(&zone);
-        }
-        let meta = meta.ok_or_else(|| RingError::NotReady(name.into()))?;
-        let hex = |v: u64| format!("{v:#x}");
-        if meta.magic != MAGIC {
-            return Err(bad("magic", hex(meta.magic), hex(MAGIC)));
-        }
-        if meta.version != VERSION {
-            return Err(bad(
-                "version",
-                meta.version.to_string(),
-                VERSION.to_string(),
-            ));
-        }
-        if meta.header_len != SLOTS_OFFSET as u32 || meta.fingerprint != fingerprint() {
-            return Err(bad(
-                "layout fingerprint",
-                format!("{}/{:#x}", meta.header_len, meta.fingerprint),
-                format!("{SLOTS_OFFSET}/{:#x}", fingerprint()),
-            ));
-        }
-        let flags = RingFlags::from_bits(meta.flags)
-            .ok_or_else(|| bad("flags", hex(meta.flags.into()), "bits 0x1..0x40".into()))?;
-        side_modes(name, flags)
-            .map_err(|_| bad("flags", hex(meta.flags.into()), "one mode per side".into()))?;
-        let cap_ok = if flags.contains(RingFlags::EXACT_SZ) {
-            meta.capacity < meta.size && meta.capacity > 0
-        } else {
-            meta.capacity == meta.size.wrapping_sub(1)
-        };
-        if !meta.size.is_power_of_two() || meta.size > 1 << 31 || !cap_ok {
-            return Err(bad(
-                "size/capacity",
-                format!("{}/{}", meta.size, meta.capacity),
-                "a power-of-two size and a capacity below it".into(),
-            ));
-        }
-        let stored_name = meta
-            .name
-            .get(..meta.name_len as usize)
-            .and_then(|b| std::str::from_utf8(b).ok());
-        if stored_name != Some(name) {
-            return Err(bad("name", format!("{stored_name:?}"), format!("{name:?}")));
-        }
+        let meta = check_header(&zone, &zname, name)?;
         let (want_size, want_align) = (
             core::mem::size_of::<T>() as u32,
             core::mem::align_of::<T>() as u32,
@@ -513,11 +603,12 @@ impl<T: RingElement> Ring<T> {
         }
         let (len, records) = zone_len(meta.size, want_size as usize);
         if meta.records_offset as usize != records || zone.len() < len {
-            return Err(bad(
-                "records offset / zone length",
-                format!("{}/{}", meta.records_offset, zone.len()),
-                format!("{records}/at least {len}"),
-            ));
+            return Err(RingError::BadHeader {
+                zone: zname,
+                field: "records offset / zone length",
+                found: format!("{}/{}", meta.records_offset, zone.len()),
+                expected: format!("{records}/at least {len}"),
+            });
         }
         Ok(Self::from_parts(
             zones,
@@ -614,21 +705,9 @@ impl<T: RingElement> Ring<T> {
     #[inline]
     pub fn dequeue(&self) -> Option<T> {
         match self.cons_sync {
-            SyncMode::St => self.deq_one(SyncMode::St),
-            SyncMode::Mt => self.deq_one(SyncMode::Mt),
+            SyncMode::St | SyncMode::Mt => self.deq_one(SyncMode::Mt),
             SyncMode::Hts => self.deq_one(SyncMode::Hts),
             SyncMode::Rts => self.deq_one(SyncMode::Rts),
-        }
-    }
-
-    /// Single-producer enqueue of one element (the caller promises no other producer runs
-    /// meanwhile, in any member).
-    #[inline]
-    pub fn sp_enqueue(&self, v: T) -> Result<(), T> {
-        if self.enq(std::slice::from_ref(&v), true, SyncMode::St).n == 1 {
-            Ok(())
-        } else {
-            Err(v)
         }
     }
 
@@ -640,13 +719,6 @@ impl<T: RingElement> Ring<T> {
         } else {
             Err(v)
         }
-    }
-
-    /// Single-consumer dequeue of one element (the caller promises no other consumer runs
-    /// meanwhile).
-    #[inline]
-    pub fn sc_dequeue(&self) -> Option<T> {
-        self.deq_one(SyncMode::St)
     }
 
     /// Multi-consumer dequeue of one element.
@@ -703,41 +775,20 @@ impl<T: RingElement> Ring<T> {
         self.deq_default(out, false)
     }
 
-    /// Single-producer bulk enqueue, whatever the ring's default (the caller promises no other
-    /// producer runs meanwhile, in any member).
-    #[inline]
-    pub fn sp_enqueue_bulk(&self, items: &[T]) -> usize {
-        self.enq(items, true, SyncMode::St).n
-    }
     /// Multi-producer bulk enqueue, whatever the ring's default.
     #[inline]
     pub fn mp_enqueue_bulk(&self, items: &[T]) -> usize {
         self.enq(items, true, SyncMode::Mt).n
-    }
-    /// Single-producer burst enqueue (see [`Ring::sp_enqueue_bulk`]).
-    #[inline]
-    pub fn sp_enqueue_burst(&self, items: &[T]) -> usize {
-        self.enq(items, false, SyncMode::St).n
     }
     /// Multi-producer burst enqueue.
     #[inline]
     pub fn mp_enqueue_burst(&self, items: &[T]) -> usize {
         self.enq(items, false, SyncMode::Mt).n
     }
-    /// Single-consumer bulk dequeue (the caller promises no other consumer runs meanwhile).
-    #[inline]
-    pub fn sc_dequeue_bulk(&self, out: &mut [T]) -> usize {
-        self.deq(out, true, SyncMode::St).n
-    }
     /// Multi-consumer bulk dequeue.
     #[inline]
     pub fn mc_dequeue_bulk(&self, out: &mut [T]) -> usize {
         self.deq(out, true, SyncMode::Mt).n
-    }
-    /// Single-consumer burst dequeue.
-    #[inline]
-    pub fn sc_dequeue_burst(&self, out: &mut [T]) -> usize {
-        self.deq(out, false, SyncMode::St).n
     }
     /// Multi-consumer burst dequeue.
     #[inline]
@@ -824,6 +875,8 @@ impl<T: RingElement> Ring<T> {
             abandoned_deq: ad,
             holes_pending: sh.prod.holes.load(Acquire),
             sync: (self.prod_sync, self.cons_sync),
+            producer_holder: (pn == HELD).then_some(MemberId(pm)),
+            consumer_holder: (cn == HELD).then_some(MemberId(cm)),
         }
     }
 
@@ -836,6 +889,8 @@ impl<T: RingElement> Ring<T> {
         let c = self.resolve(Which::Cons);
         rep.producer_abandoned = p.abandoned;
         rep.consumer_abandoned = c.abandoned;
+        rep.producer_released = p.released;
+        rep.consumer_released = c.released;
         rep.producer_busy = p.busy;
         rep.consumer_busy = c.busy;
         rep.pending = p.pending || c.pending;
@@ -844,16 +899,16 @@ impl<T: RingElement> Ring<T> {
 
     /// Enqueue with an explicit behaviour and producer mode.
     ///
-    /// [`SyncMode::St`] is a promise that no other producer runs meanwhile in any member; mixing
-    /// it with concurrent producers of another mode breaks the ring. The other modes may be
-    /// mixed (each is safe against the others), though only [`SyncMode::Hts`] used by every
-    /// producer gives the one-in-flight guarantee.
+    /// [`SyncMode::St`] runs as [`SyncMode::Mt`] here (the single-member fast path belongs to the
+    /// [`SingleProducer`] handle, which holds the side). The other modes may be mixed (each is
+    /// safe against the others), though only [`SyncMode::Hts`] used by every producer gives the
+    /// one-in-flight guarantee. While a [`SingleProducer`] holds the producer side, this call
+    /// waits for it to be dropped (or for its member to die), as for any operation in flight.
     #[inline]
     pub fn enqueue_with(&self, items: &[T], how: Behavior, sync: SyncMode) -> Outcome {
         let fixed = how == Behavior::Fixed;
         match sync {
-            SyncMode::St => self.enq(items, fixed, SyncMode::St),
-            SyncMode::Mt => self.enq(items, fixed, SyncMode::Mt),
+            SyncMode::St | SyncMode::Mt => self.enq(items, fixed, SyncMode::Mt),
             SyncMode::Hts => self.enq(items, fixed, SyncMode::Hts),
             SyncMode::Rts => self.enq(items, fixed, SyncMode::Rts),
         }
@@ -863,8 +918,7 @@ impl<T: RingElement> Ring<T> {
     #[inline(always)]
     fn enq_default(&self, items: &[T], fixed: bool) -> Outcome {
         match self.prod_sync {
-            SyncMode::St => self.enq(items, fixed, SyncMode::St),
-            SyncMode::Mt => self.enq(items, fixed, SyncMode::Mt),
+            SyncMode::St | SyncMode::Mt => self.enq(items, fixed, SyncMode::Mt),
             SyncMode::Hts => self.enq(items, fixed, SyncMode::Hts),
             SyncMode::Rts => self.enq(items, fixed, SyncMode::Rts),
         }
@@ -882,10 +936,7 @@ impl<T: RingElement> Ring<T> {
             return self.enqueue_long(items, how, sync);
         }
         let want = items.len() as u32;
-        let (claim, free) = match sync {
-            SyncMode::St => self.reserve_st(Which::Prod, want, fixed),
-            _ => self.reserve_mt(Which::Prod, want, fixed, sync),
-        };
+        let (claim, free) = self.reserve_mt(Which::Prod, want, fixed, sync);
         let Some(claim) = claim else {
             return Outcome { n: 0, left: free };
         };
@@ -925,8 +976,7 @@ impl<T: RingElement> Ring<T> {
     pub fn dequeue_with(&self, out: &mut [T], how: Behavior, sync: SyncMode) -> Outcome {
         let fixed = how == Behavior::Fixed;
         match sync {
-            SyncMode::St => self.deq(out, fixed, SyncMode::St),
-            SyncMode::Mt => self.deq(out, fixed, SyncMode::Mt),
+            SyncMode::St | SyncMode::Mt => self.deq(out, fixed, SyncMode::Mt),
             SyncMode::Hts => self.deq(out, fixed, SyncMode::Hts),
             SyncMode::Rts => self.deq(out, fixed, SyncMode::Rts),
         }
@@ -936,8 +986,7 @@ impl<T: RingElement> Ring<T> {
     #[inline(always)]
     fn deq_default(&self, out: &mut [T], fixed: bool) -> Outcome {
         match self.cons_sync {
-            SyncMode::St => self.deq(out, fixed, SyncMode::St),
-            SyncMode::Mt => self.deq(out, fixed, SyncMode::Mt),
+            SyncMode::St | SyncMode::Mt => self.deq(out, fixed, SyncMode::Mt),
             SyncMode::Hts => self.deq(out, fixed, SyncMode::Hts),
             SyncMode::Rts => self.deq(out, fixed, SyncMode::Rts),
         }
@@ -955,10 +1004,7 @@ impl<T: RingElement> Ring<T> {
             return self.dequeue_long(out, how, sync);
         }
         let want = out.len() as u32;
-        let (claim, avail) = match sync {
-            SyncMode::St => self.reserve_st(Which::Cons, want, fixed),
-            _ => self.reserve_mt(Which::Cons, want, fixed, sync),
-        };
+        let (claim, avail) = self.reserve_mt(Which::Cons, want, fixed, sync);
         let Some(claim) = claim else {
             if avail == HOLES {
                 return self.dequeue_slow(out, fixed, sync);
@@ -977,10 +1023,7 @@ impl<T: RingElement> Ring<T> {
     /// One element, returned by value (no buffer in memory between the slot and the caller).
     #[inline(always)]
     fn deq_one(&self, sync: SyncMode) -> Option<T> {
-        let (claim, avail) = match sync {
-            SyncMode::St => self.reserve_st(Which::Cons, 1, true),
-            _ => self.reserve_mt(Which::Cons, 1, true, sync),
-        };
+        let (claim, avail) = self.reserve_mt(Which::Cons, 1, true, sync);
         let Some(claim) = claim else {
             if avail == HOLES {
                 let mut v = T::new_zeroed();
@@ -1018,10 +1061,87 @@ impl<T: RingElement> Ring<T> {
         Outcome { n: done, left }
     }
 
+    /// Take the producer side for this handle alone: the returned [`SingleProducer`] enqueues
+    /// with plain loads and stores (DPDK's single-producer path) and no other producer of any
+    /// member can run until it is dropped. The ring's own enqueue calls wait meanwhile (do not
+    /// call them from the thread that holds the handle); if the holder's member dies, the group
+    /// (or the next caller) releases the side, and nothing it had published is lost.
+    ///
+    /// Fails with [`RingError::Held`] if another handle holds the side now. Waits for producer
+    /// operations in flight to finish first.
+    ///
+    /// ```
+    /// use rte_ring::{Ring, RingFlags};
+    /// use shmconfig::LocalZones;
+    /// let zones = LocalZones::new();
+    /// let r = Ring::<u64>::create(&zones, "spsc", 64, RingFlags::SP_ENQ | RingFlags::SC_DEQ).unwrap();
+    /// let mut tx = r.single_producer().unwrap();
+    /// let mut rx = r.single_consumer().unwrap();
+    /// assert!(r.single_producer().is_err()); // one holder at a time
+    /// assert_eq!(tx.enqueue_bulk(&[1, 2, 3]), 3);
+    /// assert_eq!(rx.dequeue(), Some(1));
+    /// drop(tx); // the side is free again
+    /// assert_eq!(r.enqueue_burst(&[4]), 1);
+    /// ```
+    pub fn single_producer(&self) -> Result<crate::SingleProducer<T>, RingError> {
+        let pos = self.hold(Which::Prod, "producer")?;
+        Ok(crate::single::SingleProducer::new(self.clone(), pos))
+    }
+
+    /// Take the consumer side for this handle alone (see [`Ring::single_producer`]). A consumer
+    /// that dies while holding the side loses nothing: what it was copying out when it died was
+    /// not taken from the ring and goes to the next consumer.
+    pub fn single_consumer(&self) -> Result<crate::SingleConsumer<T>, RingError> {
+        let pos = self.hold(Which::Cons, "consumer")?;
+        Ok(crate::single::SingleConsumer::new(self.clone(), pos))
+    }
+
+    /// Mark side `w` held by this member once no operation of the side is in flight; returns the
+    /// position the side is at.
+    fn hold(&self, w: Which, side: &'static str) -> Result<u32, RingError> {
+        let (mine, _) = self.side(w);
+        let mut spins = 0u32;
+        loop {
+            let h = mine.head.load(Acquire);
+            let (pos, m, n) = unpack(h);
+            if n == HELD {
+                if self.is_dead(m) {
+                    self.resolve(w);
+                    continue;
+                }
+                return Err(RingError::Held {
+                    name: self.name.to_string(),
+                    side,
+                    holder: MemberId(m),
+                    mine: m == self.me,
+                });
+            }
+            // Every reservation before `pos` must be published (or abandoned) first: from
+            // then on, only the holder moves this side.
+            if mine.tail.load(Acquire) != pos {
+                self.wait_step(w, &mut spins, 0);
+                continue;
+            }
+            if mine
+                .head
+                .compare_exchange(h, pack(pos, self.me, HELD), AcqRel, Acquire)
+                .is_ok()
+            {
+                return Ok(pos);
+            }
+        }
+    }
+
+    /// Give side `w` back, at position `pos` (the holder's own tail).
+    pub(crate) fn unhold(&self, w: Which, pos: u32) {
+        let (mine, _) = self.side(w);
+        mine.head.store(pack(pos, self.me, 0), Release);
+    }
+
     // ----- the protocol -----
 
     #[inline(always)]
-    fn side(&self, w: Which) -> (&Side, &Side) {
+    pub(crate) fn side(&self, w: Which) -> (&Side, &Side) {
         let sh: &Shared = self.mem.shared();
         match w {
             Which::Prod => (&sh.prod, &sh.cons),
@@ -1076,7 +1196,7 @@ impl<T: RingElement> Ring<T> {
     }
 
     #[inline(always)]
-    fn decide(want: u32, room: u32, fixed: bool) -> u32 {
+    pub(crate) fn decide(want: u32, room: u32, fixed: bool) -> u32 {
         if want <= room {
             want
         } else if fixed {
@@ -1084,25 +1204,6 @@ impl<T: RingElement> Ring<T> {
         } else {
             room
         }
-    }
-
-    /// Single-member reservation: plain stores only.
-    #[inline(always)]
-    fn reserve_st(&self, w: Which, want: u32, fixed: bool) -> (Option<Claim>, u32) {
-        let (mine, other) = self.side(w);
-        let h = mine.head.load(Relaxed);
-        let pos = h as u32;
-        let Some(room) = self.room_at(w, mine, other, pos, want) else {
-            return (None, HOLES);
-        };
-        let n = Self::decide(want, room, fixed);
-        if n == 0 {
-            return (None, room);
-        }
-        let claim =
-            self.mem
-                .claim_store(&mine.head, h, pack(pos.wrapping_add(n), self.me, n as u16));
-        (Some(claim), room)
     }
 
     /// Multi-member reservation (MT, HTS, RTS): CAS on the head word, after recording the
@@ -1114,6 +1215,12 @@ impl<T: RingElement> Ring<T> {
         let mut spins = 0u32;
         loop {
             let (pos, pm, pn) = unpack(h);
+            if pn == HELD {
+                // A single-member handle holds the side: wait until it lets go (or dies).
+                self.wait_step(w, &mut spins, 0);
+                h = mine.head.load(Acquire);
+                continue;
+            }
             if sync == SyncMode::Hts || sync == SyncMode::Rts {
                 let limit = if sync == SyncMode::Hts {
                     0
@@ -1185,7 +1292,7 @@ impl<T: RingElement> Ring<T> {
     /// written again while that reservation sits unpublished at the tail, which repairs a
     /// record a stalled contender's late write may have hidden (see the crate docs).
     #[inline(never)]
-    fn wait_step(&self, w: Which, spins: &mut u32, pred: u64) {
+    pub(crate) fn wait_step(&self, w: Which, spins: &mut u32, pred: u64) {
         *spins = spins.wrapping_add(1);
         if sync::time_to_check(*spins) {
             let (pp, pm, pn) = unpack(pred);
@@ -1203,19 +1310,38 @@ impl<T: RingElement> Ring<T> {
         }
     }
 
-    fn is_dead(&self, m: u16) -> bool {
+    pub(crate) fn is_dead(&self, m: u16) -> bool {
         let id = MemberId(m);
         id != MemberId::OUTSIDER && self.liveness.member_state(id) != MemberState::Alive
     }
 
     /// Abandon the reservations of dead members at this side's tail, one after the other.
-    fn resolve(&self, w: Which) -> Resolved {
+    pub(crate) fn resolve(&self, w: Which) -> Resolved {
         let (mine, _) = self.side(w);
         let sh = self.mem.shared();
         let mut out = Resolved::default();
         loop {
             let t = mine.tail.load(Acquire);
-            let (hp, hm, hn) = unpack(mine.head.load(Acquire));
+            let hw = mine.head.load(Acquire);
+            let (hp, hm, hn) = unpack(hw);
+            if hn == HELD {
+                if !self.is_dead(hm) {
+                    out.busy = Some(MemberId(hm));
+                    return out;
+                }
+                // The holder is dead, so its tail is final: everything before it was published,
+                // and whatever it was copying when it died was never published (a producer's
+                // elements are not seen; a consumer's stay in the ring for the next one).
+                let t = mine.tail.load(Acquire);
+                if mine
+                    .head
+                    .compare_exchange(hw, pack(t, 0, 0), AcqRel, Acquire)
+                    .is_ok()
+                {
+                    out.released = Some(MemberId(hm));
+                }
+                continue;
+            }
             if hp == t {
                 return out;
             }
@@ -1295,6 +1421,11 @@ impl<T: RingElement> Ring<T> {
         let mut h = mine.head.load(Acquire);
         loop {
             let (pos, pm, pn) = unpack(h);
+            if pn == HELD {
+                self.wait_step(Which::Cons, &mut spins, 0);
+                h = mine.head.load(Acquire);
+                continue;
+            }
             if sync == SyncMode::Hts || sync == SyncMode::Rts {
                 let limit = if sync == SyncMode::Hts {
                     0
@@ -1314,24 +1445,15 @@ impl<T: RingElement> Ring<T> {
                 return Outcome { n: 0, left: room };
             }
             let new = pack(pos.wrapping_add(plan.span), self.me, plan.span as u16);
-            let claim = if sync == SyncMode::St {
-                self.mem.claim_store(&mine.head, h, new)
-            } else {
-                self.record_pred(Which::Cons, mine, pos, pm, pn);
-                match self.mem.claim_cas(&mine.head, h, new) {
-                    Ok(c) => c,
-                    Err(x) => {
-                        h = x;
-                        continue;
-                    }
+            self.record_pred(Which::Cons, mine, pos, pm, pn);
+            let claim = match self.mem.claim_cas(&mine.head, h, new) {
+                Ok(c) => c,
+                Err(x) => {
+                    h = x;
+                    continue;
                 }
             };
-            let mut got = 0usize;
-            for &(rel, len) in &plan.segs[..plan.nsegs] {
-                self.mem
-                    .read(&claim, rel, &mut out[got..got + len as usize]);
-                got += len as usize;
-            }
+            let got = self.copy_planned(&claim, &plan, out);
             self.publish(Which::Cons, &claim, sync);
             self.retire_holes(claim.pos.wrapping_add(claim.n));
             return Outcome {
@@ -1341,8 +1463,18 @@ impl<T: RingElement> Ring<T> {
         }
     }
 
+    /// Copy the published parts of a span planned by [`Ring::plan`] out of `claim`.
+    pub(crate) fn copy_planned(&self, claim: &Claim, plan: &Plan, out: &mut [T]) -> usize {
+        let mut got = 0usize;
+        for &(rel, len) in &plan.segs[..plan.nsegs] {
+            self.mem.read(claim, rel, &mut out[got..got + len as usize]);
+            got += len as usize;
+        }
+        got
+    }
+
     /// Which positions of `[pos, tail)` to take for `want` elements, stepping over holes.
-    fn plan(&self, pos: u32, tail: u32, want: u32, fixed: bool) -> Plan {
+    pub(crate) fn plan(&self, pos: u32, tail: u32, want: u32, fixed: bool) -> Plan {
         let sh = self.mem.shared();
         let avail = self.room(Which::Cons, pos, tail);
         let mut holes = [(0u32, 0u32); NHOLES];
@@ -1411,7 +1543,7 @@ impl<T: RingElement> Ring<T> {
     }
 
     /// Free the abandoned-range entries consumers have stepped over (all before `head`).
-    fn retire_holes(&self, head: u32) {
+    pub(crate) fn retire_holes(&self, head: u32) {
         let sh = self.mem.shared();
         for e in &sh.holes {
             let v = e.load(Acquire);
@@ -1438,24 +1570,27 @@ impl<T: RingElement> Ring<T> {
         } else {
             self.prod_sync
         };
-        let (c, _) = match sync {
-            SyncMode::St => self.reserve_st(w, n, true),
-            _ => self.reserve_mt(w, n, true, sync),
+        let sync = if sync == SyncMode::St {
+            SyncMode::Mt
+        } else {
+            sync
         };
+        let (c, _) = self.reserve_mt(w, n, true, sync);
         c.map_or(0, |c| c.n)
     }
 }
 
 #[derive(Debug, Default)]
-struct Resolved {
+pub(crate) struct Resolved {
     abandoned: u64,
+    released: Option<MemberId>,
     busy: Option<MemberId>,
     pending: bool,
 }
 
 #[derive(Debug, Default)]
-struct Plan {
-    span: u32,
+pub(crate) struct Plan {
+    pub(crate) span: u32,
     segs: [(u32, u32); NHOLES + 1],
     nsegs: usize,
 }

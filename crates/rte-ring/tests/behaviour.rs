@@ -1,7 +1,10 @@
 //! DPDK's `test_ring.c` behaviours (dpdk-facts §7.1), for every mode and several element sizes,
 //! plus header checks and the dead-member rules, over heap memory (`LocalZones`).
 
-use rte_ring::{Behavior, Ring, RingElement, RingError, RingFlags, SyncMode, RING_COUNT_MAX};
+use rte_ring::{
+    Behavior, Ring, RingElement, RingError, RingFlags, SingleConsumer, SingleProducer, SyncMode,
+    RING_COUNT_MAX,
+};
 use shmconfig::{LocalZones, MemberId, MemberState, Zones};
 
 /// An element whose bytes are derived from `i` (so a copy that mixes elements shows).
@@ -18,7 +21,8 @@ fn same<T: RingElement>(a: &T, b: &T) -> bool {
     a.as_bytes() == b.as_bytes()
 }
 
-/// The modes test_ring.c runs: (label, flags, per-call sync for the explicit calls).
+/// The modes test_ring.c runs: (label, flags, per-call sync for the explicit calls). `St` means
+/// through the single-member handles, which hold the sides.
 const MODES: &[(&str, RingFlags, SyncMode, SyncMode)] = &[
     ("default", RingFlags::empty(), SyncMode::Mt, SyncMode::Mt),
     (
@@ -43,6 +47,8 @@ const MODES: &[(&str, RingFlags, SyncMode, SyncMode)] = &[
 
 struct Ctx<T: RingElement> {
     r: Ring<T>,
+    tx: Option<SingleProducer<T>>,
+    rx: Option<SingleConsumer<T>>,
     ps: SyncMode,
     cs: SyncMode,
     next_in: u32,
@@ -52,13 +58,21 @@ struct Ctx<T: RingElement> {
 impl<T: RingElement> Ctx<T> {
     fn enq(&mut self, n: usize, how: Behavior) -> usize {
         let items: Vec<T> = (0..n as u32).map(|k| mk(self.next_in + k)).collect();
-        let got = self.r.enqueue_with(&items, how, self.ps).n;
+        let got = match (&mut self.tx, how) {
+            (Some(p), Behavior::Fixed) => p.enqueue_bulk(&items),
+            (Some(p), Behavior::Variable) => p.enqueue_burst(&items),
+            (None, _) => self.r.enqueue_with(&items, how, self.ps).n,
+        };
         self.next_in += got as u32;
         got
     }
     fn deq(&mut self, n: usize, how: Behavior) -> usize {
         let mut out = vec![T::new_zeroed(); n];
-        let got = self.r.dequeue_with(&mut out, how, self.cs).n;
+        let got = match (&mut self.rx, how) {
+            (Some(c), Behavior::Fixed) => c.dequeue_bulk(&mut out),
+            (Some(c), Behavior::Variable) => c.dequeue_burst(&mut out),
+            (None, _) => self.r.dequeue_with(&mut out, how, self.cs).n,
+        };
         for v in &out[..got] {
             assert!(
                 same(v, &mk::<T>(self.next_out)),
@@ -87,8 +101,12 @@ fn run_all<T: RingElement>() {
             Ring::<T>::create(&zones, "test_ring_basic_ex", 4096, flags),
             Err(RingError::Exists(_))
         ));
+        let tx = (ps == SyncMode::St).then(|| r.single_producer().unwrap());
+        let rx = (cs == SyncMode::St).then(|| r.single_consumer().unwrap());
         let mut c = Ctx {
             r,
+            tx,
+            rx,
             ps,
             cs,
             next_in: 0,
@@ -149,6 +167,17 @@ fn run_all<T: RingElement>() {
             assert_eq!(c.deq(32, how), 0, "{label}: empty ring gives nothing");
         }
 
+        if ps == SyncMode::St {
+            // the handles' single-object calls, then give the sides back to the shared calls
+            let (tx, rx) = (c.tx.as_mut().unwrap(), c.rx.as_mut().unwrap());
+            assert!(tx.enqueue(mk(c.next_in)).is_ok());
+            assert!(same(&rx.dequeue().unwrap(), &mk::<T>(c.next_in)));
+            assert!(rx.dequeue().is_none());
+            c.next_in += 1;
+            c.next_out += 1;
+            c.tx = None;
+            c.rx = None;
+        }
         // single-object API
         for i in 0..4095 {
             assert!(c.r.enqueue(mk(c.next_in + i)).is_ok());
@@ -197,18 +226,148 @@ fn behaviours_20_bytes() {
 fn explicit_sp_mp_sc_mc_calls() {
     let z = LocalZones::new();
     let r = Ring::<u64>::create(&z, "calls", 64, RingFlags::empty()).unwrap();
-    assert_eq!(r.sp_enqueue_bulk(&[1, 2]), 2);
-    assert_eq!(r.mp_enqueue_bulk(&[3, 4]), 2);
-    assert_eq!(r.sp_enqueue_burst(&[5]), 1);
+    {
+        let mut tx = r.single_producer().unwrap();
+        assert_eq!(tx.enqueue_bulk(&[1, 2]), 2);
+        assert_eq!(tx.enqueue_burst_free(&[3]).left, 60);
+    }
+    assert_eq!(r.mp_enqueue_bulk(&[4, 5]), 2);
     assert_eq!(r.mp_enqueue_burst(&[6]), 1);
     let mut o = [0u64; 2];
-    assert_eq!(r.sc_dequeue_bulk(&mut o), 2);
-    assert_eq!(o, [1, 2]);
+    {
+        let mut rx = r.single_consumer().unwrap();
+        assert_eq!(rx.dequeue_bulk(&mut o), 2);
+        assert_eq!(o, [1, 2]);
+        assert_eq!(rx.dequeue_burst_avail(&mut o[..1]).left, 3);
+    }
     assert_eq!(r.mc_dequeue_bulk(&mut o), 2);
-    assert_eq!(o, [3, 4]);
-    assert_eq!(r.sc_dequeue_burst(&mut o), 2);
-    assert_eq!(o, [5, 6]);
+    assert_eq!(o, [4, 5]);
+    assert_eq!(r.mc_dequeue_burst(&mut o), 1);
+    assert_eq!(o[0], 6);
     assert_eq!(r.mc_dequeue_burst(&mut o), 0);
+}
+
+#[test]
+fn single_member_handles_hold_their_side() {
+    let z0 = LocalZones::new();
+    let z1 = z0.as_member(MemberId(1));
+    let r0 = Ring::<u64>::create(&z0, "held", 64, RingFlags::SP_ENQ | RingFlags::SC_DEQ).unwrap();
+    let r1 = Ring::<u64>::lookup(&z1, "held").unwrap();
+    let mut tx = r1.single_producer().unwrap();
+    // a second holder is refused, naming the holder, in this member and in another
+    match r0.single_producer() {
+        Err(
+            e @ RingError::Held {
+                holder,
+                mine: false,
+                ..
+            },
+        ) => {
+            assert_eq!(holder, MemberId(1));
+            assert!(e.to_string().contains("producer side is held by"), "{e}");
+        }
+        other => panic!("expected Held, got {other:?}"),
+    }
+    assert!(matches!(
+        r1.single_producer(),
+        Err(RingError::Held { mine: true, .. })
+    ));
+    assert_eq!(r0.info().producer_holder, Some(MemberId(1)));
+    assert!(r0.info().to_string().contains("producer side held by"));
+    // the consumer side is independent
+    let mut rx = r0.single_consumer().unwrap();
+    assert_eq!(tx.enqueue_bulk(&[1, 2, 3]), 3);
+    assert_eq!(r0.count(), 3);
+    assert_eq!(rx.dequeue(), Some(1));
+    // a larger-than-MAX_OP limit does not apply to the handles: a bulk over capacity fails,
+    // a burst takes what fits
+    assert_eq!(tx.enqueue_bulk(&[0; 100]), 0);
+    assert_eq!(tx.enqueue_burst(&[7; 100]), 61);
+    assert!(r0.is_full());
+    drop(rx);
+    // the shared dequeue works again once the consumer handle is gone
+    let mut out = [0u64; 2];
+    assert_eq!(r0.dequeue_bulk(&mut out), 2);
+    assert_eq!(out, [2, 3]);
+    drop(tx);
+    assert_eq!(r0.info().producer_holder, None);
+    assert_eq!(r0.mp_enqueue_burst(&[9]), 1);
+}
+
+#[test]
+fn shared_calls_wait_for_a_holder_then_go_on() {
+    let z = LocalZones::new();
+    let r = Ring::<u64>::create(&z, "wait", 64, RingFlags::SP_ENQ).unwrap();
+    let tx = r.single_producer().unwrap();
+    let r2 = r.clone();
+    let t = std::thread::spawn(move || r2.enqueue_bulk(&[42]));
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert!(
+        !t.is_finished(),
+        "the shared enqueue waits while the side is held"
+    );
+    assert!(r.is_empty());
+    drop(tx);
+    assert_eq!(t.join().unwrap(), 1);
+    assert_eq!(r.dequeue(), Some(42));
+}
+
+#[test]
+fn dead_holders_are_released_and_lose_nothing() {
+    let z0 = LocalZones::new();
+    let z1 = z0.as_member(MemberId(1));
+    let r0 = Ring::<u64>::create(
+        &z0,
+        "dead holder",
+        64,
+        RingFlags::SP_ENQ | RingFlags::SC_DEQ,
+    )
+    .unwrap();
+    let r1 = Ring::<u64>::lookup(&z1, "dead holder").unwrap();
+    let mut tx = r1.single_producer().unwrap();
+    let mut rx = r1.single_consumer().unwrap();
+    assert_eq!(tx.enqueue_bulk(&[1, 2, 3, 4]), 4);
+    assert_eq!(rx.dequeue(), Some(1));
+    // member 1 dies holding both sides (its handles are never dropped)
+    std::mem::forget(tx);
+    std::mem::forget(rx);
+    z0.set_member_state(MemberId(1), MemberState::Dead);
+    let rep = r0.recover();
+    assert_eq!(rep.producer_released, Some(MemberId(1)));
+    assert_eq!(rep.consumer_released, Some(MemberId(1)));
+    assert_eq!((rep.producer_abandoned, rep.consumer_abandoned), (0, 0));
+    // what was published is all there, in order; nothing is abandoned
+    let mut rx = r0.single_consumer().unwrap();
+    let mut tx = r0.single_producer().unwrap();
+    assert_eq!(tx.enqueue_bulk(&[5]), 1);
+    let mut out = [0u64; 4];
+    assert_eq!(rx.dequeue_bulk(&mut out), 4);
+    assert_eq!(out, [2, 3, 4, 5]);
+    assert_eq!(r0.abandoned(), (0, 0));
+    drop((tx, rx));
+    // a claim also releases a dead holder by itself (no recover call)
+    let r1 = Ring::<u64>::lookup(&z0.as_member(MemberId(2)), "dead holder").unwrap();
+    std::mem::forget(r1.single_producer().unwrap());
+    z0.set_member_state(MemberId(2), MemberState::Dead);
+    assert!(r0.single_producer().is_ok());
+}
+
+#[test]
+fn the_group_cleanup_hook_releases_dead_holders() {
+    let z0 = LocalZones::new();
+    let z1 = z0.as_member(MemberId(1));
+    let r0 = Ring::<u32>::create(&z0, "hooked", 64, RingFlags::SC_DEQ).unwrap();
+    let r1 = Ring::<u32>::lookup(&z1, "hooked").unwrap();
+    std::mem::forget(r1.single_consumer().unwrap());
+    z0.set_member_state(MemberId(1), MemberState::Dead);
+    let report = shmconfig::hooks::run_all(&z0, MemberId(1));
+    assert!(
+        report
+            .iter()
+            .any(|l| l.contains("ring hooked: released the consumer side held by")),
+        "{report:?}"
+    );
+    assert_eq!(r0.info().consumer_holder, None);
 }
 
 #[test]
@@ -544,7 +703,14 @@ fn long_bursts_are_split_and_long_bulks_refused() {
     assert_eq!(r.dequeue_bulk(&mut out), 0);
     assert_eq!(r.dequeue_burst(&mut out), 100_000);
     assert_eq!(out, items);
-    assert_eq!(rte_ring::MAX_OP, 65_535);
+    assert_eq!(rte_ring::MAX_OP, 65_534);
+    // the single-member handles have no head-word length to fit: one bulk moves them all
+    let mut tx = r.single_producer().unwrap();
+    let mut rx = r.single_consumer().unwrap();
+    assert_eq!(tx.enqueue_bulk(&items), 100_000);
+    out.fill(0);
+    assert_eq!(rx.dequeue_bulk(&mut out), 100_000);
+    assert_eq!(out, items);
 }
 
 #[test]

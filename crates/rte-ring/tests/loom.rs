@@ -261,3 +261,39 @@ fn chain_of_dead_producers() {
         assert_eq!(r.abandoned(), (3, 0));
     });
 }
+
+/// A single-producer handle claimed, used and given back while a member enqueues through the
+/// shared multi-producer call and the consumer (a handle too) takes what is published: both
+/// elements arrive once, and the side ends free. Breaks if the claim does not wait for the
+/// multi-producer reservation in flight, or the shared call does not wait for the holder.
+#[test]
+fn single_producer_hold_races_a_shared_enqueue() {
+    loom::model(|| {
+        let lives = Lives::new();
+        let r = ring(4, RingFlags::empty(), &lives);
+        let a = r.as_member(MemberId(1));
+        let ta = thread::spawn(move || {
+            let mut h = a.single_producer().expect("only one claimer");
+            assert_eq!(h.enqueue_bulk(&[1]), 1);
+        });
+        let b = r.as_member(MemberId(2));
+        let tb = thread::spawn(move || assert_eq!(b.enqueue_bulk(&[2]), 1));
+        let mut rx = r.single_consumer().unwrap();
+        let mut got = vec![];
+        let mut buf = [0u64; 2];
+        let n = rx.dequeue_burst(&mut buf);
+        got.extend_from_slice(&buf[..n]);
+        ta.join().unwrap();
+        tb.join().unwrap();
+        loop {
+            let n = rx.dequeue_burst(&mut buf);
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        got.sort();
+        assert_eq!(got, vec![1, 2]);
+        assert_eq!(r.info().producer_holder, None);
+    });
+}

@@ -119,6 +119,13 @@ fn child() {
             let maxb: u64 = std::env::var("RTE_RING_MP_BURST").unwrap().parse().unwrap();
             let mut seq = 0u64;
             let mut items = Vec::with_capacity(maxb as usize);
+            // On a single-producer ring, hold the side (a dead holder is released by the claim).
+            let mut single = ring.flags().contains(RingFlags::SP_ENQ).then(|| loop {
+                match ring.single_producer() {
+                    Ok(h) => break h,
+                    Err(_) => std::thread::sleep(Duration::from_millis(1)),
+                }
+            });
             while (count == 0 || seq < count) && zones.word(STOP).load(Acquire) == 0 {
                 let mut b = 1 + rng.below(maxb);
                 if count != 0 {
@@ -128,7 +135,10 @@ fn child() {
                 items.extend((seq..seq + b).map(|s| elem(p, s)));
                 zones.word(attempt_start(p)).store(seq, Release);
                 zones.word(attempt_len(p)).store(b, Release);
-                let n = ring.enqueue_bulk(&items) as u64;
+                let n = match single.as_mut() {
+                    Some(h) => h.enqueue_bulk(&items),
+                    None => ring.enqueue_bulk(&items),
+                } as u64;
                 if n == 0 {
                     std::hint::spin_loop();
                     continue;
@@ -141,12 +151,20 @@ fn child() {
             let strict = std::env::var("RTE_RING_MP_STRICT").is_ok();
             let mut next = [0u64; 16];
             let mut buf = [[0u64; 2]; 32];
+            let mut single = ring
+                .flags()
+                .contains(RingFlags::SC_DEQ)
+                .then(|| ring.single_consumer().expect("the consumer side is free"));
+            let mut take = |buf: &mut [Elem]| match single.as_mut() {
+                Some(h) => h.dequeue_burst(buf),
+                None => ring.dequeue_burst(buf),
+            };
             loop {
-                let n = ring.dequeue_burst(&mut buf);
+                let n = take(&mut buf);
                 if n == 0 {
                     if zones.word(DONE).load(Acquire) != 0 {
                         ring.recover();
-                        if ring.dequeue_burst(&mut buf[..1]) == 0 && ring.count() == 0 {
+                        if take(&mut buf[..1]) == 0 && ring.count() == 0 {
                             break;
                         }
                         // an element came out after all: put it through the checks below
@@ -257,6 +275,91 @@ fn exactly_once_hts() {
 #[test]
 fn exactly_once_sp_sc() {
     exactly_once("spsc", RingFlags::SP_ENQ | RingFlags::SC_DEQ, 1, 1, 200_000);
+}
+
+/// A single producer holding the producer side is SIGKILLed at a random moment; a replacement
+/// claims the side (releasing the dead holder) and goes on. Nothing is abandoned, nothing of the
+/// dead holder's arrives partially, every published element arrives once, in order.
+#[test]
+fn single_producer_killed_at_random_points() {
+    let rounds: usize = std::env::var("RTE_RING_KILL_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(40, |r: usize| r.div_ceil(4));
+    let mut rng = Rng::seeded();
+    for round in 0..rounds {
+        let path = shm_path(&format!("spkill{round}"));
+        FileZones::remove_files(&path);
+        let zones = FileZones::create(&path);
+        let flags = RingFlags::SP_ENQ | RingFlags::SC_DEQ;
+        let ring = Ring::<Elem>::create(&zones, "mp", 64, flags).unwrap();
+        let strict = [("RTE_RING_MP_STRICT", "1".to_string())];
+        let mut cons = vec![spawn(&path, "consumer", 8, &strict)];
+        let prod_env = [
+            ("RTE_RING_MP_COUNT", "0".to_string()),
+            ("RTE_RING_MP_BURST", "16".to_string()),
+        ];
+        let mut first = spawn(&path, "producer", 1, &prod_env);
+        let t0 = Instant::now();
+        while zones.word(sent(1)).load(Acquire) == 0 && t0.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        std::thread::sleep(Duration::from_micros(200 + rng.below(5000)));
+        first.kill().unwrap();
+        first.wait().unwrap();
+        let mut second = vec![spawn(&path, "producer", 2, &prod_env)];
+        let t1 = Instant::now();
+        while zones.word(sent(2)).load(Acquire) < 1000 && t1.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        zones.word(STOP).store(1, Release);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        wait_all(&mut second, deadline, "replacement producer", &ring);
+        zones.word(DONE).store(1, Release);
+        wait_all(&mut cons, deadline, "consumer", &ring);
+        assert_eq!(
+            zones.word(GARBAGE).load(Acquire),
+            0,
+            "round {round}: garbage"
+        );
+        assert_eq!(
+            zones.word(ERRORS).load(Acquire),
+            0,
+            "round {round}: a gap or a repeat in a producer's sequence"
+        );
+        let (r1, s1) = (
+            zones.word(received(1)).load(Acquire),
+            zones.word(sent(1)).load(Acquire),
+        );
+        let (a, l) = (
+            zones.word(attempt_start(1)).load(Acquire),
+            zones.word(attempt_len(1)).load(Acquire),
+        );
+        assert!(
+            r1 == s1 || (s1 == a && r1 == a + l),
+            "round {round}: killed holder: received {r1}, sent {s1}, attempt {a}+{l}"
+        );
+        let (r2, s2) = (
+            zones.word(received(2)).load(Acquire),
+            zones.word(sent(2)).load(Acquire),
+        );
+        assert_eq!(r2, s2, "round {round}: the replacement's elements");
+        assert!(
+            s2 >= 1000,
+            "round {round}: the replacement could not take over"
+        );
+        assert_eq!(
+            ring.abandoned(),
+            (0, 0),
+            "round {round}: a holder abandons nothing"
+        );
+        let info = ring.info();
+        assert_eq!(info.prod_tail as u64, r1 + r2, "round {round}\n{info}");
+        assert_eq!(info.cons_tail, info.prod_tail);
+        drop(ring);
+        drop(zones);
+        FileZones::remove_files(&path);
+    }
 }
 
 #[test]

@@ -28,6 +28,7 @@ fn exactly_once(flags: RingFlags, ps: SyncMode, cs: SyncMode, producers: u64, co
             let mut got = vec![];
             let mut last = vec![None::<u64>; producers as usize];
             let mut buf = [0u64; 8];
+            let mut single = (cs == SyncMode::St).then(|| r.single_consumer().unwrap());
             loop {
                 let how = if c % 2 == 0 {
                     Behavior::Variable
@@ -35,7 +36,11 @@ fn exactly_once(flags: RingFlags, ps: SyncMode, cs: SyncMode, producers: u64, co
                     Behavior::Fixed
                 };
                 let want = 1 + got.len() % buf.len();
-                let n = r.dequeue_with(&mut buf[..want], how, cs).n;
+                let n = match (single.as_mut(), how) {
+                    (Some(h), Behavior::Fixed) => h.dequeue_bulk(&mut buf[..want]),
+                    (Some(h), Behavior::Variable) => h.dequeue_burst(&mut buf[..want]),
+                    (None, _) => r.dequeue_with(&mut buf[..want], how, cs).n,
+                };
                 if n == 0 {
                     if done.load(Ordering::Acquire) && r.is_empty() {
                         return got;
@@ -60,6 +65,7 @@ fn exactly_once(flags: RingFlags, ps: SyncMode, cs: SyncMode, producers: u64, co
         .map(|p| {
             let r = ring.clone();
             thread::spawn(move || {
+                let mut single = (ps == SyncMode::St).then(|| r.single_producer().unwrap());
                 let mut seq = 0;
                 while seq < PER_PRODUCER {
                     let k = (1 + seq % 7).min(PER_PRODUCER - seq);
@@ -69,7 +75,11 @@ fn exactly_once(flags: RingFlags, ps: SyncMode, cs: SyncMode, producers: u64, co
                     } else {
                         Behavior::Variable
                     };
-                    let n = r.enqueue_with(&items, how, ps).n as u64;
+                    let n = match (single.as_mut(), how) {
+                        (Some(h), Behavior::Fixed) => h.enqueue_bulk(&items),
+                        (Some(h), Behavior::Variable) => h.enqueue_burst(&items),
+                        (None, _) => r.enqueue_with(&items, how, ps).n,
+                    } as u64;
                     if n == 0 {
                         thread::yield_now();
                     }
@@ -91,6 +101,91 @@ fn exactly_once(flags: RingFlags, ps: SyncMode, cs: SyncMode, producers: u64, co
     assert_eq!(all.len() as u64, producers * PER_PRODUCER, "elements lost");
     assert!(ring.is_empty());
     assert_eq!(ring.abandoned(), (0, 0));
+}
+
+/// Producers that take the producer side with a [`rte_ring::SingleProducer`], enqueue a few
+/// bulks and give it back, racing with shared multi-producer calls and other claimers; every
+/// element still arrives exactly once and in order per producer.
+#[test]
+fn single_producer_handles_taken_and_given_back_under_contention() {
+    let per: u64 = if cfg!(miri) { 40 } else { 50_000 };
+    let zones = LocalZones::new();
+    let ring = Ring::<u64>::create(&zones, "handover", 64, RingFlags::SP_ENQ).unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let consumer = {
+        let r = ring.clone();
+        let done = done.clone();
+        thread::spawn(move || {
+            let mut last = [None::<u64>; 3];
+            let mut got = 0u64;
+            let mut buf = [0u64; 16];
+            loop {
+                let n = r.dequeue_burst(&mut buf);
+                if n == 0 {
+                    if done.load(Ordering::Acquire) && r.is_empty() {
+                        return got;
+                    }
+                    thread::yield_now();
+                    continue;
+                }
+                for &v in &buf[..n] {
+                    let (p, s) = ((v >> 40) as usize, v & ((1 << 40) - 1));
+                    assert!(
+                        last[p].is_none_or(|l| l + 1 == s),
+                        "producer {p}: {s} after {:?}",
+                        last[p]
+                    );
+                    last[p] = Some(s);
+                    got += 1;
+                }
+            }
+        })
+    };
+    let prods: Vec<_> = (0..3u64)
+        .map(|p| {
+            let r = ring.clone();
+            thread::spawn(move || {
+                let mut seq = 0;
+                let mut holds = 0u64;
+                while seq < per {
+                    if p == 0 {
+                        // the shared (multi-producer) calls, which wait while a handle holds
+                        let k = (1 + seq % 5).min(per - seq);
+                        let items: Vec<u64> = (seq..seq + k).map(|s| elem(p, s)).collect();
+                        seq += r.enqueue_bulk(&items) as u64;
+                        continue;
+                    }
+                    let Ok(mut h) = r.single_producer() else {
+                        thread::yield_now();
+                        continue;
+                    };
+                    holds += 1;
+                    for _ in 0..4 {
+                        let k = (1 + seq % 7).min(per - seq);
+                        let items: Vec<u64> = (seq..seq + k).map(|s| elem(p, s)).collect();
+                        seq += h.enqueue_bulk(&items) as u64;
+                        if seq == per {
+                            break;
+                        }
+                    }
+                }
+                holds
+            })
+        })
+        .collect();
+    let holds: Vec<u64> = prods.into_iter().map(|h| h.join().unwrap()).collect();
+    done.store(true, Ordering::Release);
+    assert_eq!(
+        consumer.join().unwrap(),
+        3 * per,
+        "elements lost or repeated"
+    );
+    assert!(
+        holds[1] > 0 && holds[2] > 0,
+        "both claimers held the side: {holds:?}"
+    );
+    assert_eq!(ring.abandoned(), (0, 0));
+    assert_eq!(ring.info().producer_holder, None);
 }
 
 #[test]

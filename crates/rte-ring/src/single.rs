@@ -1,0 +1,267 @@
+//! [`SingleProducer`] and [`SingleConsumer`]: one side of a ring held by one handle, which is
+//! what makes DPDK's single-producer/consumer fast path sound in safe code.
+//!
+//! Holding a side ([`Ring::single_producer`], [`Ring::single_consumer`]) marks its head word
+//! `HELD` by this member, with a CAS taken only when no operation of the side is in flight. From
+//! then on the holder alone moves the side: it keeps its position in the handle, writes or reads
+//! the slots and publishes with one release store of the side's tail — no read-modify-write, no
+//! head store. The shared [`Ring`] calls of that side see the mark and wait; a second claim fails
+//! with [`RingError::Held`](crate::RingError::Held). The handle's methods take `&mut self`, so
+//! within a process the borrow checker keeps it to one thread at a time; across processes the
+//! mark does.
+//!
+//! A holder that dies leaves a tail that names exactly what it published. Whoever finds the
+//! holder dead (the next claimer, a waiter, [`Ring::recover`]) sets the head back to that tail:
+//! a producer's unpublished copies are never seen, a consumer's unfinished copies stay in the
+//! ring for the next consumer. Nothing is abandoned and nothing is delivered twice (the dead
+//! consumer's call never returned).
+
+use std::fmt;
+
+use crate::element::RingElement;
+use crate::raw::Claim;
+use crate::ring::{Outcome, Ring, Which};
+use crate::sync::Ordering::{Acquire, Release};
+
+/// The producer side of a ring, held by this handle alone (see [`Ring::single_producer`]).
+/// Dropping it gives the side back.
+pub struct SingleProducer<T: RingElement> {
+    ring: Ring<T>,
+    /// Where the next element goes (this side's tail, kept here: only the holder moves it).
+    pos: u32,
+    /// The consumer tail as last read: room is computed from it until it looks too small.
+    cons_tail: u32,
+}
+
+/// The consumer side of a ring, held by this handle alone (see [`Ring::single_consumer`]).
+/// Dropping it gives the side back.
+pub struct SingleConsumer<T: RingElement> {
+    ring: Ring<T>,
+    /// The next element to take (this side's tail, kept here: only the holder moves it).
+    pos: u32,
+}
+
+impl<T: RingElement> fmt::Debug for SingleProducer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SingleProducer")
+            .field("ring", &self.ring.name())
+            .field("pos", &self.pos)
+            .finish()
+    }
+}
+
+impl<T: RingElement> fmt::Debug for SingleConsumer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SingleConsumer")
+            .field("ring", &self.ring.name())
+            .field("pos", &self.pos)
+            .finish()
+    }
+}
+
+impl<T: RingElement> SingleProducer<T> {
+    pub(crate) fn new(ring: Ring<T>, pos: u32) -> Self {
+        let cons_tail = ring.mem.shared().cons.tail.load(Acquire);
+        Self {
+            ring,
+            pos,
+            cons_tail,
+        }
+    }
+
+    /// The ring this handle produces into.
+    pub fn ring(&self) -> &Ring<T> {
+        &self.ring
+    }
+
+    /// Enqueue one element; gives it back if the ring is full.
+    #[inline]
+    pub fn enqueue(&mut self, v: T) -> Result<(), T> {
+        if self.enq(std::slice::from_ref(&v), true).n == 1 {
+            Ok(())
+        } else {
+            Err(v)
+        }
+    }
+
+    /// Enqueue all of `items` or none; returns `items.len()` or 0.
+    #[inline]
+    pub fn enqueue_bulk(&mut self, items: &[T]) -> usize {
+        self.enq(items, true).n
+    }
+
+    /// Enqueue as many of `items` as fit; returns how many.
+    #[inline]
+    pub fn enqueue_burst(&mut self, items: &[T]) -> usize {
+        self.enq(items, false).n
+    }
+
+    /// Bulk enqueue, reporting the free space left.
+    #[inline]
+    pub fn enqueue_bulk_free(&mut self, items: &[T]) -> Outcome {
+        self.enq(items, true)
+    }
+
+    /// Burst enqueue, reporting the free space left.
+    #[inline]
+    pub fn enqueue_burst_free(&mut self, items: &[T]) -> Outcome {
+        self.enq(items, false)
+    }
+
+    #[inline(always)]
+    fn enq(&mut self, items: &[T], fixed: bool) -> Outcome {
+        let r = &self.ring;
+        let want = items.len().min(u32::MAX as usize) as u32;
+        let mut room = r
+            .capacity
+            .wrapping_add(self.cons_tail)
+            .wrapping_sub(self.pos);
+        if room < want {
+            let t = r.mem.shared().cons.tail.load(Acquire);
+            self.cons_tail = t;
+            room = r.capacity.wrapping_add(t).wrapping_sub(self.pos);
+        }
+        let n = Ring::<T>::decide(want, room, fixed);
+        if n == 0 {
+            return Outcome { n: 0, left: room };
+        }
+        let claim = Claim {
+            pos: self.pos,
+            n,
+            prev: 0,
+        };
+        r.mem.write(&claim, &items[..n as usize]);
+        self.pos = self.pos.wrapping_add(n);
+        r.mem.shared().prod.tail.store(self.pos, Release);
+        Outcome {
+            n: n as usize,
+            left: room - n,
+        }
+    }
+}
+
+impl<T: RingElement> Drop for SingleProducer<T> {
+    fn drop(&mut self) {
+        self.ring.unhold(Which::Prod, self.pos);
+    }
+}
+
+impl<T: RingElement> SingleConsumer<T> {
+    pub(crate) fn new(ring: Ring<T>, pos: u32) -> Self {
+        Self { ring, pos }
+    }
+
+    /// The ring this handle consumes from.
+    pub fn ring(&self) -> &Ring<T> {
+        &self.ring
+    }
+
+    /// Dequeue one element, if there is one.
+    #[inline]
+    pub fn dequeue(&mut self) -> Option<T> {
+        let r = &self.ring;
+        let sh = r.mem.shared();
+        let t = sh.prod.tail.load(Acquire);
+        if t == self.pos {
+            return None;
+        }
+        if sh.prod.holes.load(Acquire) != 0 {
+            let mut v = T::new_zeroed();
+            let got = self.deq_holes(std::slice::from_mut(&mut v), true, t).n;
+            return (got == 1).then_some(v);
+        }
+        let claim = Claim {
+            pos: self.pos,
+            n: 1,
+            prev: 0,
+        };
+        let v = r.mem.read_one(&claim);
+        self.pos = self.pos.wrapping_add(1);
+        sh.cons.tail.store(self.pos, Release);
+        Some(v)
+    }
+
+    /// Fill all of `out` or nothing; returns `out.len()` or 0.
+    #[inline]
+    pub fn dequeue_bulk(&mut self, out: &mut [T]) -> usize {
+        self.deq(out, true).n
+    }
+
+    /// Dequeue up to `out.len()` elements; returns how many.
+    #[inline]
+    pub fn dequeue_burst(&mut self, out: &mut [T]) -> usize {
+        self.deq(out, false).n
+    }
+
+    /// Bulk dequeue, reporting the entries left.
+    #[inline]
+    pub fn dequeue_bulk_avail(&mut self, out: &mut [T]) -> Outcome {
+        self.deq(out, true)
+    }
+
+    /// Burst dequeue, reporting the entries left.
+    #[inline]
+    pub fn dequeue_burst_avail(&mut self, out: &mut [T]) -> Outcome {
+        self.deq(out, false)
+    }
+
+    #[inline(always)]
+    fn deq(&mut self, out: &mut [T], fixed: bool) -> Outcome {
+        let r = &self.ring;
+        let sh = r.mem.shared();
+        let t = sh.prod.tail.load(Acquire);
+        let avail = t.wrapping_sub(self.pos);
+        if avail != 0 && sh.prod.holes.load(Acquire) != 0 {
+            return self.deq_holes(out, fixed, t);
+        }
+        let want = out.len().min(u32::MAX as usize) as u32;
+        let n = Ring::<T>::decide(want, avail, fixed);
+        if n == 0 {
+            return Outcome { n: 0, left: avail };
+        }
+        let claim = Claim {
+            pos: self.pos,
+            n,
+            prev: 0,
+        };
+        r.mem.read(&claim, 0, &mut out[..n as usize]);
+        self.pos = self.pos.wrapping_add(n);
+        sh.cons.tail.store(self.pos, Release);
+        Outcome {
+            n: n as usize,
+            left: avail - n,
+        }
+    }
+
+    /// The dequeue when producers left abandoned ranges: step over them, copy out the rest.
+    #[cold]
+    #[inline(never)]
+    fn deq_holes(&mut self, out: &mut [T], fixed: bool, tail: u32) -> Outcome {
+        let r = &self.ring;
+        let avail = tail.wrapping_sub(self.pos);
+        let want = out.len().min(u32::MAX as usize) as u32;
+        let plan = r.plan(self.pos, tail, want, fixed);
+        if plan.span == 0 {
+            return Outcome { n: 0, left: avail };
+        }
+        let claim = Claim {
+            pos: self.pos,
+            n: plan.span,
+            prev: 0,
+        };
+        let got = r.copy_planned(&claim, &plan, out);
+        self.pos = self.pos.wrapping_add(plan.span);
+        r.mem.shared().cons.tail.store(self.pos, Release);
+        r.retire_holes(self.pos);
+        Outcome {
+            n: got,
+            left: avail - plan.span,
+        }
+    }
+}
+
+impl<T: RingElement> Drop for SingleConsumer<T> {
+    fn drop(&mut self) {
+        self.ring.unhold(Which::Cons, self.pos);
+    }
+}
