@@ -28,26 +28,59 @@ struct Model<T> {
 /// A ring's memory as mapped in this process: pointers derived from its zone, which the value
 /// keeps alive.
 pub(crate) struct Mem<T> {
-    shared: NonNull<Shared>,
-    records: NonNull<AtomicU64>,
-    slots: NonNull<Slot<T>>,
-    size: u32,
+    view: View<T>,
     zone: Option<Zone>,
     #[cfg(hugeshare_loom)]
     _model: Option<std::sync::Arc<Model<T>>>,
 }
 
+/// The pointers of a [`Mem`] without the zone that keeps them valid: a plain copyable value, so
+/// that a single-member handle can keep it in registers across calls. Whoever holds a `View`
+/// holds the `Mem` (through its `Ring`) for at least as long: [`Mem::view`] is the only way to
+/// get one, and the handles keep their ring beside it.
+pub(crate) struct View<T> {
+    shared: NonNull<Shared>,
+    records: NonNull<AtomicU64>,
+    slots: NonNull<Slot<T>>,
+    size: u32,
+}
+
+impl<T> Clone for View<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for View<T> {}
+
 impl<T> Clone for Mem<T> {
     fn clone(&self) -> Self {
         Self {
-            shared: self.shared,
-            records: self.records,
-            slots: self.slots,
-            size: self.size,
+            view: self.view,
             zone: self.zone.clone(),
             #[cfg(hugeshare_loom)]
             _model: self._model.clone(),
         }
+    }
+}
+
+impl<T> std::ops::Deref for Mem<T> {
+    type Target = View<T>;
+    #[inline(always)]
+    fn deref(&self) -> &View<T> {
+        &self.view
+    }
+}
+
+impl<T> Mem<T> {
+    /// The zone, if the ring lives in one.
+    pub(crate) fn zone(&self) -> Option<&Zone> {
+        self.zone.as_ref()
+    }
+
+    /// The pointers alone (see [`View`]: the caller keeps this `Mem` alive while it uses them).
+    #[inline(always)]
+    pub(crate) fn view(&self) -> View<T> {
+        self.view
     }
 }
 
@@ -58,6 +91,11 @@ impl<T> Clone for Mem<T> {
 unsafe impl<T: Send> Send for Mem<T> {}
 // SAFETY: as for `Send`: shared access goes through atomics and exclusive reservations only.
 unsafe impl<T: Send> Sync for Mem<T> {}
+// SAFETY: as for `Mem`: a `View` is used only beside the `Mem` it came from, whose memory is
+// shared through atomics and exclusive reservations only.
+unsafe impl<T: Send> Send for View<T> {}
+// SAFETY: as for `Send`.
+unsafe impl<T: Send> Sync for View<T> {}
 
 /// The zone's header, read by value, if the zone is long enough to hold one and its creator has
 /// published it (the magic is stored last, with release ordering).
@@ -124,10 +162,12 @@ impl<T: Copy> Mem<T> {
             )
         };
         Self {
-            shared,
-            records,
-            slots,
-            size,
+            view: View {
+                shared,
+                records,
+                slots,
+                size,
+            },
             zone: Some(zone),
             #[cfg(hugeshare_loom)]
             _model: None,
@@ -148,20 +188,19 @@ impl<T: Copy> Mem<T> {
                 .collect(),
         });
         Self {
-            shared: NonNull::from(&*model.shared),
-            records: NonNull::from(&model.records[0]),
-            slots: NonNull::from(&model.slots[0]),
-            size,
+            view: View {
+                shared: NonNull::from(&*model.shared),
+                records: NonNull::from(&model.records[0]),
+                slots: NonNull::from(&model.slots[0]),
+                size,
+            },
             zone: None,
             _model: Some(model),
         }
     }
+}
 
-    /// The zone, if the ring lives in one.
-    pub(crate) fn zone(&self) -> Option<&Zone> {
-        self.zone.as_ref()
-    }
-
+impl<T: Copy> View<T> {
     /// The shared header.
     #[inline(always)]
     pub(crate) fn shared(&self) -> &Shared {

@@ -6,14 +6,14 @@ use std::sync::Arc;
 use shmconfig::{Liveness, MemberId, MemberState, Zone, ZoneError, ZoneKind, ZoneRequest, Zones};
 
 use crate::element::RingElement;
-#[allow(unused_imports)] // for the documentation links
-use crate::single::{SingleConsumer, SingleProducer};
 use crate::error::RingError;
 use crate::layout::{
     fingerprint, pack, unpack, zone_len, Meta, Shared, Side, MAGIC, NHOLES, RING_NAME_MAX,
     SLOTS_OFFSET, VERSION,
 };
 use crate::raw::{self, Claim, Mem};
+#[allow(unused_imports)] // for the documentation links
+use crate::single::{SingleConsumer, SingleProducer};
 use crate::sync::{self, Ordering::*};
 
 bitflags::bitflags! {

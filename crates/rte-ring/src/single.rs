@@ -19,26 +19,34 @@
 use std::fmt;
 
 use crate::element::RingElement;
-use crate::raw::Claim;
+use crate::raw::{Claim, View};
 use crate::ring::{Outcome, Ring, Which};
 use crate::sync::Ordering::{Acquire, Release};
 
 /// The producer side of a ring, held by this handle alone (see [`Ring::single_producer`]).
 /// Dropping it gives the side back.
 pub struct SingleProducer<T: RingElement> {
-    ring: Ring<T>,
+    /// The ring's pointers, copied here so the hot path reads nothing else of the handle.
+    view: View<T>,
+    capacity: u32,
     /// Where the next element goes (this side's tail, kept here: only the holder moves it).
     pos: u32,
     /// The consumer tail as last read: room is computed from it until it looks too small.
     cons_tail: u32,
+    /// Keeps the zone behind `view` mapped. Boxed: the cold paths borrow it, and a borrow of the
+    /// heap does not make the handle's own fields look shared to the optimiser.
+    ring: Box<Ring<T>>,
 }
 
 /// The consumer side of a ring, held by this handle alone (see [`Ring::single_consumer`]).
 /// Dropping it gives the side back.
 pub struct SingleConsumer<T: RingElement> {
-    ring: Ring<T>,
+    /// The ring's pointers (see [`SingleProducer`]).
+    view: View<T>,
     /// The next element to take (this side's tail, kept here: only the holder moves it).
     pos: u32,
+    /// Keeps the zone behind `view` mapped (see [`SingleProducer`]).
+    ring: Box<Ring<T>>,
 }
 
 impl<T: RingElement> fmt::Debug for SingleProducer<T> {
@@ -63,9 +71,11 @@ impl<T: RingElement> SingleProducer<T> {
     pub(crate) fn new(ring: Ring<T>, pos: u32) -> Self {
         let cons_tail = ring.mem.shared().cons.tail.load(Acquire);
         Self {
-            ring,
+            view: ring.mem.view(),
+            capacity: ring.capacity,
             pos,
             cons_tail,
+            ring: Box::new(ring),
         }
     }
 
@@ -110,16 +120,16 @@ impl<T: RingElement> SingleProducer<T> {
 
     #[inline(always)]
     fn enq(&mut self, items: &[T], fixed: bool) -> Outcome {
-        let r = &self.ring;
+        let v = self.view;
         let want = items.len().min(u32::MAX as usize) as u32;
-        let mut room = r
+        let mut room = self
             .capacity
             .wrapping_add(self.cons_tail)
             .wrapping_sub(self.pos);
         if room < want {
-            let t = r.mem.shared().cons.tail.load(Acquire);
+            let t = v.shared().cons.tail.load(Acquire);
             self.cons_tail = t;
-            room = r.capacity.wrapping_add(t).wrapping_sub(self.pos);
+            room = self.capacity.wrapping_add(t).wrapping_sub(self.pos);
         }
         let n = Ring::<T>::decide(want, room, fixed);
         if n == 0 {
@@ -130,9 +140,9 @@ impl<T: RingElement> SingleProducer<T> {
             n,
             prev: 0,
         };
-        r.mem.write(&claim, &items[..n as usize]);
+        v.write(&claim, &items[..n as usize]);
         self.pos = self.pos.wrapping_add(n);
-        r.mem.shared().prod.tail.store(self.pos, Release);
+        v.shared().prod.tail.store(self.pos, Release);
         Outcome {
             n: n as usize,
             left: room - n,
@@ -148,7 +158,11 @@ impl<T: RingElement> Drop for SingleProducer<T> {
 
 impl<T: RingElement> SingleConsumer<T> {
     pub(crate) fn new(ring: Ring<T>, pos: u32) -> Self {
-        Self { ring, pos }
+        Self {
+            view: ring.mem.view(),
+            pos,
+            ring: Box::new(ring),
+        }
     }
 
     /// The ring this handle consumes from.
@@ -159,23 +173,24 @@ impl<T: RingElement> SingleConsumer<T> {
     /// Dequeue one element, if there is one.
     #[inline]
     pub fn dequeue(&mut self) -> Option<T> {
-        let r = &self.ring;
-        let sh = r.mem.shared();
+        let view = self.view;
+        let sh = view.shared();
         let t = sh.prod.tail.load(Acquire);
         if t == self.pos {
             return None;
         }
         if sh.prod.holes.load(Acquire) != 0 {
             let mut v = T::new_zeroed();
-            let got = self.deq_holes(std::slice::from_mut(&mut v), true, t).n;
-            return (got == 1).then_some(v);
+            let (o, pos) = deq_holes(&self.ring, self.pos, std::slice::from_mut(&mut v), true, t);
+            self.pos = pos;
+            return (o.n == 1).then_some(v);
         }
         let claim = Claim {
             pos: self.pos,
             n: 1,
             prev: 0,
         };
-        let v = r.mem.read_one(&claim);
+        let v = view.read_one(&claim);
         self.pos = self.pos.wrapping_add(1);
         sh.cons.tail.store(self.pos, Release);
         Some(v)
@@ -207,12 +222,14 @@ impl<T: RingElement> SingleConsumer<T> {
 
     #[inline(always)]
     fn deq(&mut self, out: &mut [T], fixed: bool) -> Outcome {
-        let r = &self.ring;
-        let sh = r.mem.shared();
+        let view = self.view;
+        let sh = view.shared();
         let t = sh.prod.tail.load(Acquire);
         let avail = t.wrapping_sub(self.pos);
         if avail != 0 && sh.prod.holes.load(Acquire) != 0 {
-            return self.deq_holes(out, fixed, t);
+            let (o, pos) = deq_holes(&self.ring, self.pos, out, fixed, t);
+            self.pos = pos;
+            return o;
         }
         let want = out.len().min(u32::MAX as usize) as u32;
         let n = Ring::<T>::decide(want, avail, fixed);
@@ -224,7 +241,7 @@ impl<T: RingElement> SingleConsumer<T> {
             n,
             prev: 0,
         };
-        r.mem.read(&claim, 0, &mut out[..n as usize]);
+        view.read(&claim, 0, &mut out[..n as usize]);
         self.pos = self.pos.wrapping_add(n);
         sh.cons.tail.store(self.pos, Release);
         Outcome {
@@ -232,32 +249,42 @@ impl<T: RingElement> SingleConsumer<T> {
             left: avail - n,
         }
     }
+}
 
-    /// The dequeue when producers left abandoned ranges: step over them, copy out the rest.
-    #[cold]
-    #[inline(never)]
-    fn deq_holes(&mut self, out: &mut [T], fixed: bool, tail: u32) -> Outcome {
-        let r = &self.ring;
-        let avail = tail.wrapping_sub(self.pos);
-        let want = out.len().min(u32::MAX as usize) as u32;
-        let plan = r.plan(self.pos, tail, want, fixed);
-        if plan.span == 0 {
-            return Outcome { n: 0, left: avail };
-        }
-        let claim = Claim {
-            pos: self.pos,
-            n: plan.span,
-            prev: 0,
-        };
-        let got = r.copy_planned(&claim, &plan, out);
-        self.pos = self.pos.wrapping_add(plan.span);
-        r.mem.shared().cons.tail.store(self.pos, Release);
-        r.retire_holes(self.pos);
+/// The dequeue of a consumer holder at `pos` when producers left abandoned ranges: step over
+/// them and copy out the rest. Returns the outcome and the holder's new position. A free
+/// function over the boxed ring, so the hot path's handle is never borrowed by a call.
+#[cold]
+#[inline(never)]
+fn deq_holes<T: RingElement>(
+    r: &Ring<T>,
+    pos: u32,
+    out: &mut [T],
+    fixed: bool,
+    tail: u32,
+) -> (Outcome, u32) {
+    let avail = tail.wrapping_sub(pos);
+    let want = out.len().min(u32::MAX as usize) as u32;
+    let plan = r.plan(pos, tail, want, fixed);
+    if plan.span == 0 {
+        return (Outcome { n: 0, left: avail }, pos);
+    }
+    let claim = Claim {
+        pos,
+        n: plan.span,
+        prev: 0,
+    };
+    let got = r.copy_planned(&claim, &plan, out);
+    let pos = pos.wrapping_add(plan.span);
+    r.mem.shared().cons.tail.store(pos, Release);
+    r.retire_holes(pos);
+    (
         Outcome {
             n: got,
             left: avail - plan.span,
-        }
-    }
+        },
+        pos,
+    )
 }
 
 impl<T: RingElement> Drop for SingleConsumer<T> {
