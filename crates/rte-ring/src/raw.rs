@@ -311,6 +311,8 @@ pub(crate) struct Claim {
     pub(crate) n: u32,
     /// The head word this claim replaced: it names the predecessor reservation.
     pub(crate) prev: u64,
+    /// The side's tail was at `pos` when the claim was made: nothing earlier to wait for.
+    pub(crate) alone: bool,
 }
 
 impl Claim {
@@ -320,6 +322,7 @@ impl Claim {
             pos,
             n: (new as u32).wrapping_sub(pos),
             prev: old,
+            alone: false,
         }
     }
 }

@@ -1241,12 +1241,15 @@ impl<T: RingElement> Ring<T> {
             if n == 0 {
                 return (None, room);
             }
-            self.record_pred(w, mine, pos, pm, pn);
+            let alone = self.record_pred(w, mine, pos, pm, pn);
             match self
                 .mem
                 .claim_cas(&mine.head, h, pack(pos.wrapping_add(n), self.me, n as u16))
             {
-                Ok(c) => return (Some(c), room),
+                Ok(mut c) => {
+                    c.alone = alone;
+                    return (Some(c), room);
+                }
                 Err(x) => h = x,
             }
         }
@@ -1255,14 +1258,18 @@ impl<T: RingElement> Ring<T> {
     /// Record the reservation the head word names (it ends at `pos`), before a CAS moves the
     /// head past it, so that it stays attributable while unpublished. Once the tail has reached
     /// `pos`, it and everything before it are published and nobody will look it up: no store.
+    /// Returns whether the tail was at `pos`: then a claim starting there has no earlier
+    /// reservation to wait for when it publishes.
     #[inline(always)]
-    fn record_pred(&self, w: Which, mine: &Side, pos: u32, pm: u16, pn: u16) {
-        if pn != 0 && mine.tail.load(Acquire) != pos {
+    fn record_pred(&self, w: Which, mine: &Side, pos: u32, pm: u16, pn: u16) -> bool {
+        let at_tail = mine.tail.load(Acquire) == pos;
+        if pn != 0 && !at_tail {
             let s = pos.wrapping_sub(pn as u32);
             self.mem
                 .record(w as usize, s)
                 .store(pack(s, pm, pn), Relaxed);
         }
+        at_tail
     }
 
     /// Publish a claim: in MT/RTS mode wait for earlier reservations of this side first.
@@ -1270,7 +1277,12 @@ impl<T: RingElement> Ring<T> {
     fn publish(&self, w: Which, c: &Claim, sync: SyncMode) {
         let (mine, _) = self.side(w);
         let end = c.pos.wrapping_add(c.n);
-        if matches!(sync, SyncMode::Mt | SyncMode::Rts) && mine.tail.load(Acquire) != c.pos {
+        // A claim made when the tail was at its start (`alone`) has nothing to wait for: every
+        // earlier position was published, and only this claim's owner publishes at `c.pos`.
+        if matches!(sync, SyncMode::Mt | SyncMode::Rts)
+            && !c.alone
+            && mine.tail.load(Acquire) != c.pos
+        {
             self.wait_turn(w, c);
         }
         mine.tail.store(end, Release);

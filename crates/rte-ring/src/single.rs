@@ -139,6 +139,7 @@ impl<T: RingElement> SingleProducer<T> {
             pos: self.pos,
             n,
             prev: 0,
+            alone: true,
         };
         v.write(&claim, &items[..n as usize]);
         self.pos = self.pos.wrapping_add(n);
@@ -189,6 +190,7 @@ impl<T: RingElement> SingleConsumer<T> {
             pos: self.pos,
             n: 1,
             prev: 0,
+            alone: true,
         };
         let v = view.read_one(&claim);
         self.pos = self.pos.wrapping_add(1);
@@ -240,6 +242,7 @@ impl<T: RingElement> SingleConsumer<T> {
             pos: self.pos,
             n,
             prev: 0,
+            alone: true,
         };
         view.read(&claim, 0, &mut out[..n as usize]);
         self.pos = self.pos.wrapping_add(n);
@@ -273,6 +276,7 @@ fn deq_holes<T: RingElement>(
         pos,
         n: plan.span,
         prev: 0,
+        alone: true,
     };
     let got = r.copy_planned(&claim, &plan, out);
     let pos = pos.wrapping_add(plan.span);
