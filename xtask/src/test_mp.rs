@@ -414,7 +414,12 @@ fn build_agents(root: &Path) -> Result<(PathBuf, PathBuf)> {
         "hugeshare-examples",
         "--bins",
     ]))?;
-    let vdir = root.join("target/layout-variant");
+    // Cargo puts the binaries under CARGO_TARGET_DIR when it is set (a relative value is
+    // relative to the workspace root).
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(|d| root.join(d))
+        .unwrap_or_else(|| root.join("target"));
+    let vdir = target.join("layout-variant");
     run(Command::new(&cargo)
         .current_dir(root)
         .args([
@@ -431,7 +436,7 @@ fn build_agents(root: &Path) -> Result<(PathBuf, PathBuf)> {
         ])
         .arg(&vdir))?;
     Ok((
-        root.join("target/release/hugeshare-agent"),
+        target.join("release/hugeshare-agent"),
         vdir.join("release/hugeshare-agent"),
     ))
 }
