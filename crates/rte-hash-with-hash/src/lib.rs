@@ -11,9 +11,13 @@
 //!
 //! # Concurrency and the write protocol
 //!
-//! Readers take no lock. They read a change counter, search the key's primary bucket, its
-//! secondary bucket and the secondary's extendable chain, and, if they missed, read the counter
-//! again and retry if it moved. Every word of the table is read and written through atomics.
+//! Readers take no lock. A lookup first searches the key's primary bucket alone (where most
+//! keys are): a hit there is final, as every hit is (the key slot's state word vouches for
+//! it, see below). Otherwise it reads a change counter, searches the primary bucket, the
+//! secondary bucket and the secondary's extendable chain, and, if it missed, reads the counter
+//! again and retries if it moved. A bulk lookup prefetches both buckets of all its keys,
+//! matches signatures and prefetches each key's first candidate slot, then compares keys,
+//! under one counter check. Every word of the table is read and written through atomics.
 //!
 //! Writers hold a lock word in shared memory recording the holder's `MemberId`: each
 //! `add_with_hash`/`delete_with_hash` takes it for one operation, [`Hash::writer`] for a batch.

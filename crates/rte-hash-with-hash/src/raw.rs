@@ -79,7 +79,9 @@ impl Mem {
     /// Words `start..start + n`. Panics if that is out of range.
     #[inline(always)]
     pub(crate) fn range(&self, start: usize, n: usize) -> &[AtomicU64] {
-        if start > self.len || n > self.len - start {
+        // `n > len` is the same for every call with a constant `n` (hoisted out of loops),
+        // leaving one comparison per call.
+        if n > self.len || start > self.len - n {
             out_of_range();
         }
         #[cfg(not(hugeshare_loom))]
@@ -126,6 +128,37 @@ impl Mem {
 #[inline(never)]
 fn out_of_range() -> ! {
     panic!("rte-hash-with-hash: word index outside the table's zone (a bug, or a corrupt table)")
+}
+
+/// The lanes of a bucket's eight 16-bit signatures (lanes 0–3 in `w0`, 4–7 in `w1`, lowest
+/// first) that equal `sig`: bit `2 * lane` set for each, every other bit clear.
+#[inline(always)]
+pub(crate) fn sig_match(w0: u64, w1: u64, sig: u16) -> u32 {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    {
+        use std::arch::x86_64::{
+            _mm_cmpeq_epi16, _mm_movemask_epi8, _mm_set1_epi16, _mm_set_epi64x,
+        };
+        // SAFETY: SSE2 is enabled for this build (the `cfg` above; it is part of the x86_64
+        // baseline); these intrinsics only compute on values in registers, touching no memory.
+        #[allow(unused_unsafe)]
+        let bytes = unsafe {
+            let lanes = _mm_set_epi64x(w1 as i64, w0 as i64);
+            _mm_movemask_epi8(_mm_cmpeq_epi16(lanes, _mm_set1_epi16(sig as i16))) as u32
+        };
+        bytes & 0x5555
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+    {
+        let mut m = 0;
+        for lane in 0..8 {
+            let w = if lane < 4 { w0 } else { w1 };
+            if (w >> ((lane & 3) * 16)) as u16 == sig {
+                m |= 1 << (2 * lane);
+            }
+        }
+        m
+    }
 }
 
 /// Whether this CPU has the SSE4.2 CRC32 instruction.

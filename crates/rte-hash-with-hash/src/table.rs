@@ -146,6 +146,17 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
     /// Words of one value copy (the geometry's `val_words`).
     const VW: usize = size_of::<V>().div_ceil(8);
 
+    /// Words of a key slot (the geometry's `slot_words`), known at compile time so that a
+    /// slot's address is a shift or two away from its index, not a multiplication.
+    const SW: usize = (1 + Self::KW + 2 * Self::VW).next_multiple_of(2);
+
+    /// Word offset of key slot `idx` (1..=entries): [`Geometry::slot`] with a constant stride.
+    #[inline(always)]
+    fn slot_at(&self, idx: u32) -> usize {
+        debug_assert_eq!(Self::SW, self.g.slot_words);
+        self.g.slot_off + idx as usize * Self::SW
+    }
+
     /// Create a table named `name` (also the name of its zone, of kind [`ZoneKind::Hash`]).
     ///
     /// Fails if `params.entries` is below 8 (one bucket) or above 2^30, if `K` has size zero,

@@ -1,6 +1,7 @@
 //! The lock-free readers: single and bulk lookups, slot reads, and [`Iter`].
 
 use super::*;
+use crate::raw::sig_match;
 
 /// Keys a bulk lookup handles in one set of passes (prefetch buckets, match signatures and
 /// prefetch key slots, compare keys).
@@ -41,13 +42,11 @@ pub(super) fn read_words(mem: &Mem, at: usize, out: &mut [u8]) {
     }
 }
 
-/// Bit `i` set when 16-bit lane `i` of `x` may be zero (never misses a zero lane; may report
-/// a lane above a zero lane too, which the key comparison then rejects).
+/// The lane of the lowest candidate of a mask from [`sig_match`] (not zero); clear it with
+/// `m &= m - 1`.
 #[inline(always)]
-pub(super) fn zero_lanes(x: u64) -> u32 {
-    let t = x.wrapping_sub(0x0001_0001_0001_0001) & !x & 0x8000_8000_8000_8000;
-    let m = t >> 15;
-    ((m | (m >> 15) | (m >> 30) | (m >> 45)) & 0xf) as u32
+pub(super) fn lane_of(m: u32) -> usize {
+    m.trailing_zeros() as usize >> 1
 }
 
 impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
@@ -73,67 +72,49 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
         let g = &self.g;
         let n = keys.len().min(BULK_STRIDE);
         let (keys, hashes, out) = (&keys[..n], &hashes[..n], &mut out[..n]);
+        // Pass 1: prefetch both buckets of every key (as DPDK: a key that sits in its
+        // secondary bucket then costs no extra round trip to memory in pass 2).
         let mut bkt = [(0usize, 0usize); BULK_STRIDE];
         for (b, &h) in bkt.iter_mut().zip(hashes) {
             let (_, prim, sec) = g.split(h);
             *b = (g.main(prim), g.main(sec));
             self.mem.prefetch(b.0);
+            self.mem.prefetch(b.1);
         }
         let chng = self.mem.w(H_CHNG);
         let c1 = chng.load(Acquire);
-        // Pass 2: candidate lanes in the primary bucket; prefetch the key slot of the first,
-        // or, with none, the secondary bucket (most keys sit in their primary bucket, so the
-        // secondary is fetched only for the others).
+        // Pass 2: candidate lanes in the primary bucket, or, with none there, in the
+        // secondary; read the first candidate's key-slot index and prefetch the slot.
         let mut cand = [0u32; BULK_STRIDE];
+        let mut first = [0u32; BULK_STRIDE];
         let mut in_sec = 0u32;
-        for (i, (c, &(pb, sb))) in cand.iter_mut().zip(&bkt).enumerate().take(n) {
+        for (i, &(pb, sb)) in bkt.iter().enumerate().take(n) {
             let sig = (hashes[i] >> 16) as u16;
-            *c = self.sig_candidates(pb, sig);
-            if *c != 0 {
-                self.prefetch_slot(self.entry_idx(pb, c.trailing_zeros() as usize, Relaxed));
-            } else {
-                self.mem.prefetch(sb);
+            let mut b = pb;
+            let mut c = self.sig_candidates(pb, sig);
+            if c == 0 {
+                b = sb;
+                c = self.sig_candidates(sb, sig);
                 in_sec |= 1 << i;
             }
-        }
-        // Pass 2b: the same in the secondary buckets, for keys with no primary candidate.
-        let mut m = in_sec;
-        while m != 0 {
-            let i = m.trailing_zeros() as usize;
-            m &= m - 1;
-            let sb = bkt[i].1;
-            let c = self.sig_candidates(sb, (hashes[i] >> 16) as u16);
-            cand[i] = c << 8;
             if c != 0 {
-                self.prefetch_slot(self.entry_idx(sb, c.trailing_zeros() as usize, Relaxed));
+                let idx = self.entry_idx(b, lane_of(c), Acquire);
+                self.prefetch_slot(idx);
+                first[i] = idx;
+                cand[i] = c & (c - 1);
             }
         }
-        // Pass 3: compare keys; a key not among its primary candidates is searched in its
-        // secondary bucket (and chain) in full.
+        // Pass 3: compare each key with its first candidate; anything else (further
+        // candidates, the secondary bucket, the chain) in `bulk_rest`.
         let (mut misses, mut changed) = (0u32, 0u32);
         let mut none = None;
         let mut found = 0;
         for i in 0..n {
-            let (pb, sb) = bkt[i];
-            let sig = (hashes[i] >> 16) as u16;
             let kb = keys[i].as_bytes();
-            let mut m = cand[i];
-            let mut r = Probe::Miss;
-            while m != 0 {
-                let bit = m.trailing_zeros() as usize;
-                m &= m - 1;
-                let (b, lane) = if bit < 8 { (pb, bit) } else { (sb, bit - 8) };
-                let idx = self.entry_idx(b, lane, Acquire);
-                r = self.probe_slot(idx, kb, &mut none);
-                if !matches!(r, Probe::Miss) {
-                    break;
-                }
-            }
-            if matches!(r, Probe::Miss) && cand[i] & 0xff != 0 {
-                r = self.probe_bucket(sb, sig, kb, &mut none);
-            }
-            if matches!(r, Probe::Miss) && g.n_ext != 0 {
-                r = self.probe_chain(sb, sig, kb, &mut none);
+            let mut r = self.probe_slot(first[i], kb, &mut none);
+            if matches!(r, Probe::Miss) {
+                let sec = in_sec & (1 << i) != 0;
+                r = self.bulk_rest(bkt[i], sec, cand[i], hashes[i], kb);
             }
             out[i] = match r {
                 Probe::Hit(idx) => {
@@ -168,11 +149,47 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
         found
     }
 
+    /// The rest of a bulk lookup's search for one key whose first candidate missed: the other
+    /// candidates `cand` of the bucket searched first (the secondary if `sec`), then the
+    /// secondary bucket in full (unless searched first) and its chain.
+    #[inline(never)]
+    fn bulk_rest(
+        &self,
+        (pb, sb): (usize, usize),
+        sec: bool,
+        cand: u32,
+        hash: u32,
+        kb: &[u8],
+    ) -> Probe {
+        let sig = (hash >> 16) as u16;
+        let mut none = None;
+        let b = if sec { sb } else { pb };
+        let mut m = cand;
+        while m != 0 {
+            let lane = lane_of(m);
+            m &= m - 1;
+            match self.probe_slot(self.entry_idx(b, lane, Acquire), kb, &mut none) {
+                Probe::Miss => {}
+                r => return r,
+            }
+        }
+        if !sec {
+            match self.probe_bucket(sb, sig, kb, &mut none) {
+                Probe::Miss => {}
+                r => return r,
+            }
+        }
+        if self.g.n_ext != 0 {
+            return self.probe_chain(sb, sig, kb, &mut none);
+        }
+        Probe::Miss
+    }
+
     /// Prefetch the first cache line(s) of key slot `idx`, if it is a valid index.
     #[inline(always)]
     pub(super) fn prefetch_slot(&self, idx: u32) {
         if idx != 0 && idx <= self.g.entries {
-            let sw = self.g.slot(idx);
+            let sw = self.slot_at(idx);
             self.mem.prefetch(sw);
             if Self::KW > 6 {
                 self.mem.prefetch(sw + Self::KW);
@@ -183,10 +200,7 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
     #[inline(always)]
     pub(super) fn sig_candidates(&self, bw: usize, sig: u16) -> u32 {
         let b = self.mem.eight(bw);
-        let pat = u64::from(sig).wrapping_mul(0x0001_0001_0001_0001);
-        let w0 = b[0].load(Relaxed) ^ pat;
-        let w1 = b[1].load(Relaxed) ^ pat;
-        zero_lanes(w0) | zero_lanes(w1) << 4
+        sig_match(b[0].load(Relaxed), b[1].load(Relaxed), sig)
     }
 
     #[inline(always)]
@@ -214,7 +228,9 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
         if idx == 0 || idx > g.entries {
             return Probe::Miss;
         }
-        let s = self.mem.range(g.slot(idx), 1 + Self::KW + 2 * Self::VW);
+        let s = self
+            .mem
+            .range(self.slot_at(idx), 1 + Self::KW + 2 * Self::VW);
         let s1 = s[0].load(Acquire);
         if s1 & (S_FILLING | S_LIVE) != S_LIVE {
             return Probe::Miss;
@@ -255,7 +271,7 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
     ) -> Probe {
         let mut m = self.sig_candidates(bw, sig);
         while m != 0 {
-            let lane = m.trailing_zeros() as usize;
+            let lane = lane_of(m);
             m &= m - 1;
             let idx = self.entry_idx(bw, lane, Acquire);
             match self.probe_slot(idx, kb, val) {
@@ -288,14 +304,32 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
         Probe::Miss
     }
 
-    /// The reader: search the primary bucket, the secondary, then the secondary's chain; if
-    /// that missed and the change counter moved meanwhile (a key was displaced), search again.
+    /// The reader. The fast path (most keys sit in their primary bucket) searches the primary
+    /// bucket alone: a hit there is verified by the key slot's state word and needs nothing
+    /// else. Anything else goes to [`Hash::find_full`].
     #[inline(always)]
     pub(super) fn find(&self, kb: &[u8], hash: u32, mut val: Option<&mut [u8]>) -> Option<u32> {
         let g = &self.g;
+        let (sig, prim, _) = g.split(hash);
+        if let Probe::Hit(idx) = self.probe_bucket(g.main(prim), sig, kb, &mut val) {
+            return Some(idx - 1);
+        }
+        self.find_full(kb, hash, val)
+    }
+
+    /// The full reader: search the primary bucket, the secondary, then the secondary's chain;
+    /// if that missed and the change counter moved meanwhile (a key was displaced), search
+    /// again.
+    #[inline(never)]
+    pub(super) fn find_full(
+        &self,
+        kb: &[u8],
+        hash: u32,
+        mut val: Option<&mut [u8]>,
+    ) -> Option<u32> {
+        let g = &self.g;
         let (sig, prim, sec) = g.split(hash);
         let (pb, sb) = (g.main(prim), g.main(sec));
-        self.mem.prefetch(sb);
         let chng = self.mem.w(H_CHNG);
         loop {
             let c1 = chng.load(Acquire);
@@ -396,23 +430,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn zero_lanes_finds_every_zero_lane() {
-        for x in [
-            0u64,
-            0xffff_ffff_ffff_ffff,
-            0x0001_0000_ffff_0000,
-            0x0000_0001_0000_0100,
-            0x8000_0000_0001_0000,
-        ] {
-            let got = zero_lanes(x);
-            for i in 0..4 {
-                if (x >> (16 * i)) as u16 == 0 {
-                    assert!(got & (1 << i) != 0, "{x:#x} lane {i}");
-                }
+    fn sig_match_finds_exactly_the_matching_lanes() {
+        let mut x = 0x1234_5678_9abc_def0u64;
+        for _ in 0..2000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let sig = (x >> 5) as u16;
+            let mut lanes = [0u16; 8];
+            for (l, v) in lanes.iter_mut().enumerate() {
+                let r = (x >> (l * 7)) as u16;
+                // Plenty of matches, near-misses (one bit off) and zero lanes.
+                *v = match r % 5 {
+                    0 => sig,
+                    1 => sig ^ (1 << (r % 16)),
+                    2 => 0,
+                    3 => sig.wrapping_add(1),
+                    _ => r,
+                };
             }
+            let w =
+                |h: usize| (0..4).fold(0u64, |a, j| a | u64::from(lanes[4 * h + j]) << (16 * j));
+            let mut m = sig_match(w(0), w(1), sig);
+            let mut got = 0u32;
+            while m != 0 {
+                got |= 1 << lane_of(m);
+                m &= m - 1;
+            }
+            let want = (0..8).fold(0u32, |a, l| a | u32::from(lanes[l] == sig) << l);
+            assert_eq!(got, want, "lanes {lanes:x?} sig {sig:#x}");
         }
-        assert_eq!(zero_lanes(0xffff_ffff_ffff_ffff), 0);
-        assert_eq!(zero_lanes(0), 0xf);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! [`Writer`].
 
 use super::*;
-use crate::table::read::{key_word, Probe};
+use crate::table::read::{key_word, lane_of};
 
 /// Longest cuckoo search, in buckets visited (as DPDK's `RTE_HASH_BFS_QUEUE_MAX_LEN`).
 const BFS_MAX: usize = 1000;
@@ -124,8 +124,41 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
         None
     }
 
+    /// Writer-side search of one bucket: the lane and slot index holding `kb`.
+    #[inline(always)]
+    fn locate_in(&self, bw: usize, kb: &[u8], sig: u16) -> Option<(usize, usize, u32)> {
+        let mut m = self.sig_candidates(bw, sig);
+        while m != 0 {
+            let lane = lane_of(m);
+            m &= m - 1;
+            let idx = self.entry_idx(bw, lane, Relaxed);
+            if self.slot_holds(idx, kb) {
+                return Some((bw, lane, idx));
+            }
+        }
+        None
+    }
+
+    /// Does slot `idx` hold `kb`? The writer's check: with the lock held no one else changes
+    /// a slot, so the reader's re-check of the state word is not needed.
+    #[inline(always)]
+    fn slot_holds(&self, idx: u32, kb: &[u8]) -> bool {
+        if idx == 0 || idx > self.g.entries {
+            return false;
+        }
+        let s = self.mem.range(self.slot_at(idx), 1 + Self::KW);
+        if s[0].load(Relaxed) & (S_FILLING | S_LIVE) != S_LIVE {
+            return false;
+        }
+        let mut diff = 0;
+        for j in 0..Self::KW {
+            diff |= s[1 + j].load(Relaxed) ^ key_word(kb, j);
+        }
+        diff == 0
+    }
+
     /// Writer-side search: the bucket word, lane and slot index holding `kb`.
-    #[inline]
+    #[inline(always)]
     pub(super) fn locate(
         &self,
         kb: &[u8],
@@ -134,32 +167,26 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
         sec: u32,
     ) -> Option<(usize, usize, u32)> {
         let g = &self.g;
-        let mut none = None;
-        let mut check = |bw: usize| -> Option<(usize, usize, u32)> {
-            let mut m = self.sig_candidates(bw, sig);
-            while m != 0 {
-                let lane = m.trailing_zeros() as usize;
-                m &= m - 1;
-                let idx = self.entry_idx(bw, lane, Relaxed);
-                if let Probe::Hit(idx) = self.probe_slot(idx, kb, &mut none) {
-                    return Some((bw, lane, idx));
-                }
-            }
-            None
-        };
-        if let Some(r) = check(g.main(prim)) {
+        if let Some(r) = self.locate_in(g.main(prim), kb, sig) {
             return Some(r);
         }
-        if let Some(r) = check(g.main(sec)) {
+        if let Some(r) = self.locate_in(g.main(sec), kb, sig) {
             return Some(r);
         }
         if g.n_ext == 0 {
             return None;
         }
+        self.locate_chain(kb, sig, sec)
+    }
+
+    /// [`Hash::locate`] in the extendable chain of main bucket `sec`.
+    #[inline(never)]
+    fn locate_chain(&self, kb: &[u8], sig: u16, sec: u32) -> Option<(usize, usize, u32)> {
+        let g = &self.g;
         let mut e = self.next_ext(g.main(sec), Relaxed);
         let mut hops = 0;
         while e != 0 && e <= g.n_ext && hops <= g.n_ext {
-            if let Some(r) = check(g.ext(e)) {
+            if let Some(r) = self.locate_in(g.ext(e), kb, sig) {
                 return Some(r);
             }
             e = self.next_ext(g.ext(e), Relaxed);
@@ -219,7 +246,7 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
     pub(super) fn fill_slot(&self, idx: u32, freed_state: u64, hash: u32, kb: &[u8], vb: &[u8]) {
         let sl = self
             .mem
-            .range(self.g.slot(idx), 1 + Self::KW + 2 * Self::VW);
+            .range(self.slot_at(idx), 1 + Self::KW + 2 * Self::VW);
         let filling = next_state(freed_state, S_FILLING, hash);
         sl[0].store(filling, Relaxed);
         fence(Release);
@@ -234,7 +261,7 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
 
     /// Mark slot `idx` free (not live, new generation) and push it on the free stack.
     pub(super) fn release_slot(&self, idx: u32) {
-        let sw = self.g.slot(idx);
+        let sw = self.slot_at(idx);
         let s = self.mem.w(sw).load(Relaxed);
         let freed = next_state(s, 0, s as u32);
         self.mem.w(sw).store(freed, Release);
@@ -253,10 +280,11 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
         let (sig, prim, sec) = g.split(hash);
         // Start the three memory accesses an add of a new key needs (primary bucket, secondary
         // bucket, a free key slot) at once instead of one after the other.
+        self.mem.prefetch(g.main(prim));
         self.mem.prefetch(g.main(sec));
         let free = self.pop_free();
         if let Some((idx, _)) = free {
-            let sw = g.slot(idx);
+            let sw = self.slot_at(idx);
             self.mem.prefetch(sw);
             self.mem.prefetch(sw + 1 + Self::KW + Self::VW - 1);
         }
@@ -266,7 +294,7 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
             }
             // Update: write the spare value copy, then flip to it in one store.
             if g.val_words != 0 {
-                let sw = g.slot(idx);
+                let sw = self.slot_at(idx);
                 let s = self.mem.w(sw).load(Relaxed);
                 let spare = usize::from(s & S_BUF == 0);
                 fence(Release);
@@ -431,6 +459,8 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
     pub(super) fn delete_locked(&self, kb: &[u8], hash: u32, stop: Option<StopAt>) -> Outcome {
         let g = &self.g;
         let (sig, prim, sec) = g.split(hash);
+        // Both buckets at once: a key in its secondary bucket then costs no second round trip.
+        self.mem.prefetch(g.main(prim));
         self.mem.prefetch(g.main(sec));
         let Some((bw, lane, idx)) = self.locate(kb, sig, prim, sec) else {
             return Outcome::Full;
