@@ -120,4 +120,4 @@ pub use layout::RING_NAME_MAX;
 pub use ring::{
     Behavior, Outcome, RecoveryReport, Ring, RingFlags, RingInfo, SyncMode, MAX_OP, RING_COUNT_MAX,
 };
-pub use single::{SingleConsumer, SingleProducer};
+pub use single::{Dequeue, Enqueue, SingleConsumer, SingleProducer};

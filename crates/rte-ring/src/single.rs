@@ -296,3 +296,79 @@ impl<T: RingElement> Drop for SingleConsumer<T> {
         self.ring.unhold(Which::Cons, self.pos);
     }
 }
+
+/// Somewhere elements can be enqueued: a shared ring (`&Ring<T>`, the multi-member protocol)
+/// or a held producer side (`&mut SingleProducer<T>`), so that code built on rings (a mempool's
+/// `send`, say) works with either.
+///
+/// ```
+/// use rte_ring::{Enqueue, Ring, RingFlags};
+/// use shmconfig::LocalZones;
+/// fn push_all(mut to: impl Enqueue<u32>, v: &[u32]) -> usize {
+///     to.enqueue_burst(v)
+/// }
+/// let zones = LocalZones::new();
+/// let r = Ring::<u32>::create(&zones, "either", 16, RingFlags::SP_ENQ).unwrap();
+/// assert_eq!(push_all(&r, &[1, 2]), 2);
+/// let mut tx = r.single_producer().unwrap();
+/// assert_eq!(push_all(&mut tx, &[3]), 1);
+/// ```
+pub trait Enqueue<T> {
+    /// Enqueue all of `items` or none; returns `items.len()` or 0.
+    fn enqueue_bulk(&mut self, items: &[T]) -> usize;
+    /// Enqueue as many of `items` as fit; returns how many.
+    fn enqueue_burst(&mut self, items: &[T]) -> usize;
+}
+
+/// Somewhere elements can be dequeued from: a shared ring (`&Ring<T>`) or a held consumer side
+/// (`&mut SingleConsumer<T>`) (see [`Enqueue`]).
+pub trait Dequeue<T> {
+    /// Fill all of `out` or nothing; returns `out.len()` or 0.
+    fn dequeue_bulk(&mut self, out: &mut [T]) -> usize;
+    /// Dequeue up to `out.len()` elements; returns how many.
+    fn dequeue_burst(&mut self, out: &mut [T]) -> usize;
+}
+
+impl<T: RingElement> Enqueue<T> for &Ring<T> {
+    #[inline]
+    fn enqueue_bulk(&mut self, items: &[T]) -> usize {
+        Ring::enqueue_bulk(self, items)
+    }
+    #[inline]
+    fn enqueue_burst(&mut self, items: &[T]) -> usize {
+        Ring::enqueue_burst(self, items)
+    }
+}
+
+impl<T: RingElement> Enqueue<T> for &mut SingleProducer<T> {
+    #[inline]
+    fn enqueue_bulk(&mut self, items: &[T]) -> usize {
+        SingleProducer::enqueue_bulk(self, items)
+    }
+    #[inline]
+    fn enqueue_burst(&mut self, items: &[T]) -> usize {
+        SingleProducer::enqueue_burst(self, items)
+    }
+}
+
+impl<T: RingElement> Dequeue<T> for &Ring<T> {
+    #[inline]
+    fn dequeue_bulk(&mut self, out: &mut [T]) -> usize {
+        Ring::dequeue_bulk(self, out)
+    }
+    #[inline]
+    fn dequeue_burst(&mut self, out: &mut [T]) -> usize {
+        Ring::dequeue_burst(self, out)
+    }
+}
+
+impl<T: RingElement> Dequeue<T> for &mut SingleConsumer<T> {
+    #[inline]
+    fn dequeue_bulk(&mut self, out: &mut [T]) -> usize {
+        SingleConsumer::dequeue_bulk(self, out)
+    }
+    #[inline]
+    fn dequeue_burst(&mut self, out: &mut [T]) -> usize {
+        SingleConsumer::dequeue_burst(self, out)
+    }
+}
