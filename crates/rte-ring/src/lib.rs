@@ -121,3 +121,5 @@ pub use ring::{
     Behavior, Outcome, RecoveryReport, Ring, RingFlags, RingInfo, SyncMode, MAX_OP, RING_COUNT_MAX,
 };
 pub use single::{Dequeue, Enqueue, SingleConsumer, SingleProducer};
+#[cfg(not(hugeshare_loom))]
+pub use single::{Peeked, Reserved};

@@ -281,6 +281,51 @@ impl<T: Copy> View<T> {
         // claim and was published by the producers (see `read`).
         unsafe { read_slot(self.slots.as_ptr().add(idx)) }
     }
+
+    /// The slots of a claim, in place: the run up to the end of the slot array and the run
+    /// that wraps to its start (empty when the claim does not wrap).
+    ///
+    /// Only the single-member handles call this, for claims they hold for the lifetime of the
+    /// returned slices (the borrow of the handle outlives them): a producer's free slots, which
+    /// no consumer reads until the producer publishes them, or a consumer's published slots,
+    /// which no producer writes until the consumer releases them.
+    #[cfg(not(hugeshare_loom))]
+    pub(crate) fn slots<'a>(&self, c: &Claim) -> (&'a [T], &'a [T]) {
+        assert!(c.n <= self.size);
+        let idx = (c.pos & (self.size - 1)) as usize;
+        let size = self.size as usize;
+        let n = c.n as usize;
+        let first = n.min(size - idx);
+        // SAFETY: as in `slots_mut`, read-only: the runs are inside the slot array and the
+        // caller's claim keeps every writer away from them while 'a lasts.
+        unsafe {
+            (
+                std::slice::from_raw_parts(self.slots.as_ptr().add(idx), first),
+                std::slice::from_raw_parts(self.slots.as_ptr(), n - first),
+            )
+        }
+    }
+
+    /// As [`View::slots`], writable (a producer's reserved free slots).
+    #[cfg(not(hugeshare_loom))]
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) fn slots_mut<'a>(&self, c: &Claim) -> (&'a mut [T], &'a mut [T]) {
+        assert!(c.n <= self.size);
+        let idx = (c.pos & (self.size - 1)) as usize;
+        let size = self.size as usize;
+        let n = c.n as usize;
+        let first = n.min(size - idx);
+        // SAFETY: both runs lie inside the slot array ([idx, idx + first) and [0, n - first),
+        // disjoint because n <= size); the claim gives the caller exclusive use of these slots
+        // for as long as it holds them (see above), which bounds 'a; any bytes are a valid `T`
+        // (ring elements are `FromBytes`) and the slots are aligned for `T`.
+        unsafe {
+            (
+                std::slice::from_raw_parts_mut(self.slots.as_ptr().add(idx), first),
+                std::slice::from_raw_parts_mut(self.slots.as_ptr(), n - first),
+            )
+        }
+    }
 }
 
 /// Read one slot.

@@ -151,6 +151,96 @@ impl<T: RingElement> SingleProducer<T> {
     }
 }
 
+#[cfg(not(hugeshare_loom))]
+impl<T: RingElement> SingleProducer<T> {
+    /// Zero-copy enqueue (DPDK's `rte_ring_enqueue_zc_*_start`): reserve `n` free slots (all
+    /// or nothing with [`Behavior::Fixed`](crate::Behavior::Fixed), as many as are free with
+    /// `Variable`) and write the elements in place through the returned [`Reserved`]; nothing
+    /// is visible to consumers until [`Reserved::commit`].
+    ///
+    /// ```
+    /// use rte_ring::{Behavior, Ring, RingFlags};
+    /// use shmconfig::LocalZones;
+    /// let zones = LocalZones::new();
+    /// let r = Ring::<u64>::create(&zones, "zc", 8, RingFlags::empty()).unwrap();
+    /// let mut tx = r.single_producer().unwrap();
+    /// let mut slots = tx.reserve(3, Behavior::Fixed).unwrap();
+    /// let (a, b) = slots.slices();
+    /// for (i, s) in a.iter_mut().chain(b.iter_mut()).enumerate() {
+    ///     *s = 10 + i as u64;
+    /// }
+    /// slots.commit(3);
+    /// let mut rx = r.single_consumer().unwrap();
+    /// let peek = rx.peek(8, Behavior::Variable).unwrap();
+    /// assert_eq!(peek.slices().0, &[10, 11, 12]);
+    /// peek.finish(2); // take two, leave the third in the ring
+    /// assert_eq!(rx.dequeue(), Some(12));
+    /// ```
+    pub fn reserve(&mut self, n: usize, how: crate::Behavior) -> Option<Reserved<'_, T>> {
+        let want = n.min(u32::MAX as usize) as u32;
+        let mut room = self
+            .capacity
+            .wrapping_add(self.cons_tail)
+            .wrapping_sub(self.pos);
+        if room < want {
+            let t = self.view.shared().cons.tail.load(Acquire);
+            self.cons_tail = t;
+            room = self.capacity.wrapping_add(t).wrapping_sub(self.pos);
+        }
+        let n = Ring::<T>::decide(want, room, how == crate::Behavior::Fixed);
+        (n != 0).then_some(Reserved {
+            claim: Claim {
+                pos: self.pos,
+                n,
+                prev: 0,
+                alone: true,
+            },
+            owner: self,
+        })
+    }
+}
+
+/// Free slots reserved by [`SingleProducer::reserve`], written in place. Dropping it without
+/// [`Reserved::commit`] publishes nothing.
+#[cfg(not(hugeshare_loom))]
+#[derive(Debug)]
+pub struct Reserved<'a, T: RingElement> {
+    claim: Claim,
+    owner: &'a mut SingleProducer<T>,
+}
+
+#[cfg(not(hugeshare_loom))]
+impl<T: RingElement> Reserved<'_, T> {
+    /// How many slots are reserved.
+    pub fn len(&self) -> usize {
+        self.claim.n as usize
+    }
+
+    /// Whether no slot is reserved (never true for a value [`SingleProducer::reserve`] returned).
+    pub fn is_empty(&self) -> bool {
+        self.claim.n == 0
+    }
+
+    /// The reserved slots, in ring order: the run up to the end of the slot array, then the run
+    /// that wraps to its start (often empty). Their contents are stale until written.
+    pub fn slices(&mut self) -> (&mut [T], &mut [T]) {
+        self.owner.view.slots_mut(&self.claim)
+    }
+
+    /// Publish the first `k` reserved slots (`k` at most [`Reserved::len`]; the rest are given
+    /// back unpublished).
+    pub fn commit(self, k: usize) {
+        assert!(
+            k <= self.claim.n as usize,
+            "commit of {k} > {} reserved",
+            self.claim.n
+        );
+        let p = self.owner;
+        p.pos = p.pos.wrapping_add(k as u32);
+        p.view.shared().prod.tail.store(p.pos, Release);
+    }
+}
+
 impl<T: RingElement> Drop for SingleProducer<T> {
     fn drop(&mut self) {
         self.ring.unhold(Which::Prod, self.pos);
@@ -251,6 +341,75 @@ impl<T: RingElement> SingleConsumer<T> {
             n: n as usize,
             left: avail - n,
         }
+    }
+}
+
+#[cfg(not(hugeshare_loom))]
+impl<T: RingElement> SingleConsumer<T> {
+    /// Peek (DPDK's `rte_ring_dequeue_*_start` and zero-copy dequeue): look at up to `n`
+    /// published elements in place (all `n` or nothing with
+    /// [`Behavior::Fixed`](crate::Behavior::Fixed)); they stay in the ring until
+    /// [`Peeked::finish`] takes some. `None` when there is nothing to show, or when producers
+    /// left abandoned ranges ahead (use [`SingleConsumer::dequeue_burst`], which steps over
+    /// them).
+    pub fn peek(&mut self, n: usize, how: crate::Behavior) -> Option<Peeked<'_, T>> {
+        let sh = self.view.shared();
+        let t = sh.prod.tail.load(Acquire);
+        let avail = t.wrapping_sub(self.pos);
+        if avail != 0 && sh.prod.holes.load(Acquire) != 0 {
+            return None;
+        }
+        let want = n.min(u32::MAX as usize) as u32;
+        let n = Ring::<T>::decide(want, avail, how == crate::Behavior::Fixed);
+        (n != 0).then_some(Peeked {
+            claim: Claim {
+                pos: self.pos,
+                n,
+                prev: 0,
+                alone: true,
+            },
+            owner: self,
+        })
+    }
+}
+
+/// Published elements shown in place by [`SingleConsumer::peek`]. Dropping it without
+/// [`Peeked::finish`] takes nothing.
+#[cfg(not(hugeshare_loom))]
+#[derive(Debug)]
+pub struct Peeked<'a, T: RingElement> {
+    claim: Claim,
+    owner: &'a mut SingleConsumer<T>,
+}
+
+#[cfg(not(hugeshare_loom))]
+impl<T: RingElement> Peeked<'_, T> {
+    /// How many elements are shown.
+    pub fn len(&self) -> usize {
+        self.claim.n as usize
+    }
+
+    /// Whether none is shown (never true for a value [`SingleConsumer::peek`] returned).
+    pub fn is_empty(&self) -> bool {
+        self.claim.n == 0
+    }
+
+    /// The elements, in ring order: the run up to the end of the slot array, then the run that
+    /// wraps to its start (often empty).
+    pub fn slices(&self) -> (&[T], &[T]) {
+        self.owner.view.slots(&self.claim)
+    }
+
+    /// Take the first `k` elements shown (at most [`Peeked::len`]); the rest stay in the ring.
+    pub fn finish(self, k: usize) {
+        assert!(
+            k <= self.claim.n as usize,
+            "finish of {k} > {} shown",
+            self.claim.n
+        );
+        let c = self.owner;
+        c.pos = c.pos.wrapping_add(k as u32);
+        c.view.shared().cons.tail.store(c.pos, Release);
     }
 }
 

@@ -727,3 +727,46 @@ fn handles_are_clone_send_sync() {
     assert_eq!(r.dequeue(), Some(5));
     assert_eq!(Ring::<u64>::zone_name("shared handle"), "RG_shared handle");
 }
+
+#[test]
+fn zero_copy_reserve_and_peek() {
+    let z = LocalZones::new();
+    let r = Ring::<u64>::create(&z, "zc", 8, RingFlags::SP_ENQ | RingFlags::SC_DEQ).unwrap();
+    let mut tx = r.single_producer().unwrap();
+    let mut rx = r.single_consumer().unwrap();
+    // move the positions near the end of the slot array so reservations wrap
+    for i in 0..6 {
+        tx.enqueue(i).unwrap();
+        assert_eq!(rx.dequeue(), Some(i));
+    }
+    assert!(tx.reserve(8, Behavior::Fixed).is_none(), "more than the capacity");
+    let mut s = tx.reserve(5, Behavior::Fixed).unwrap();
+    assert_eq!(s.len(), 5);
+    {
+        let (a, b) = s.slices();
+        assert_eq!((a.len(), b.len()), (2, 3), "wraps after two slots");
+        for (k, v) in a.iter_mut().chain(b.iter_mut()).enumerate() {
+            *v = 100 + k as u64;
+        }
+    }
+    assert!(r.is_empty(), "nothing visible before the commit");
+    s.commit(4);
+    assert_eq!(r.count(), 4);
+    // a reservation dropped without commit publishes nothing
+    let mut s = tx.reserve(2, Behavior::Variable).unwrap();
+    s.slices().0[0] = 999;
+    drop(s);
+    assert_eq!(r.count(), 4);
+    assert!(rx.peek(5, Behavior::Fixed).is_none(), "bulk peek of more than is there");
+    let p = rx.peek(5, Behavior::Variable).unwrap();
+    let (a, b) = p.slices();
+    let seen: Vec<u64> = a.iter().chain(b).copied().collect();
+    assert_eq!(seen, vec![100, 101, 102, 103]);
+    drop(p);
+    assert_eq!(r.count(), 4, "a peek dropped without finish takes nothing");
+    rx.peek(4, Behavior::Fixed).unwrap().finish(1);
+    let mut out = [0u64; 3];
+    assert_eq!(rx.dequeue_bulk(&mut out), 3);
+    assert_eq!(out, [101, 102, 103]);
+    assert!(rx.peek(1, Behavior::Variable).is_none());
+}
