@@ -13,21 +13,13 @@ use crate::obj::{Conv, Obj};
 use crate::sync::{yield_now, Ordering::*};
 
 #[cfg(not(hugeshare_loom))]
-use crate::raw::{load_h, load_objs, load_one, store_h, store_objs, store_one};
+use crate::raw::{handles_of_objs, load_h, load_objs, objs_of_handles, store_h, store_objs};
 
 /// Largest request the cache serves (larger ones go straight to the ring).
 pub(crate) const CACHE_REQ_MAX: usize = CACHE_OBJS / 2;
 
 // The copies in and out of a cache: plain copies over the owner's cache in the normal build
 // (`raw`), atomic loops in the model build.
-#[cfg(hugeshare_loom)]
-fn load_one(c: &CacheSlot, at: usize, conv: Conv) -> Obj {
-    conv.obj_at(c.objs[at].load(Relaxed))
-}
-#[cfg(hugeshare_loom)]
-fn store_one(c: &CacheSlot, at: usize, o: Obj, conv: Conv) {
-    c.objs[at].store(conv.offset(o), Relaxed)
-}
 #[cfg(hugeshare_loom)]
 fn load_objs(c: &CacheSlot, from: usize, out: &mut [Obj], conv: Conv) {
     for (k, o) in out.iter_mut().enumerate() {
@@ -52,6 +44,18 @@ fn store_h(c: &CacheSlot, at: usize, src: &[u32], conv: Conv) {
         c.objs[at + k].store(conv.offset_of_handle(*v), Relaxed);
     }
 }
+#[cfg(hugeshare_loom)]
+fn objs_of_handles(out: &mut [Obj], src: &[u32], conv: Conv) {
+    for (o, &h) in out.iter_mut().zip(src) {
+        *o = conv.obj(h);
+    }
+}
+#[cfg(hugeshare_loom)]
+fn handles_of_objs(out: &mut [u32], objs: &[Obj], conv: Conv) {
+    for (h, &o) in out.iter_mut().zip(objs) {
+        *h = conv.handle(o);
+    }
+}
 
 /// Take `out.len()` objects for the caller: the top of the cache (a stack); when it holds too
 /// few, it is refilled from the ring with `size + remaining` objects in one bulk; if that
@@ -73,16 +77,11 @@ pub(crate) fn get(
 ) -> bool {
     let n = out.len();
     let len = *mirror as usize;
-    if n == 1 && len > 0 {
-        out[0] = load_one(c, len - 1, conv);
-        *mirror = (len - 1) as u32;
-        c.len.store(*mirror, Relaxed);
-        return true;
-    }
     if n <= len {
-        load_objs(c, len - n, out, conv);
-        *mirror = (len - n) as u32;
-        c.len.store(*mirror, Relaxed);
+        let rest = len - n;
+        load_objs(c, rest, out, conv);
+        *mirror = rest as u32;
+        c.len.store(rest as u32, Relaxed);
         return true;
     }
     let ok = get_refill(c, ring, size, out, len, scratch, conv);
@@ -125,12 +124,28 @@ fn get_refill(
 }
 
 /// Take `out.len()` objects straight from the ring, all or nothing.
+#[inline(always)]
 pub(crate) fn get_direct(
     ring: &Ring<u32>,
     out: &mut [Obj],
     scratch: &mut [u32],
     conv: Conv,
 ) -> bool {
+    if let [o] = out {
+        // One object: the ring's single dequeue, by value (no buffer, no copy loop).
+        return match ring.dequeue() {
+            Some(h) => {
+                *o = conv.obj(h);
+                true
+            }
+            None => false,
+        };
+    }
+    get_direct_bulk(ring, out, scratch, conv)
+}
+
+#[inline(always)]
+fn get_direct_bulk(ring: &Ring<u32>, out: &mut [Obj], scratch: &mut [u32], conv: Conv) -> bool {
     let n = out.len();
     let mut big;
     let buf = if n <= scratch.len() {
@@ -142,9 +157,7 @@ pub(crate) fn get_direct(
     if ring.dequeue_bulk(buf) != n {
         return false;
     }
-    for (o, &h) in out.iter_mut().zip(buf.iter()) {
-        *o = conv.obj(h);
-    }
+    objs_of_handles(out, buf, conv);
     true
 }
 
@@ -164,16 +177,10 @@ pub(crate) fn put(
 ) -> usize {
     let n = objs.len();
     let len = *mirror as usize;
-    if n == 1 && len < flushthresh as usize {
-        store_one(c, len, objs[0], conv);
-        *mirror = (len + 1) as u32;
-        c.len.store(*mirror, Relaxed);
-        return 0;
-    }
     if len + n <= flushthresh as usize {
         store_objs(c, len, objs, conv);
         *mirror = (len + n) as u32;
-        c.len.store(*mirror, Relaxed);
+        c.len.store((len + n) as u32, Relaxed);
         return 0;
     }
     let refused = put_flush(c, ring, flushthresh, objs, len, scratch, conv);
@@ -206,13 +213,22 @@ fn put_flush(
 }
 
 /// Give objects straight to the ring; returns how many it refused.
+#[inline(always)]
 pub(crate) fn put_direct(ring: &Ring<u32>, objs: &[Obj], scratch: &mut [u32], conv: Conv) -> usize {
+    if let [o] = objs {
+        // One object: the ring's single enqueue.
+        return ring.enqueue(conv.handle(*o)).is_err() as usize;
+    }
+    put_direct_bulk(ring, objs, scratch, conv)
+}
+
+#[inline(always)]
+fn put_direct_bulk(ring: &Ring<u32>, objs: &[Obj], scratch: &mut [u32], conv: Conv) -> usize {
     let mut refused = 0;
     for chunk in objs.chunks(scratch.len()) {
-        for (s, o) in scratch.iter_mut().zip(chunk) {
-            *s = conv.handle(*o);
-        }
-        refused += chunk.len() - ring.enqueue_bulk(&scratch[..chunk.len()]);
+        let buf = &mut scratch[..chunk.len()];
+        handles_of_objs(buf, chunk, conv);
+        refused += chunk.len() - ring.enqueue_bulk(buf);
     }
     refused
 }

@@ -67,7 +67,8 @@ impl Conv {
     pub fn handle(self, o: Obj) -> u32 {
         (o.addr.wrapping_sub(self.base) >> self.shift) as u32
     }
-    /// The object at byte offset `off` (what caches hold).
+    /// The object at byte offset `off` (what caches hold; the normal build converts in `raw`).
+    #[cfg(hugeshare_loom)]
     #[inline(always)]
     pub fn obj_at(self, off: u64) -> Obj {
         Obj {
@@ -75,14 +76,17 @@ impl Conv {
         }
     }
     /// The byte offset of `o` from the first object.
+    #[cfg(hugeshare_loom)]
     #[inline(always)]
     pub fn offset(self, o: Obj) -> u64 {
         o.addr.wrapping_sub(self.base) as u64
     }
+    #[cfg(hugeshare_loom)]
     #[inline(always)]
     pub fn offset_of_handle(self, h: u32) -> u64 {
         (h as u64) << self.shift
     }
+    #[cfg(hugeshare_loom)]
     #[inline(always)]
     pub fn handle_of_offset(self, off: u64) -> u32 {
         (off >> self.shift) as u32

@@ -764,11 +764,12 @@ impl Mempool {
             len = c.len.load(Acquire).min(CACHE_OBJS as u32);
         }
         LocalPool {
+            fast: cache.filter(|_| !i.tracked).map(std::ptr::NonNull::from),
             len,
+            direct: cache.is_none() && !i.tracked,
             conv: i.conv,
             cache_size: i.cache_size,
             flushthresh: i.flushthresh,
-            tracked: i.tracked,
             pool: self.clone(),
             cache: cache.map(std::ptr::NonNull::from),
             lcore: cache.and(lcore),
@@ -1064,10 +1065,7 @@ impl Inner {
     #[inline(always)]
     fn mark_got(&self, objs: &[Obj]) {
         if self.tracked {
-            let h = holder(self.me, self.token);
-            for o in objs {
-                self.swap_owner(self.index_of_handle(self.conv.handle(*o)), h, FREE);
-            }
+            self.set_owners(objs, holder(self.me, self.token), FREE);
         }
     }
 
@@ -1076,10 +1074,16 @@ impl Inner {
     #[inline(always)]
     fn mark_put(&self, objs: &[Obj]) {
         if self.tracked {
-            let h = holder(self.me, self.token);
-            for o in objs {
-                self.swap_owner(self.index_of_handle(self.conv.handle(*o)), FREE, h);
-            }
+            self.set_owners(objs, FREE, holder(self.me, self.token));
+        }
+    }
+
+    /// Store `new` into the owner words of `objs`, counting a violation for each that was not
+    /// `expect` (kept out of line: the untracked fast paths only test the flag).
+    #[inline(never)]
+    fn set_owners(&self, objs: &[Obj], new: u64, expect: u64) {
+        for o in objs {
+            self.swap_owner(self.index_of_handle(self.conv.handle(*o)), new, expect);
         }
     }
 
@@ -1096,11 +1100,17 @@ impl Inner {
     #[inline(always)]
     fn note_refused(&self, refused: usize) {
         if refused != 0 {
-            self.mem
-                .counters()
-                .violations
-                .fetch_add(refused as u64, Relaxed);
+            self.count_refused(refused);
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn count_refused(&self, refused: usize) {
+        self.mem
+            .counters()
+            .violations
+            .fetch_add(refused as u64, Relaxed);
     }
 }
 
@@ -1117,13 +1127,17 @@ impl Inner {
 pub struct LocalPool {
     // Copies of the pool's hot constants, so the fast paths read nothing but this value and
     // the cache.
-    cache: Option<std::ptr::NonNull<CacheSlot>>,
+    /// The cache, when the pool is untracked: the inlined fast paths serve a get or put from
+    /// it alone (tracked pools take the out-of-line path, which marks owner words too).
+    fast: Option<std::ptr::NonNull<CacheSlot>>,
     /// This owner's copy of the cache's length (it is the only writer while it lives).
     len: u32,
+    /// No cache and untracked: the inlined paths go straight to the ring.
+    direct: bool,
     conv: Conv,
+    cache: Option<std::ptr::NonNull<CacheSlot>>,
     cache_size: u32,
     flushthresh: u32,
-    tracked: bool,
     pool: Mempool,
     lcore: Option<u32>,
     scratch: Box<[u32]>,
@@ -1165,28 +1179,49 @@ impl LocalPool {
     /// Fill all of `out`, or nothing; returns `out.len()` or 0.
     #[inline]
     pub fn get_bulk(&mut self, out: &mut [Obj]) -> usize {
+        let n = out.len();
+        if let Some(p) = self.fast {
+            // The common case, inlined: the cache holds enough.
+            let len = self.len as usize;
+            if n <= len {
+                let c = slot_ref(p, &self.pool.inner);
+                let rest = len - n;
+                raw::load_objs(c, rest, out, self.conv);
+                self.len = rest as u32;
+                c.len.store(rest as u32, Relaxed);
+                return n;
+            }
+        } else if self.direct {
+            let i = &*self.pool.inner;
+            return if cache::get_direct(&i.ring, out, &mut self.scratch, self.conv) {
+                n
+            } else {
+                0
+            };
+        }
+        self.get_bulk_slow(out)
+    }
+
+    /// Every other get: refills, tracked pools.
+    #[inline(never)]
+    fn get_bulk_slow(&mut self, out: &mut [Obj]) -> usize {
         let i = &*self.pool.inner;
         let ok = match self.cache {
-            Some(p) => {
-                let c = slot_ref(p, i);
-                cache::get(
-                    c,
-                    &mut self.len,
-                    &i.ring,
-                    self.cache_size,
-                    out,
-                    &mut self.scratch,
-                    self.conv,
-                )
-            }
+            Some(p) => cache::get(
+                slot_ref(p, i),
+                &mut self.len,
+                &i.ring,
+                self.cache_size,
+                out,
+                &mut self.scratch,
+                self.conv,
+            ),
             None => cache::get_direct(&i.ring, out, &mut self.scratch, self.conv),
         };
         if !ok {
             return 0;
         }
-        if self.tracked {
-            i.mark_got(out);
-        }
+        i.mark_got(out);
         out.len()
     }
 
@@ -1199,10 +1234,31 @@ impl LocalPool {
     /// Put objects back.
     #[inline]
     pub fn put_bulk(&mut self, objs: &[Obj]) {
-        let i = &*self.pool.inner;
-        if self.tracked {
-            i.mark_put(objs);
+        let n = objs.len();
+        if let Some(p) = self.fast {
+            // The common case, inlined: the objects fit in the cache.
+            let len = self.len as usize;
+            if len + n <= self.flushthresh as usize {
+                let c = slot_ref(p, &self.pool.inner);
+                raw::store_objs(c, len, objs, self.conv);
+                self.len = (len + n) as u32;
+                c.len.store((len + n) as u32, Relaxed);
+                return;
+            }
+        } else if self.direct {
+            let i = &*self.pool.inner;
+            let refused = cache::put_direct(&i.ring, objs, &mut self.scratch, self.conv);
+            i.note_refused(refused);
+            return;
         }
+        self.put_bulk_slow(objs)
+    }
+
+    /// Every other put: flushes, tracked pools.
+    #[inline(never)]
+    fn put_bulk_slow(&mut self, objs: &[Obj]) {
+        let i = &*self.pool.inner;
+        i.mark_put(objs);
         let refused = match self.cache {
             Some(p) => cache::put(
                 slot_ref(p, i),

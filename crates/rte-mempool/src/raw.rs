@@ -169,91 +169,322 @@ pub(crate) fn slot_ref(p: NonNull<CacheSlot>, mem: &PoolMem) -> &CacheSlot {
 /// `out[k] = the object at c.objs[from + k]`.
 #[inline(always)]
 pub(crate) fn load_objs(c: &CacheSlot, from: usize, out: &mut [Obj], conv: Conv) {
-    assert!(from + out.len() <= CACHE_OBJS);
-    // SAFETY: from + out.len() ≤ CACHE_OBJS (asserted): every read below stays inside the
-    // array; exclusive access (above).
-    let src = unsafe { c.objs.as_ptr().cast::<u64>().add(from) };
     let n = out.len();
-    if n <= 8 {
-        // Short bulks, the common case: a plain loop of at most 8 (no vector set-up).
-        let mut k = 0;
-        while k < n && k < 8 {
-            // SAFETY: k < out.len(): inside the range asserted above.
-            out[k] = conv.obj_at(unsafe { src.add(k).read() });
-            k += 1;
-        }
-        return;
-    }
-    for (k, o) in out.iter_mut().enumerate() {
-        // SAFETY: k < out.len(): inside the range asserted above.
-        *o = conv.obj_at(unsafe { src.add(k).read() });
+    assert!(from + n <= CACHE_OBJS);
+    // SAFETY: [from, from + n) lies inside the array (asserted) and is read by this thread
+    // alone (above); `out` is n writable `Obj`s, which have `usize`'s layout (repr
+    // transparent), and does not overlap the cache (a `&mut` borrow).
+    unsafe {
+        offsets_to_addrs(
+            out.as_mut_ptr().cast::<usize>(),
+            c.objs.as_ptr().cast::<u64>().add(from),
+            n,
+            conv.base,
+        )
     }
 }
 
 /// `c.objs[at + k] = the offset of objs[k]`.
 #[inline(always)]
 pub(crate) fn store_objs(c: &CacheSlot, at: usize, objs: &[Obj], conv: Conv) {
-    assert!(at + objs.len() <= CACHE_OBJS);
-    // SAFETY: at + objs.len() ≤ CACHE_OBJS (asserted): every write below stays inside the
-    // array, writable through the atomics' interior mutability; exclusive access (above).
-    let dst = unsafe { c.objs.as_ptr().cast::<u64>().cast_mut().add(at) };
     let n = objs.len();
-    if n <= 8 {
+    assert!(at + n <= CACHE_OBJS);
+    // SAFETY: [at, at + n) lies inside the array (asserted), writable through the atomics'
+    // interior mutability, and touched by this thread alone (above); `objs` is n readable
+    // `Obj`s (`usize` layout), not overlapping the cache.
+    unsafe {
+        addrs_to_offsets(
+            c.objs.as_ptr().cast::<u64>().cast_mut().add(at),
+            objs.as_ptr().cast::<usize>(),
+            n,
+            conv.base,
+        )
+    }
+}
+
+/// Run `pair(k)` over `[0, n)` two by two (`n ≥ 2`), always with `k + 2 ≤ n`, the last pairs
+/// overlapping earlier ones when `n` is not a multiple of their step; straight-line code up
+/// to 8.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn pairs(n: usize, pair: impl Fn(usize)) {
+    debug_assert!(n >= 2);
+    if n <= 4 {
+        pair(0);
+        pair(n - 2);
+    } else if n <= 8 {
+        pair(0);
+        pair(2);
+        pair(n - 4);
+        pair(n - 2);
+    } else {
+        // Eight at a time, then what is left (1 to 8) the same way as above, ending at n.
         let mut k = 0;
-        while k < n && k < 8 {
-            // SAFETY: k < objs.len(): inside the range asserted above.
-            unsafe { dst.add(k).write(conv.offset(objs[k])) };
-            k += 1;
+        while k + 8 <= n {
+            pair(k);
+            pair(k + 2);
+            pair(k + 4);
+            pair(k + 6);
+            k += 8;
         }
+        let r = n - k;
+        if r == 0 {
+        } else if r <= 2 {
+            pair(n - 2);
+        } else if r <= 4 {
+            pair(k);
+            pair(n - 2);
+        } else {
+            pair(k);
+            pair(k + 2);
+            pair(n - 4);
+            pair(n - 2);
+        }
+    }
+}
+
+/// `dst[k] = base + src[k]` for `k < n`: two objects per SSE2 instruction on x86-64 (the
+/// baseline of the target), the last pair overlapping the one before it when `n` is odd (so no
+/// single-object tail), one scalar for `n == 1`.
+///
+/// # Safety
+/// `src..src+n` readable, `dst..dst+n` writable, not overlapping; no other thread writes them.
+#[inline(always)]
+unsafe fn offsets_to_addrs(dst: *mut usize, src: *const u64, n: usize, base: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{
+            _mm_add_epi64, _mm_loadu_si128, _mm_set1_epi64x, _mm_storeu_si128,
+        };
+        if n >= 2 {
+            // SAFETY: SSE2 is part of the x86-64 baseline, always present.
+            let b = unsafe { _mm_set1_epi64x(base as i64) };
+            // SAFETY: `pairs` calls this with k + 2 ≤ n only: both 16-byte accesses lie inside
+            // the caller's ranges (unaligned accesses allowed).
+            let pair = |k: usize| unsafe {
+                let v = _mm_loadu_si128(src.add(k).cast());
+                _mm_storeu_si128(dst.add(k).cast(), _mm_add_epi64(v, b));
+            };
+            pairs(n, pair);
+            return;
+        }
+    }
+    if n == 1 {
+        // SAFETY: n == 1: one element inside the caller's ranges.
+        unsafe { dst.write(base.wrapping_add(src.read() as usize)) };
         return;
     }
-    for (k, o) in objs.iter().enumerate() {
-        // SAFETY: k < objs.len(): inside the range asserted above.
-        unsafe { dst.add(k).write(conv.offset(*o)) };
+    for k in 0..n {
+        // SAFETY: k < n: inside the caller's ranges.
+        unsafe {
+            dst.add(k)
+                .write(base.wrapping_add(src.add(k).read() as usize))
+        };
+    }
+}
+
+/// `dst[k] = src[k] - base` for `k < n` (see [`offsets_to_addrs`]).
+///
+/// # Safety
+/// `src..src+n` readable, `dst..dst+n` writable, not overlapping; no other thread touches them.
+#[inline(always)]
+unsafe fn addrs_to_offsets(dst: *mut u64, src: *const usize, n: usize, base: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{
+            _mm_loadu_si128, _mm_set1_epi64x, _mm_storeu_si128, _mm_sub_epi64,
+        };
+        if n >= 2 {
+            // SAFETY: SSE2 is part of the x86-64 baseline, always present.
+            let b = unsafe { _mm_set1_epi64x(base as i64) };
+            // SAFETY: `pairs` calls this with k + 2 ≤ n only: inside the caller's ranges.
+            let pair = |k: usize| unsafe {
+                let v = _mm_loadu_si128(src.add(k).cast());
+                _mm_storeu_si128(dst.add(k).cast(), _mm_sub_epi64(v, b));
+            };
+            pairs(n, pair);
+            return;
+        }
+    }
+    if n == 1 {
+        // SAFETY: n == 1: one element inside the caller's ranges.
+        unsafe { dst.write(src.read().wrapping_sub(base) as u64) };
+        return;
+    }
+    for k in 0..n {
+        // SAFETY: k < n: inside the caller's ranges.
+        unsafe {
+            dst.add(k)
+                .write(src.add(k).read().wrapping_sub(base) as u64)
+        };
     }
 }
 
 /// `out[k] = the handle at c.objs[from + k]` (for the ring).
 pub(crate) fn load_h(c: &CacheSlot, from: usize, out: &mut [u32], conv: Conv) {
-    assert!(from + out.len() <= CACHE_OBJS);
-    let src = c.objs.as_ptr().cast::<u64>();
-    for (k, o) in out.iter_mut().enumerate() {
-        // SAFETY: from + k < CACHE_OBJS (asserted); exclusive access (above).
-        *o = conv.handle_of_offset(unsafe { src.add(from + k).read() });
+    let n = out.len();
+    assert!(from <= CACHE_OBJS && n <= CACHE_OBJS - from);
+    // SAFETY: [from, from + n) lies inside the array (asserted), read by this thread alone
+    // (above); `out` is n writable u32s, not overlapping the cache.
+    unsafe {
+        addrs_to_handles(
+            out.as_mut_ptr(),
+            c.objs.as_ptr().cast::<usize>().add(from),
+            n,
+            Conv {
+                base: 0,
+                shift: conv.shift,
+            },
+        )
     }
 }
 
 /// `c.objs[at + k] = the offset of handle src[k]` (from the ring).
 pub(crate) fn store_h(c: &CacheSlot, at: usize, src: &[u32], conv: Conv) {
-    assert!(at + src.len() <= CACHE_OBJS);
-    let dst = c.objs.as_ptr().cast::<u64>().cast_mut();
-    for (k, h) in src.iter().enumerate() {
-        // SAFETY: at + k < CACHE_OBJS (asserted), writable through the atomics' interior
-        // mutability; exclusive access (above).
-        unsafe { dst.add(at + k).write(conv.offset_of_handle(*h)) };
+    let n = src.len();
+    assert!(at <= CACHE_OBJS && n <= CACHE_OBJS - at);
+    // SAFETY: [at, at + n) lies inside the array (asserted), writable through the atomics'
+    // interior mutability, touched by this thread alone (above); `src` does not overlap it.
+    unsafe {
+        handles_to_addrs(
+            c.objs.as_ptr().cast::<usize>().cast_mut().add(at),
+            src.as_ptr(),
+            n,
+            Conv {
+                base: 0,
+                shift: conv.shift,
+            },
+        )
     }
 }
 
-/// The object at `c.objs[at]` (`at < CACHE_OBJS`, checked).
+/// `out[k] = the object of handle src[k]` (`out.len() == src.len()`, checked).
 #[inline(always)]
-pub(crate) fn load_one(c: &CacheSlot, at: usize, conv: Conv) -> Obj {
-    assert!(at < CACHE_OBJS);
-    // SAFETY: inside the array (asserted); exclusive access (above).
-    conv.obj_at(unsafe { c.objs.as_ptr().cast::<u64>().add(at).read() })
+pub(crate) fn objs_of_handles(out: &mut [Obj], src: &[u32], conv: Conv) {
+    assert!(out.len() == src.len());
+    // SAFETY: both are n elements long (asserted), distinct borrows (one `&mut`).
+    unsafe {
+        handles_to_addrs(
+            out.as_mut_ptr().cast::<usize>(),
+            src.as_ptr(),
+            src.len(),
+            conv,
+        )
+    }
 }
 
-/// `c.objs[at] = the offset of o` (`at < CACHE_OBJS`, checked).
+/// `out[k] = the handle of objs[k]` (`out.len() == objs.len()`, checked).
 #[inline(always)]
-pub(crate) fn store_one(c: &CacheSlot, at: usize, o: Obj, conv: Conv) {
-    assert!(at < CACHE_OBJS);
-    // SAFETY: inside the array (asserted), writable through the atomics' interior mutability;
-    // exclusive access (above).
+pub(crate) fn handles_of_objs(out: &mut [u32], objs: &[Obj], conv: Conv) {
+    assert!(out.len() == objs.len());
+    // SAFETY: both are n elements long (asserted), distinct borrows (one `&mut`).
     unsafe {
-        c.objs
-            .as_ptr()
-            .cast::<u64>()
-            .cast_mut()
-            .add(at)
-            .write(conv.offset(o))
+        addrs_to_handles(
+            out.as_mut_ptr(),
+            objs.as_ptr().cast::<usize>(),
+            objs.len(),
+            conv,
+        )
+    }
+}
+
+// The handle buffers these two fill or read are copied by the ring right before or after, with
+// 16-byte moves of four handles at 16-byte steps from the buffer's start. They move handles
+// four at a time at the same offsets, so that each load of the ring or of ours is exactly one
+// earlier store of the other (a load spanning several smaller in-flight stores cannot be
+// forwarded and waits for them to reach the cache: that stall cost more than the copy).
+
+/// `dst[k] = base + (src[k] << shift)` for `k < n`.
+///
+/// # Safety
+/// `src..src+n` readable, `dst..dst+n` writable, not overlapping; no other thread writes them.
+#[inline(always)]
+unsafe fn handles_to_addrs(dst: *mut usize, src: *const u32, n: usize, conv: Conv) {
+    let mut k = 0;
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{
+            _mm_add_epi64, _mm_cvtsi32_si128, _mm_loadu_si128, _mm_set1_epi64x, _mm_setzero_si128,
+            _mm_sll_epi64, _mm_storeu_si128, _mm_unpackhi_epi32, _mm_unpacklo_epi32,
+        };
+        if n >= 4 {
+            // SAFETY: SSE2 is part of the x86-64 baseline, always present; these take no
+            // pointer.
+            let (b, sh, z) = unsafe {
+                (
+                    _mm_set1_epi64x(conv.base as i64),
+                    _mm_cvtsi32_si128(conv.shift as i32),
+                    _mm_setzero_si128(),
+                )
+            };
+            while k + 4 <= n {
+                // SAFETY: k + 4 ≤ n: the 16-byte load covers src[k..k+4] and the two 16-byte
+                // stores dst[k..k+4], inside the caller's ranges (unaligned accesses allowed).
+                unsafe {
+                    let h = _mm_loadu_si128(src.add(k).cast());
+                    let lo = _mm_add_epi64(_mm_sll_epi64(_mm_unpacklo_epi32(h, z), sh), b);
+                    let hi = _mm_add_epi64(_mm_sll_epi64(_mm_unpackhi_epi32(h, z), sh), b);
+                    _mm_storeu_si128(dst.add(k).cast(), lo);
+                    _mm_storeu_si128(dst.add(k + 2).cast(), hi);
+                }
+                k += 4;
+            }
+        }
+    }
+    while k < n {
+        // SAFETY: k < n: inside the caller's ranges.
+        unsafe { dst.add(k).write(conv.obj(src.add(k).read()).addr) };
+        k += 1;
+    }
+}
+
+/// `dst[k] = (src[k] - base) >> shift` for `k < n`.
+///
+/// # Safety
+/// `src..src+n` readable, `dst..dst+n` writable, not overlapping; no other thread writes them.
+#[inline(always)]
+unsafe fn addrs_to_handles(dst: *mut u32, src: *const usize, n: usize, conv: Conv) {
+    let mut k = 0;
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{
+            _mm_castps_si128, _mm_castsi128_ps, _mm_cvtsi32_si128, _mm_loadu_si128,
+            _mm_set1_epi64x, _mm_shuffle_ps, _mm_srl_epi64, _mm_storeu_si128, _mm_sub_epi64,
+        };
+        if n >= 4 {
+            // SAFETY: SSE2 is part of the x86-64 baseline, always present; these take no
+            // pointer.
+            let (b, sh) = unsafe {
+                (
+                    _mm_set1_epi64x(conv.base as i64),
+                    _mm_cvtsi32_si128(conv.shift as i32),
+                )
+            };
+            while k + 4 <= n {
+                // SAFETY: k + 4 ≤ n: the two 16-byte loads cover src[k..k+4] and the 16-byte
+                // store dst[k..k+4], inside the caller's ranges.
+                unsafe {
+                    let a = _mm_srl_epi64(_mm_sub_epi64(_mm_loadu_si128(src.add(k).cast()), b), sh);
+                    let c =
+                        _mm_srl_epi64(_mm_sub_epi64(_mm_loadu_si128(src.add(k + 2).cast()), b), sh);
+                    // The low 32 bits of each 64-bit lane: lanes 0 and 2 of a, then of c.
+                    let h = _mm_castps_si128(_mm_shuffle_ps::<0b10_00_10_00>(
+                        _mm_castsi128_ps(a),
+                        _mm_castsi128_ps(c),
+                    ));
+                    _mm_storeu_si128(dst.add(k).cast(), h);
+                }
+                k += 4;
+            }
+        }
+    }
+    while k < n {
+        // SAFETY: k < n: inside the caller's ranges.
+        unsafe {
+            dst.add(k).write(conv.handle(Obj {
+                addr: src.add(k).read(),
+            }))
+        };
+        k += 1;
     }
 }
