@@ -144,6 +144,20 @@ pub(crate) fn get_direct(
     get_direct_bulk(ring, out, scratch, conv)
 }
 
+/// Without the loom build: the handles are converted in place, straight out of the ring's
+/// slots (no buffer between the ring and `out`).
+#[cfg(not(hugeshare_loom))]
+#[inline(always)]
+fn get_direct_bulk(ring: &Ring<u32>, out: &mut [Obj], _scratch: &mut [u32], conv: Conv) -> bool {
+    let n = out.len();
+    ring.dequeue_bulk_in_place(n, |a, b| {
+        let (x, y) = out.split_at_mut(a.len());
+        objs_of_handles(x, a, conv);
+        objs_of_handles(y, b, conv);
+    }) == n
+}
+
+#[cfg(hugeshare_loom)]
 #[inline(always)]
 fn get_direct_bulk(ring: &Ring<u32>, out: &mut [Obj], scratch: &mut [u32], conv: Conv) -> bool {
     let n = out.len();
@@ -222,6 +236,23 @@ pub(crate) fn put_direct(ring: &Ring<u32>, objs: &[Obj], scratch: &mut [u32], co
     put_direct_bulk(ring, objs, scratch, conv)
 }
 
+/// Without the loom build: the handles are written in place, straight into the ring's slots.
+#[cfg(not(hugeshare_loom))]
+#[inline(always)]
+fn put_direct_bulk(ring: &Ring<u32>, objs: &[Obj], _scratch: &mut [u32], conv: Conv) -> usize {
+    let mut refused = 0;
+    for chunk in objs.chunks(rte_ring::MAX_OP) {
+        let done = ring.enqueue_bulk_in_place(chunk.len(), |a, b| {
+            let (x, y) = chunk.split_at(a.len());
+            handles_of_objs(a, x, conv);
+            handles_of_objs(b, y, conv);
+        });
+        refused += chunk.len() - done;
+    }
+    refused
+}
+
+#[cfg(hugeshare_loom)]
 #[inline(always)]
 fn put_direct_bulk(ring: &Ring<u32>, objs: &[Obj], scratch: &mut [u32], conv: Conv) -> usize {
     let mut refused = 0;

@@ -350,7 +350,7 @@ unsafe fn read_slot<T: Copy>(src: *const Slot<T>) -> T {
 }
 
 /// Exclusive use of the slots `[pos, pos + n)`, obtained by moving a head over them.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Claim {
     pub(crate) pos: u32,
     pub(crate) n: u32,

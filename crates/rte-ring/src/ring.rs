@@ -970,6 +970,131 @@ impl<T: RingElement> Ring<T> {
         Outcome { n: done, left }
     }
 
+    /// Zero-copy bulk enqueue through the shared (multi-producer) protocol: reserve `n` free
+    /// slots, all or nothing, and let `f` write the elements in place (the run up to the end of
+    /// the slot array, then the run that wraps to its start), then publish them. Returns `n`,
+    /// or 0 if they do not fit. `f` runs while the reservation is held, so later producers
+    /// wait for it: keep it short. If `f` panics, the reservation is abandoned (counted in
+    /// [`Ring::abandoned`], never delivered) and the panic goes on.
+    ///
+    /// ```
+    /// use rte_ring::{Ring, RingFlags};
+    /// use shmconfig::LocalZones;
+    /// let zones = LocalZones::new();
+    /// let r = Ring::<u32>::create(&zones, "in place", 16, RingFlags::empty()).unwrap();
+    /// let src = [7u32, 8, 9];
+    /// let n = r.enqueue_bulk_in_place(3, |a, b| {
+    ///     let (x, y) = src.split_at(a.len());
+    ///     a.copy_from_slice(x);
+    ///     b.copy_from_slice(y);
+    /// });
+    /// assert_eq!(n, 3);
+    /// let mut sum = 0;
+    /// assert_eq!(r.dequeue_bulk_in_place(3, |a, b| sum = a.iter().chain(b).sum()), 3);
+    /// assert_eq!(sum, 24);
+    /// ```
+    #[cfg(not(hugeshare_loom))]
+    #[inline]
+    pub fn enqueue_bulk_in_place(&self, n: usize, f: impl FnOnce(&mut [T], &mut [T])) -> usize {
+        match self.prod_sync {
+            SyncMode::St | SyncMode::Mt => self.enq_in_place(n, f, SyncMode::Mt),
+            SyncMode::Hts => self.enq_in_place(n, f, SyncMode::Hts),
+            SyncMode::Rts => self.enq_in_place(n, f, SyncMode::Rts),
+        }
+    }
+
+    /// Zero-copy bulk dequeue through the shared (multi-consumer) protocol: take `n` elements,
+    /// all or nothing, and show them to `f` in place before their slots are given back (see
+    /// [`Ring::enqueue_bulk_in_place`]). Returns `n`, or 0 if there are fewer. If `f` panics,
+    /// the elements are taken (counted as abandoned) and the panic goes on.
+    #[cfg(not(hugeshare_loom))]
+    #[inline]
+    pub fn dequeue_bulk_in_place(&self, n: usize, f: impl FnOnce(&[T], &[T])) -> usize {
+        match self.cons_sync {
+            SyncMode::St | SyncMode::Mt => self.deq_in_place(n, f, SyncMode::Mt),
+            SyncMode::Hts => self.deq_in_place(n, f, SyncMode::Hts),
+            SyncMode::Rts => self.deq_in_place(n, f, SyncMode::Rts),
+        }
+    }
+
+    #[cfg(not(hugeshare_loom))]
+    #[inline(always)]
+    fn enq_in_place(&self, n: usize, f: impl FnOnce(&mut [T], &mut [T]), sync: SyncMode) -> usize {
+        if n == 0 || n > MAX_OP {
+            return 0;
+        }
+        let (Some(claim), _) = self.reserve_mt(Which::Prod, n as u32, true, sync) else {
+            return 0;
+        };
+        let guard = Unwinding {
+            ring: self,
+            claim: &claim,
+            sync,
+            w: Which::Prod,
+        };
+        let (a, b) = self.mem.slots_mut(&claim);
+        f(a, b);
+        std::mem::forget(guard);
+        self.publish(Which::Prod, &claim, sync);
+        n
+    }
+
+    #[cfg(not(hugeshare_loom))]
+    #[inline(always)]
+    fn deq_in_place(&self, n: usize, f: impl FnOnce(&[T], &[T]), sync: SyncMode) -> usize {
+        if n == 0 || n > MAX_OP {
+            return 0;
+        }
+        let (claim, avail) = self.reserve_mt(Which::Cons, n as u32, true, sync);
+        let Some(claim) = claim else {
+            if avail == HOLES {
+                // Abandoned ranges ahead: step over them the copying way.
+                let mut tmp = vec![T::new_zeroed(); n];
+                if self.dequeue_slow(&mut tmp, true, sync).n == n {
+                    f(&tmp, &[]);
+                    return n;
+                }
+            }
+            return 0;
+        };
+        let guard = Unwinding {
+            ring: self,
+            claim: &claim,
+            sync,
+            w: Which::Cons,
+        };
+        let (a, b) = self.mem.slots(&claim);
+        f(a, b);
+        std::mem::forget(guard);
+        self.publish(Which::Cons, &claim, sync);
+        n
+    }
+
+    /// Give up this member's own claim (a closure given an in-place claim panicked): wait for
+    /// its turn, then a producer's range is abandoned as a dead producer's would be, and a
+    /// consumer's is published (its elements were taken, not delivered): both are counted.
+    #[cold]
+    fn abandon_own(&self, w: Which, c: &Claim, sync: SyncMode) {
+        let (mine, _) = self.side(w);
+        if matches!(sync, SyncMode::Mt | SyncMode::Rts) && mine.tail.load(Acquire) != c.pos {
+            self.wait_turn(w, c);
+        }
+        let sh = self.mem.shared();
+        match w {
+            Which::Prod => {
+                let mut spins = 0u32;
+                while self.add_hole(c.pos, c.n).is_none() {
+                    self.wait_step(Which::Cons, &mut spins, 0);
+                }
+                sh.stats.abandoned_enq.fetch_add(c.n as u64, Relaxed);
+            }
+            Which::Cons => {
+                sh.stats.abandoned_deq.fetch_add(c.n as u64, Relaxed);
+            }
+        }
+        mine.tail.store(c.pos.wrapping_add(c.n), Release);
+    }
+
     /// Dequeue with an explicit behaviour and consumer mode (see [`Ring::enqueue_with`] for
     /// what mixing modes means).
     #[inline]
@@ -1589,6 +1714,24 @@ impl<T: RingElement> Ring<T> {
         };
         let (c, _) = self.reserve_mt(w, n, true, sync);
         c.map_or(0, |c| c.n)
+    }
+}
+
+/// Abandons an in-place claim if the closure given it unwinds (see [`Ring::abandon_own`]).
+#[cfg(not(hugeshare_loom))]
+struct Unwinding<'a, T: RingElement> {
+    ring: &'a Ring<T>,
+    // A reference: copying the claim into the guard stored its `bool` as a byte and read it
+    // back as part of a wider word, a store-forwarding stall that cost more than the operation.
+    claim: &'a Claim,
+    sync: SyncMode,
+    w: Which,
+}
+
+#[cfg(not(hugeshare_loom))]
+impl<T: RingElement> Drop for Unwinding<'_, T> {
+    fn drop(&mut self) {
+        self.ring.abandon_own(self.w, self.claim, self.sync);
     }
 }
 

@@ -739,7 +739,10 @@ fn zero_copy_reserve_and_peek() {
         tx.enqueue(i).unwrap();
         assert_eq!(rx.dequeue(), Some(i));
     }
-    assert!(tx.reserve(8, Behavior::Fixed).is_none(), "more than the capacity");
+    assert!(
+        tx.reserve(8, Behavior::Fixed).is_none(),
+        "more than the capacity"
+    );
     let mut s = tx.reserve(5, Behavior::Fixed).unwrap();
     assert_eq!(s.len(), 5);
     {
@@ -753,20 +756,77 @@ fn zero_copy_reserve_and_peek() {
     s.commit(4);
     assert_eq!(r.count(), 4);
     // a reservation dropped without commit publishes nothing
-    let mut s = tx.reserve(2, Behavior::Variable).unwrap();
-    s.slices().0[0] = 999;
-    drop(s);
+    {
+        let mut s = tx.reserve(2, Behavior::Variable).unwrap();
+        s.slices().0[0] = 999;
+    }
     assert_eq!(r.count(), 4);
-    assert!(rx.peek(5, Behavior::Fixed).is_none(), "bulk peek of more than is there");
-    let p = rx.peek(5, Behavior::Variable).unwrap();
-    let (a, b) = p.slices();
-    let seen: Vec<u64> = a.iter().chain(b).copied().collect();
-    assert_eq!(seen, vec![100, 101, 102, 103]);
-    drop(p);
+    assert!(
+        rx.peek(5, Behavior::Fixed).is_none(),
+        "bulk peek of more than is there"
+    );
+    {
+        let p = rx.peek(5, Behavior::Variable).unwrap();
+        let (a, b) = p.slices();
+        let seen: Vec<u64> = a.iter().chain(b).copied().collect();
+        assert_eq!(seen, vec![100, 101, 102, 103]);
+    }
     assert_eq!(r.count(), 4, "a peek dropped without finish takes nothing");
     rx.peek(4, Behavior::Fixed).unwrap().finish(1);
     let mut out = [0u64; 3];
     assert_eq!(rx.dequeue_bulk(&mut out), 3);
     assert_eq!(out, [101, 102, 103]);
     assert!(rx.peek(1, Behavior::Variable).is_none());
+}
+
+#[test]
+fn in_place_shared_calls_and_a_panicking_closure() {
+    let z = LocalZones::new();
+    let r = Ring::<u32>::create(&z, "in place", 8, RingFlags::empty()).unwrap();
+    // wrap: positions near the end of the slot array
+    assert_eq!(r.enqueue_bulk(&[0; 6]), 6);
+    assert_eq!(r.dequeue_bulk(&mut [0; 6]), 6);
+    assert_eq!(
+        r.enqueue_bulk_in_place(5, |a, b| {
+            assert_eq!((a.len(), b.len()), (2, 3));
+            for (k, v) in a.iter_mut().chain(b.iter_mut()).enumerate() {
+                *v = k as u32;
+            }
+        }),
+        5
+    );
+    assert_eq!(
+        r.enqueue_bulk_in_place(3, |_, _| panic!("not called")),
+        0,
+        "only 2 free"
+    );
+    let mut seen: Vec<u32> = vec![];
+    assert_eq!(
+        r.dequeue_bulk_in_place(4, |a, b| seen.extend(a.iter().chain(b))),
+        4
+    );
+    assert_eq!(seen, [0, 1, 2, 3]);
+    // a producer closure that panics: its range is abandoned, the ring goes on
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        r.enqueue_bulk_in_place(2, |_, _| panic!("producer closure fails"))
+    }));
+    assert!(caught.is_err());
+    assert_eq!(r.abandoned(), (2, 0));
+    assert_eq!(r.enqueue_bulk(&[42]), 1);
+    let mut out = [0u32; 2];
+    assert_eq!(
+        r.dequeue_burst(&mut out),
+        2,
+        "the abandoned range is stepped over"
+    );
+    assert_eq!(out, [4, 42]);
+    // a consumer closure that panics: its elements are taken and counted
+    assert_eq!(r.enqueue_bulk(&[5, 6]), 2);
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        r.dequeue_bulk_in_place(1, |_, _| panic!("consumer closure fails"))
+    }));
+    assert!(caught.is_err());
+    assert_eq!(r.abandoned(), (2, 1));
+    assert_eq!(r.dequeue(), Some(6));
+    assert!(r.is_empty());
 }
