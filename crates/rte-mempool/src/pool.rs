@@ -1203,26 +1203,19 @@ impl LocalPool {
     }
 
     /// Every other get: refills, tracked pools.
-    #[inline(never)]
+    #[inline(always)]
     fn get_bulk_slow(&mut self, out: &mut [Obj]) -> usize {
-        let i = &*self.pool.inner;
-        let ok = match self.cache {
-            Some(p) => cache::get(
-                slot_ref(p, i),
-                &mut self.len,
-                &i.ring,
-                self.cache_size,
-                out,
-                &mut self.scratch,
-                self.conv,
-            ),
-            None => cache::get_direct(&i.ring, out, &mut self.scratch, self.conv),
-        };
-        if !ok {
-            return 0;
-        }
-        i.mark_got(out);
-        out.len()
+        let (n, len) = get_slow(
+            &self.pool.inner,
+            self.cache,
+            self.len,
+            self.cache_size,
+            out,
+            &mut self.scratch[..],
+            self.conv,
+        );
+        self.len = len;
+        n
     }
 
     /// Put one object back.
@@ -1255,23 +1248,17 @@ impl LocalPool {
     }
 
     /// Every other put: flushes, tracked pools.
-    #[inline(never)]
+    #[inline(always)]
     fn put_bulk_slow(&mut self, objs: &[Obj]) {
-        let i = &*self.pool.inner;
-        i.mark_put(objs);
-        let refused = match self.cache {
-            Some(p) => cache::put(
-                slot_ref(p, i),
-                &mut self.len,
-                &i.ring,
-                self.flushthresh,
-                objs,
-                &mut self.scratch,
-                self.conv,
-            ),
-            None => cache::put_direct(&i.ring, objs, &mut self.scratch, self.conv),
-        };
-        i.note_refused(refused);
+        self.len = put_slow(
+            &self.pool.inner,
+            self.cache,
+            self.len,
+            self.flushthresh,
+            objs,
+            &mut self.scratch[..],
+            self.conv,
+        );
     }
 
     /// Move every object of this lcore's cache back to the ring (DPDK's
@@ -1311,6 +1298,68 @@ impl Drop for LocalPool {
                 .retain(|&k| k != key);
         }
     }
+}
+
+/// The get of [`LocalPool`] that is not served by its inlined fast path (refills, tracked
+/// pools). Out of line and given values, not the `LocalPool`: a call that borrowed the handle
+/// would make the compiler keep its fields in memory (and reload them) around every operation
+/// of a caller's loop. Returns (objects got, the cache's new length).
+#[inline(never)]
+fn get_slow(
+    i: &Inner,
+    cache: Option<std::ptr::NonNull<CacheSlot>>,
+    mut len: u32,
+    cache_size: u32,
+    out: &mut [Obj],
+    scratch: &mut [u32],
+    conv: Conv,
+) -> (usize, u32) {
+    let ok = match cache {
+        Some(p) => cache::get(
+            slot_ref(p, i),
+            &mut len,
+            &i.ring,
+            cache_size,
+            out,
+            scratch,
+            conv,
+        ),
+        None => cache::get_direct(&i.ring, out, scratch, conv),
+    };
+    if !ok {
+        return (0, len);
+    }
+    i.mark_got(out);
+    (out.len(), len)
+}
+
+/// The put of [`LocalPool`] that its inlined fast path does not serve (flushes, tracked pools);
+/// see [`get_slow`]. Returns the cache's new length.
+#[inline(never)]
+fn put_slow(
+    i: &Inner,
+    cache: Option<std::ptr::NonNull<CacheSlot>>,
+    mut len: u32,
+    flushthresh: u32,
+    objs: &[Obj],
+    scratch: &mut [u32],
+    conv: Conv,
+) -> u32 {
+    i.mark_put(objs);
+    let refused = match cache {
+        Some(p) => cache::put(
+            slot_ref(p, i),
+            &mut len,
+            &i.ring,
+            flushthresh,
+            objs,
+            scratch,
+            conv,
+        ),
+        None => cache::put_direct(&i.ring, objs, scratch, conv),
+    };
+    i.note_refused(refused);
+    len
 }
 
 #[inline(always)]
