@@ -331,6 +331,15 @@ fn source_loop(
         say(format!("ERR binding the source to lcore {lcore}: {e}"));
     }
     let k = rings.len();
+    // The source thread is the only producer of every client ring: it holds their producer
+    // sides (the single-producer fast path, enforced by the rings).
+    let mut txs: Vec<_> = match rings.iter().map(|r| r.single_producer()).collect() {
+        Ok(v) => v,
+        Err(e) => {
+            say(format!("ERR the source cannot hold the client rings: {e}"));
+            return;
+        }
+    };
     let mut local = mp.local(p);
     let crc = Crc32c::new(0);
     let mut gen = FlowGen::new(flows, 0x1234_5678_9abc_def1, 0);
@@ -385,7 +394,7 @@ fn source_loop(
                 continue;
             }
             let sent = if attached[i] {
-                local.send(&rings[i], v)
+                local.send(&mut txs[i], v)
             } else {
                 0
             };
@@ -403,13 +412,19 @@ fn source_loop(
     local.flush();
 }
 
-/// Take every object out of a dead client's ring and free it; returns how many.
+/// Take every object out of a dead client's ring and free it; returns how many. The ring's
+/// consumer side is held meanwhile (releasing the dead client's hold), so a new client taking
+/// the id waits until the drain is over; if a live client holds it already, it empties the ring
+/// itself and nothing is drained here.
 fn drain(mp: &Mempool, q: &Ring<u32>) -> u64 {
     q.recover();
+    let Ok(mut rx) = q.single_consumer() else {
+        return 0;
+    };
     let mut buf = [Obj::empty(); 64];
     let mut n = 0;
     loop {
-        let got = mp.receive(q, &mut buf);
+        let got = mp.receive(&mut rx, &mut buf);
         if got == 0 {
             return n;
         }
@@ -437,17 +452,15 @@ fn client(p: Arc<Process>, a: AppArgs) -> Result<()> {
     }
     let ring = Ring::<u32>::lookup(&*p, &ring_name(id))?;
     reg.claim(id, &*p)?;
+    // This client is its ring's only consumer: hold the consumer side (the single-consumer fast
+    // path). The server holds it for a moment while it drains the ring of a client that died
+    // with this id: wait for that.
+    let mut hold = retry(Duration::from_secs(5), || Ok(ring.single_consumer()?))?;
     let lines = stdin_lines("mp_client > ");
     let stop = Stop::new();
     let rx = Arc::new((Counter::default(), Counter::default()));
     let worker = {
-        let (p, mp, ring, stop, rx) = (
-            p.clone(),
-            mp.clone(),
-            ring.clone(),
-            stop.clone(),
-            rx.clone(),
-        );
+        let (p, mp, stop, rx) = (p.clone(), mp.clone(), stop.clone(), rx.clone());
         std::thread::spawn(move || {
             let lcore = p.lcores().first().copied().unwrap_or(0);
             if let Err(e) = p.bind_thread(lcore) {
@@ -457,7 +470,7 @@ fn client(p: Arc<Process>, a: AppArgs) -> Result<()> {
             let mut buf = vec![Obj::empty(); 64];
             let mut idle = 0u32;
             while !stop.is_raised() {
-                let n = local.receive(&ring, &mut buf);
+                let n = local.receive(&mut hold, &mut buf);
                 if n == 0 {
                     idle += 1;
                     if idle > 1024 {

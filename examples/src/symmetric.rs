@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use procctl::{Event, Process, Role};
 use rte_mempool::{Mempool, MempoolFlags, MempoolParams, Obj};
-use rte_ring::{Ring, RingFlags};
+use rte_ring::{Ring, RingFlags, SingleConsumer, SingleProducer};
 use shmconfig::Zones;
 
 use crate::{
@@ -142,18 +142,17 @@ fn run(args: Vec<String>) -> Result<()> {
         })
         .collect::<Result<_>>()?;
     reg.claim(me, &*p)?;
+    // This peer is its queue's only producer and consumer: hold both sides (the single-member
+    // fast paths). A survivor holds the consumer side for a moment while it drains the queue of
+    // a peer that died with this id: wait for that.
+    let tx = retry(Duration::from_secs(5), || Ok(queues[me].single_producer()?))?;
+    let rx = retry(Duration::from_secs(5), || Ok(queues[me].single_consumer()?))?;
     let lines = stdin_lines("symmetric_mp > ");
     let stop = Stop::new();
     let counters = Arc::new(Counters::default());
     let worker = {
-        let (p, mp, q, stop, c) = (
-            p.clone(),
-            mp.clone(),
-            queues[me].clone(),
-            stop.clone(),
-            counters.clone(),
-        );
-        std::thread::spawn(move || forward_loop(&p, &mp, &q, me, burst, &stop, &c))
+        let (p, mp, stop, c) = (p.clone(), mp.clone(), stop.clone(), counters.clone());
+        std::thread::spawn(move || forward_loop(&p, &mp, (tx, rx), me, burst, &stop, &c))
     };
     say(ready_line(&p));
     say(format!(
@@ -264,13 +263,18 @@ fn status(me: usize, c: &Counters, mp: &Mempool, rate: Option<f64>) -> String {
     )
 }
 
-/// Take every object out of a dead peer's queue and free it; returns how many.
+/// Take every object out of a dead peer's queue and free it; returns how many. The queue's
+/// consumer side is held meanwhile (releasing the dead peer's hold); if a live peer holds it
+/// already (a new peer took the id), that peer empties it and nothing is drained here.
 fn drain(mp: &Mempool, q: &Ring<u32>) -> u64 {
     q.recover();
+    let Ok(mut rx) = q.single_consumer() else {
+        return 0;
+    };
     let mut buf = [Obj::empty(); 64];
     let mut n = 0;
     loop {
-        let k = mp.receive(q, &mut buf);
+        let k = mp.receive(&mut rx, &mut buf);
         if k == 0 {
             return n;
         }
@@ -282,7 +286,7 @@ fn drain(mp: &Mempool, q: &Ring<u32>) -> u64 {
 fn forward_loop(
     p: &Process,
     mp: &Mempool,
-    q: &Ring<u32>,
+    (mut tx, mut rx): (SingleProducer<u32>, SingleConsumer<u32>),
     me: usize,
     burst: usize,
     stop: &Stop,
@@ -308,7 +312,7 @@ fn forward_loop(
                     gen.next_header().write(mp, *o);
                 }
                 // hand on through this peer's queue
-                let sent = local.send(q, &pkts);
+                let sent = local.send(&mut tx, &pkts);
                 if sent < burst {
                     local.put_bulk(&pkts[sent..]);
                     gen.rewind((burst - sent) as u64);
@@ -318,7 +322,7 @@ fn forward_loop(
             }
         }
         // consume and free
-        let n = local.receive(q, &mut out);
+        let n = local.receive(&mut rx, &mut out);
         let mut bad = 0;
         for o in &out[..n] {
             let h = PacketHeader::read(mp, *o);

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering::*;
 use std::sync::{Arc, Mutex, Once, Weak};
 use std::time::{Duration, Instant};
 
-use rte_ring::{Ring, RingError, RingFlags};
+use rte_ring::{Dequeue, Enqueue, Ring, RingError, RingFlags};
 use shmconfig::{Liveness, MemberId, MemberState, Zone, ZoneError, ZoneKind, ZoneRequest, Zones};
 
 use crate::cache;
@@ -783,7 +783,10 @@ impl Mempool {
     /// pool each object is marked "in transit" (sent by this member) before the enqueue, and
     /// belongs to the ring until a receiver adopts it. All or nothing: returns `objs.len()` or
     /// 0 (ring full; the objects stay held).
-    pub fn send(&self, ring: &Ring<u32>, objs: &[Obj]) -> usize {
+    ///
+    /// `ring` is a shared ring (`&ring`) or a held producer side (`&mut producer`, a
+    /// [`rte_ring::SingleProducer`]: the fast single-producer path).
+    pub fn send(&self, mut ring: impl Enqueue<u32>, objs: &[Obj]) -> usize {
         let i = &self.inner;
         let mut idx = [0u32; 64];
         let mut big;
@@ -816,7 +819,7 @@ impl Mempool {
 
     /// Receive up to `out.len()` objects from `ring` (of object indexes) and adopt them (a
     /// tracked pool records this member as their holder). Returns how many.
-    pub fn receive(&self, ring: &Ring<u32>, out: &mut [Obj]) -> usize {
+    pub fn receive(&self, mut ring: impl Dequeue<u32>, out: &mut [Obj]) -> usize {
         let i = &self.inner;
         let mut idx = [0u32; 64];
         let mut done = 0;
@@ -1279,11 +1282,11 @@ impl LocalPool {
     }
 
     /// See [`Mempool::send`].
-    pub fn send(&self, ring: &Ring<u32>, objs: &[Obj]) -> usize {
+    pub fn send(&self, ring: impl Enqueue<u32>, objs: &[Obj]) -> usize {
         self.pool.send(ring, objs)
     }
     /// See [`Mempool::receive`].
-    pub fn receive(&self, ring: &Ring<u32>, out: &mut [Obj]) -> usize {
+    pub fn receive(&self, ring: impl Dequeue<u32>, out: &mut [Obj]) -> usize {
         self.pool.receive(ring, out)
     }
 }
