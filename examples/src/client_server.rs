@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 use procctl::{Event, Process, Role};
 use rte_hash_with_hash::{Crc32c, HashFn};
 use rte_mempool::{Mempool, MempoolFlags, MempoolParams, Obj};
-use rte_ring::{Ring, RingFlags};
+use rte_ring::{Ring, RingFlags, SingleProducer};
 
 use crate::{
     join, mpps, ready_line, retry, say, stdin_lines, AppArgs, Counter, ExampleError, FlowGen,
@@ -332,14 +332,9 @@ fn source_loop(
     }
     let k = rings.len();
     // The source thread is the only producer of every client ring: it holds their producer
-    // sides (the single-producer fast path, enforced by the rings).
-    let mut txs: Vec<_> = match rings.iter().map(|r| r.single_producer()).collect() {
-        Ok(v) => v,
-        Err(e) => {
-            say(format!("ERR the source cannot hold the client rings: {e}"));
-            return;
-        }
-    };
+    // sides (the single-producer fast path, enforced by the rings) while it runs, and gives
+    // them back while paused (the audit takes objects out of the rings and puts them back).
+    let mut txs: Vec<SingleProducer<u32>> = Vec::new();
     let mut local = mp.local(p);
     let crc = Crc32c::new(0);
     let mut gen = FlowGen::new(flows, 0x1234_5678_9abc_def1, 0);
@@ -372,11 +367,22 @@ fn source_loop(
             }
         }
         if shared.paused.load(Ordering::Acquire) {
+            txs.clear();
             local.flush();
             shared.idle.store(true, Ordering::Release);
             std::thread::sleep(Duration::from_millis(1));
             round = 0;
             continue;
+        }
+        if txs.is_empty() {
+            match rings.iter().map(|r| r.single_producer()).collect() {
+                Ok(v) => txs = v,
+                Err(e) => {
+                    say(format!("ERR the source cannot hold the client rings: {e}"));
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            }
         }
         shared.idle.store(false, Ordering::Relaxed);
         round = round.wrapping_add(1);
