@@ -830,3 +830,16 @@ fn in_place_shared_calls_and_a_panicking_closure() {
     assert_eq!(r.dequeue(), Some(6));
     assert!(r.is_empty());
 }
+
+#[test]
+fn snapshot_reads_in_place_skipping_abandoned_ranges() {
+    let (z0, r0, r1) = two_members(RingFlags::empty());
+    assert_eq!(r0.enqueue_bulk(&[1, 2]), 2);
+    assert_eq!(r1.test_reserve_and_vanish(false, 3), 3);
+    z0.set_member_state(MemberId(1), MemberState::Dead);
+    assert_eq!(r0.enqueue_bulk(&[4, 5]), 2); // waits, abandons the dead range, goes on
+    let _rx = r0.single_consumer().unwrap(); // a held side does not stop a snapshot
+    assert_eq!(r0.snapshot(), vec![1, 2, 4, 5]);
+    assert_eq!(r0.count(), 7, "the abandoned range is still counted until passed");
+    assert_eq!(r0.snapshot(), vec![1, 2, 4, 5], "nothing was taken");
+}
