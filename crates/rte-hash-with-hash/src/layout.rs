@@ -18,17 +18,18 @@
 //!
 //! A key slot: word 0 is its state (`hash` in the low 32 bits; `FILLING`, `LIVE`, `BUF` flags and
 //! a generation counter above), then the key zero-padded to whole words, then two copies of the
-//! value (the one `BUF` names is current; updates write the other and flip `BUF`).
+//! value (the one `BUF` names is current; updates write the other and flip `BUF`). A free slot
+//! keeps the state and key it had when its key was deleted; the free stack records that state.
 
 /// `"HSHASH01"`: the first word of every table.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"HSHASH01");
 /// Bumped when the meaning of any word changes.
-pub(crate) const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 2;
 /// FNV-1a of the description of the layout, so that two builds with different layouts cannot
 /// open each other's tables even if someone forgets to bump `VERSION`.
 pub(crate) const FINGERPRINT: u32 = fnv1a(
     b"hdr:magic,ver+fp,ksz+vsz,entries+nb,next+flags,fn[4],seed+check;lock@16;chng@24;count,freetop,exttop@32;\
-      bucket:sig[2]x4x16,idx[4]x2x32,next,pad;slot:state(hash32,fill,live,buf,gen29),key[kw],val[2][vw];free:idx32|state32",
+      bucket:sig[2]x4x16,idx[4]x2x32,next,pad;slot:state(hash32,fill,live,buf,gen29),key[kw],val[2][vw];free:idx32|state32;freed-slot:state-kept",
 );
 
 const fn fnv1a(s: &[u8]) -> u32 {
@@ -71,7 +72,9 @@ pub const ENTRIES_MAX: u32 = 1 << 30;
 
 /// Slot state: the key and value are being written; the slot is not in any bucket.
 pub(crate) const S_FILLING: u64 = 1 << 32;
-/// Slot state: the slot holds a key that is in the table.
+/// Slot state: the slot holds a complete key: one in the table while a bucket references the
+/// slot, else the last key of a freed slot (a delete does not write the slot; only a refill,
+/// which bumps the generation, changes its state).
 pub(crate) const S_LIVE: u64 = 1 << 33;
 /// Slot state: which value copy is current.
 pub(crate) const S_BUF: u64 = 1 << 34;

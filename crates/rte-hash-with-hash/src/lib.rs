@@ -30,13 +30,16 @@
 //!
 //! * *Add* fills a free key slot completely (state `FILLING`, then key and value, then `LIVE`
 //!   with release) before storing its index in a bucket entry (release). A writer dying before
-//!   the store leaves a live slot no bucket references: repair frees it.
+//!   the store leaves a filled slot no bucket references: repair frees it.
 //! * *Cuckoo displacement* moves keys last first, each as **copy, then bump the change counter,
 //!   then overwrite the old entry**: a key in mid-move is in two places, never in none. A writer
 //!   dying mid-path leaves duplicates: repair keeps one copy of each key (bumping the counter
 //!   before it clears the others).
-//! * *Delete* clears the bucket entry, then marks the slot free (new generation) and pushes it on
-//!   the free stack. Dying in between leaves an unreferenced live slot: repair frees it.
+//! * *Delete* clears the bucket entry, then pushes the slot on the free stack without writing
+//!   the slot (as DPDK's lock-free mode, which only clears the entry: the slot's lines stay
+//!   clean). A freed slot keeps its last key and state word until an add refills it; the
+//!   refill's new generation is what a reader still holding the old index notices. Dying in
+//!   between leaves a slot that is neither referenced nor on the free stack: repair frees it.
 //!   With extendable buckets, the chain's last key is then moved into the hole (copy, bump,
 //!   clear) and an emptied last bucket is unlinked.
 //! * *Update* (re-adding a present key) writes the spare copy of the value and flips to it with

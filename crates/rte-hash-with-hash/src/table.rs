@@ -381,13 +381,15 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
     }
 
     /// The key stored at `position`, if that position holds a key now (as DPDK's
-    /// `rte_hash_get_key_with_position`).
+    /// `rte_hash_get_key_with_position`: the key the slot holds, confirmed by looking it up,
+    /// since a freed slot keeps its last key until it is refilled).
     pub fn get_key_with_position(&self, position: u32) -> Option<K> {
         let idx = position.checked_add(1)?;
         if idx > self.g.entries {
             return None;
         }
-        self.read_slot(idx).map(|(k, _)| k)
+        let (k, _, state) = self.read_slot(idx)?;
+        (self.find(k.as_bytes(), state as u32, None) == Some(position)).then_some(k)
     }
 
     /// Every key in the table with its position and value, bucket by bucket (as DPDK's

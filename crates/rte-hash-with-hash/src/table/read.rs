@@ -33,6 +33,22 @@ pub(super) fn key_word(kb: &[u8], j: usize) -> u64 {
     }
 }
 
+/// Do the words `s` hold key `kb` (zero-padded to whole words)?
+///
+/// Word by word, leaving at the first difference: each word is one load, one compare with the
+/// key's word in memory and one branch, with nothing held in registers between words (the
+/// signature already filtered out almost every other key, so the whole key is compared in the
+/// common case and every branch is predicted).
+#[inline(always)]
+pub(super) fn key_eq(s: &[crate::sync::AtomicU64], kb: &[u8]) -> bool {
+    for (j, w) in s.iter().enumerate() {
+        if w.load(Relaxed) != key_word(kb, j) {
+            return false;
+        }
+    }
+    true
+}
+
 /// Read `out.len()` bytes from the words at `at`.
 #[inline(always)]
 pub(super) fn read_words(mem: &Mem, at: usize, out: &mut [u8]) {
@@ -73,13 +89,13 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
         let n = keys.len().min(BULK_STRIDE);
         let (keys, hashes, out) = (&keys[..n], &hashes[..n], &mut out[..n]);
         // Pass 1: prefetch both buckets of every key (as DPDK: a key that sits in its
-        // secondary bucket then costs no extra round trip to memory in pass 2).
-        let mut bkt = [(0usize, 0usize); BULK_STRIDE];
-        for (b, &h) in bkt.iter_mut().zip(hashes) {
+        // secondary bucket then costs no extra round trip to memory in pass 2). The bucket
+        // offsets are recomputed from the hashes where needed: a few register operations are
+        // cheaper than storing and reloading them.
+        for &h in hashes {
             let (_, prim, sec) = g.split(h);
-            *b = (g.main(prim), g.main(sec));
-            self.mem.prefetch(b.0);
-            self.mem.prefetch(b.1);
+            self.mem.prefetch(g.main(prim));
+            self.mem.prefetch(g.main(sec));
         }
         let chng = self.mem.w(H_CHNG);
         let c1 = chng.load(Acquire);
@@ -88,37 +104,34 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
         let mut cand = [0u32; BULK_STRIDE];
         let mut first = [0u32; BULK_STRIDE];
         let mut in_sec = 0u32;
-        for (i, &(pb, sb)) in bkt.iter().enumerate().take(n) {
-            let sig = (hashes[i] >> 16) as u16;
-            let mut b = pb;
-            let mut c = self.sig_candidates(pb, sig);
-            if c == 0 {
-                b = sb;
-                c = self.sig_candidates(sb, sig);
+        for (i, &h) in hashes.iter().enumerate() {
+            let (sig, prim, _) = g.split(h);
+            let b = g.main(prim);
+            let c = self.sig_candidates(b, sig);
+            let (idx, rest) = if c != 0 {
+                (self.entry_idx(b, lane_of(c), Acquire), c & (c - 1))
+            } else {
                 in_sec |= 1 << i;
-            }
-            if c != 0 {
-                let idx = self.entry_idx(b, lane_of(c), Acquire);
-                self.prefetch_slot(idx);
-                first[i] = idx;
-                cand[i] = c & (c - 1);
-            }
+                self.bulk_first_in_sec(h)
+            };
+            self.prefetch_slot(idx);
+            first[i] = idx;
+            cand[i] = rest;
         }
         // Pass 3: compare each key with its first candidate; anything else (further
         // candidates, the secondary bucket, the chain) in `bulk_rest`.
-        let (mut misses, mut changed) = (0u32, 0u32);
+        let (mut hits, mut misses, mut changed) = (0u32, 0u32, 0u32);
         let mut none = None;
-        let mut found = 0;
         for i in 0..n {
             let kb = keys[i].as_bytes();
             let mut r = self.probe_slot(first[i], kb, &mut none);
             if matches!(r, Probe::Miss) {
                 let sec = in_sec & (1 << i) != 0;
-                r = self.bulk_rest(bkt[i], sec, cand[i], hashes[i], kb);
+                r = self.bulk_rest(sec, cand[i], hashes[i], kb);
             }
             out[i] = match r {
                 Probe::Hit(idx) => {
-                    found += 1;
+                    hits |= 1 << i;
                     Some(idx - 1)
                 }
                 Probe::Miss => {
@@ -131,6 +144,7 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
                 }
             };
         }
+        let mut found = hits.count_ones() as usize;
         // Keys whose slot changed while read are looked up again; so are the misses if a key
         // moved during the passes.
         let mut redo = changed;
@@ -149,19 +163,27 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
         found
     }
 
+    /// Pass 2 of a bulk lookup for a key with no candidate in its primary bucket (a few per
+    /// cent of keys; out of line, so that the loop for the others stays short): the first
+    /// candidate's slot index in the secondary bucket (0 if none) and the other candidates.
+    #[inline(never)]
+    fn bulk_first_in_sec(&self, hash: u32) -> (u32, u32) {
+        let (sig, _, sec) = self.g.split(hash);
+        let b = self.g.main(sec);
+        let c = self.sig_candidates(b, sig);
+        if c == 0 {
+            return (0, 0);
+        }
+        (self.entry_idx(b, lane_of(c), Acquire), c & (c - 1))
+    }
+
     /// The rest of a bulk lookup's search for one key whose first candidate missed: the other
     /// candidates `cand` of the bucket searched first (the secondary if `sec`), then the
     /// secondary bucket in full (unless searched first) and its chain.
     #[inline(never)]
-    fn bulk_rest(
-        &self,
-        (pb, sb): (usize, usize),
-        sec: bool,
-        cand: u32,
-        hash: u32,
-        kb: &[u8],
-    ) -> Probe {
-        let sig = (hash >> 16) as u16;
+    fn bulk_rest(&self, sec: bool, cand: u32, hash: u32, kb: &[u8]) -> Probe {
+        let (sig, prim, sec_b) = self.g.split(hash);
+        let (pb, sb) = (self.g.main(prim), self.g.main(sec_b));
         let mut none = None;
         let b = if sec { sb } else { pb };
         let mut m = cand;
@@ -185,15 +207,14 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
         Probe::Miss
     }
 
-    /// Prefetch the first cache line(s) of key slot `idx`, if it is a valid index.
+    /// Prefetch the first cache line(s) of key slot `idx` (whatever `idx` is: an invalid
+    /// index read from a racing bucket only wastes a prefetch).
     #[inline(always)]
     pub(super) fn prefetch_slot(&self, idx: u32) {
-        if idx != 0 && idx <= self.g.entries {
-            let sw = self.slot_at(idx);
-            self.mem.prefetch(sw);
-            if Self::KW > 6 {
-                self.mem.prefetch(sw + Self::KW);
-            }
+        let sw = self.slot_at(idx);
+        self.mem.prefetch(sw);
+        if Self::KW > 6 {
+            self.mem.prefetch(sw + Self::KW);
         }
     }
 
@@ -235,13 +256,7 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
         if s1 & (S_FILLING | S_LIVE) != S_LIVE {
             return Probe::Miss;
         }
-        // One branch for the whole key (the signature already filtered out almost every other
-        // key, so a full compare is the common case).
-        let mut diff = 0;
-        for j in 0..Self::KW {
-            diff |= s[1 + j].load(Relaxed) ^ key_word(kb, j);
-        }
-        if diff != 0 {
+        if !key_eq(&s[1..1 + Self::KW], kb) {
             // Key words change only when a freed slot is refilled, so the key we look for was
             // deleted during this lookup if it was here at all: a miss is right.
             return Probe::Miss;
@@ -355,8 +370,9 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
         }
     }
 
-    /// A consistent copy of slot `idx`'s key and value, if it holds a key.
-    pub(super) fn read_slot(&self, idx: u32) -> Option<(K, V)> {
+    /// A consistent copy of slot `idx`'s key and value, with the state word they were read
+    /// under, if it holds a complete key (a freed slot still does: see [`S_LIVE`]).
+    pub(super) fn read_slot(&self, idx: u32) -> Option<(K, V, u64)> {
         let g = &self.g;
         let sw = g.slot(idx);
         loop {
@@ -375,7 +391,7 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
             );
             fence(Acquire);
             if self.mem.w(sw).load(Relaxed) == s1 {
-                return Some((k, v));
+                return Some((k, v, s1));
             }
             spin_loop();
         }
@@ -414,7 +430,7 @@ impl<K: Plain, V: Plain, H: HashFn> Iterator for Iter<'_, K, V, H> {
                 if idx == 0 || idx > g.entries {
                     continue;
                 }
-                if let Some((k, v)) = t.read_slot(idx) {
+                if let Some((k, v, _)) = t.read_slot(idx) {
                     return Some((idx - 1, k, v));
                 }
             }

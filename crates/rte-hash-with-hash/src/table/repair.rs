@@ -6,7 +6,8 @@ use super::*;
 impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
     /// Check every invariant the writer keeps (run with writers stopped): each key in exactly
     /// one place, in one of its two buckets or its secondary's chain, signatures right, slots
-    /// live exactly when referenced, free lists and count consistent. Returns what is wrong.
+    /// live when referenced, none half-filled, free lists and count consistent. Returns what is
+    /// wrong.
     pub fn check_consistency(&self) -> Result<(), String> {
         let g = &self.g;
         let mut seen = vec![false; g.entries as usize + 1];
@@ -56,8 +57,8 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
         }
         for idx in 1..=g.entries {
             let s = self.mem.w(g.slot(idx)).load(Acquire);
-            if !seen[idx as usize] && s & (S_LIVE | S_FILLING) != 0 {
-                return Err(format!("slot {idx} live but in no bucket"));
+            if !seen[idx as usize] && s & S_FILLING != 0 {
+                return Err(format!("slot {idx} half-filled and in no bucket"));
             }
         }
         if n != self.count() {
@@ -210,11 +211,12 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
                 }
             }
         }
-        // 4. Slots: live exactly when referenced.
+        // 4. Slots a dead add left half-filled: not filling any more, new generation. (Other
+        // unreferenced slots keep their state, as freed slots do; the free stack records it.)
         for idx in 1..=g.entries {
             let sw = g.slot(idx);
             let s = self.mem.w(sw).load(Relaxed);
-            if !used[idx as usize] && s & (S_LIVE | S_FILLING) != 0 {
+            if !used[idx as usize] && s & S_FILLING != 0 {
                 self.mem.w(sw).store(next_state(s, 0, s as u32), Release);
             }
         }

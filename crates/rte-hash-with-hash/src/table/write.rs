@@ -2,7 +2,7 @@
 //! [`Writer`].
 
 use super::*;
-use crate::table::read::{key_word, lane_of};
+use crate::table::read::{key_eq, key_word, lane_of};
 
 /// Longest cuckoo search, in buckets visited (as DPDK's `RTE_HASH_BFS_QUEUE_MAX_LEN`).
 const BFS_MAX: usize = 1000;
@@ -150,11 +150,7 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
         if s[0].load(Relaxed) & (S_FILLING | S_LIVE) != S_LIVE {
             return false;
         }
-        let mut diff = 0;
-        for j in 0..Self::KW {
-            diff |= s[1 + j].load(Relaxed) ^ key_word(kb, j);
-        }
-        diff == 0
+        key_eq(&s[1..], kb)
     }
 
     /// Writer-side search: the bucket word, lane and slot index holding `kb`.
@@ -259,13 +255,13 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
         sl[0].store(next_state(filling, S_LIVE, hash), Release);
     }
 
-    /// Mark slot `idx` free (not live, new generation) and push it on the free stack.
+    /// Push key slot `idx`, which no bucket references any more, on the free stack. The slot
+    /// itself is not written (its line stays clean): its state word keeps the key it last
+    /// held until an add refills it, and the refill bumps the generation (see
+    /// [`Hash::fill_slot`]), which is what a reader still holding the index notices.
     pub(super) fn release_slot(&self, idx: u32) {
-        let sw = self.slot_at(idx);
-        let s = self.mem.w(sw).load(Relaxed);
-        let freed = next_state(s, 0, s as u32);
-        self.mem.w(sw).store(freed, Release);
-        self.push_free(idx, freed);
+        let s = self.mem.w(self.slot_at(idx)).load(Relaxed);
+        self.push_free(idx, s);
     }
 
     #[inline]
