@@ -840,6 +840,10 @@ fn snapshot_reads_in_place_skipping_abandoned_ranges() {
     assert_eq!(r0.enqueue_bulk(&[4, 5]), 2); // waits, abandons the dead range, goes on
     let _rx = r0.single_consumer().unwrap(); // a held side does not stop a snapshot
     assert_eq!(r0.snapshot(), vec![1, 2, 4, 5]);
-    assert_eq!(r0.count(), 7, "the abandoned range is still counted until passed");
+    assert_eq!(
+        r0.count(),
+        7,
+        "the abandoned range is still counted until passed"
+    );
     assert_eq!(r0.snapshot(), vec![1, 2, 4, 5], "nothing was taken");
 }
