@@ -21,8 +21,8 @@
 //! side reads). A producer computes its room from a copy of the consumer tail cached on its
 //! head's line, and reads the consumer tail only when the copy says "full"; a consumer reads the
 //! producer tail (measured faster here than a cached copy). The operation then
-//! reserves `[pos, pos + n)` by moving the head: a plain store in single mode ([`SyncMode::St`],
-//! no read-modify-write at all), a CAS in the multi modes. It copies the elements, then
+//! reserves `[pos, pos + n)` by moving the head with a CAS (a side held by a single-member
+//! handle is not reserved at all: see "Single-member modes"). It copies the elements, then
 //! publishes by storing the tail with release ordering; in [`SyncMode::Mt`] it first waits until
 //! the tail reaches its own start, so reservations publish in order. [`SyncMode::Hts`] waits
 //! *before* reserving until no operation of its side is in flight (head == tail), so one
@@ -31,8 +31,15 @@
 //! it does not reproduce DPDK's relaxed tail counter, whose in-flight work cannot be attributed
 //! to a member. Every waiter spins, and yields the CPU every few thousand spins.
 //!
-//! A reservation moves at most [`MAX_OP`] (65,535) elements, the width of `n`: longer bursts
-//! are split into several reservations, longer bulks move nothing.
+//! A reservation of the shared calls moves at most [`MAX_OP`] (65,534) elements (`n` is 16
+//! bits wide and its top value marks a held side): longer bursts are split into several
+//! reservations, longer bulks move nothing. The single-member handles have no such limit.
+//!
+//! Zero copy: the handles offer [`SingleProducer::reserve`] / [`Reserved::commit`] and
+//! [`SingleConsumer::peek`] / [`Peeked::finish`] (DPDK's `*_zc_*` and peek calls); the shared
+//! calls offer [`Ring::enqueue_bulk_in_place`] and [`Ring::dequeue_bulk_in_place`], which hand
+//! a closure the claimed slots (a closure that panics abandons its claim, counted, never
+//! delivered). [`Ring::snapshot`] reads a quiet ring's elements without taking them (audits).
 //!
 //! # Dead members
 //!
