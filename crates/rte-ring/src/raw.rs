@@ -291,17 +291,13 @@ impl<T: Copy> View<T> {
     /// which no producer writes until the consumer releases them.
     #[cfg(not(hugeshare_loom))]
     pub(crate) fn slots<'a>(&self, c: &Claim) -> (&'a [T], &'a [T]) {
-        assert!(c.n <= self.size);
-        let idx = (c.pos & (self.size - 1)) as usize;
-        let size = self.size as usize;
-        let n = c.n as usize;
-        let first = n.min(size - idx);
+        let (idx, first, second) = self.runs(c);
         // SAFETY: as in `slots_mut`, read-only: the runs are inside the slot array and the
         // caller's claim keeps every writer away from them while 'a lasts.
         unsafe {
             (
                 std::slice::from_raw_parts(self.slots.as_ptr().add(idx), first),
-                std::slice::from_raw_parts(self.slots.as_ptr(), n - first),
+                std::slice::from_raw_parts(self.slots.as_ptr(), second),
             )
         }
     }
@@ -310,21 +306,28 @@ impl<T: Copy> View<T> {
     #[cfg(not(hugeshare_loom))]
     #[allow(clippy::mut_from_ref)]
     pub(crate) fn slots_mut<'a>(&self, c: &Claim) -> (&'a mut [T], &'a mut [T]) {
-        assert!(c.n <= self.size);
-        let idx = (c.pos & (self.size - 1)) as usize;
-        let size = self.size as usize;
-        let n = c.n as usize;
-        let first = n.min(size - idx);
-        // SAFETY: both runs lie inside the slot array ([idx, idx + first) and [0, n - first),
-        // disjoint because n <= size); the claim gives the caller exclusive use of these slots
+        let (idx, first, second) = self.runs(c);
+        // SAFETY: both runs lie inside the slot array ([idx, idx + first) and [0, second),
+        // disjoint because first + second = n <= size); the claim gives the caller exclusive use of these slots
         // for as long as it holds them (see above), which bounds 'a; any bytes are a valid `T`
         // (ring elements are `FromBytes`) and the slots are aligned for `T`.
         unsafe {
             (
                 std::slice::from_raw_parts_mut(self.slots.as_ptr().add(idx), first),
-                std::slice::from_raw_parts_mut(self.slots.as_ptr(), n - first),
+                std::slice::from_raw_parts_mut(self.slots.as_ptr(), second),
             )
         }
+    }
+
+    /// A claim's slots as two runs: (start index, length up to the end of the array, length of
+    /// the part that wraps to its start).
+    #[cfg(not(hugeshare_loom))]
+    fn runs(&self, c: &Claim) -> (usize, usize, usize) {
+        assert!(c.n <= self.size);
+        let idx = (c.pos & (self.size - 1)) as usize;
+        let n = c.n as usize;
+        let first = n.min(self.size as usize - idx);
+        (idx, first, n - first)
     }
 }
 
@@ -361,6 +364,16 @@ pub(crate) struct Claim {
 }
 
 impl Claim {
+    /// The claim of a single-member handle at `pos` (no head word: nothing to wait for).
+    pub(crate) fn held(pos: u32, n: u32) -> Self {
+        Claim {
+            pos,
+            n,
+            prev: 0,
+            alone: true,
+        }
+    }
+
     fn between(old: u64, new: u64) -> Self {
         let pos = old as u32;
         Claim {

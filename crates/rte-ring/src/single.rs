@@ -135,12 +135,7 @@ impl<T: RingElement> SingleProducer<T> {
         if n == 0 {
             return Outcome { n: 0, left: room };
         }
-        let claim = Claim {
-            pos: self.pos,
-            n,
-            prev: 0,
-            alone: true,
-        };
+        let claim = Claim::held(self.pos, n);
         v.write(&claim, &items[..n as usize]);
         self.pos = self.pos.wrapping_add(n);
         v.shared().prod.tail.store(self.pos, Release);
@@ -189,12 +184,7 @@ impl<T: RingElement> SingleProducer<T> {
         }
         let n = Ring::<T>::decide(want, room, how == crate::Behavior::Fixed);
         (n != 0).then_some(Reserved {
-            claim: Claim {
-                pos: self.pos,
-                n,
-                prev: 0,
-                alone: true,
-            },
+            claim: Claim::held(self.pos, n),
             owner: self,
         })
     }
@@ -276,12 +266,7 @@ impl<T: RingElement> SingleConsumer<T> {
             self.pos = pos;
             return (o.n == 1).then_some(v);
         }
-        let claim = Claim {
-            pos: self.pos,
-            n: 1,
-            prev: 0,
-            alone: true,
-        };
+        let claim = Claim::held(self.pos, 1);
         let v = view.read_one(&claim);
         self.pos = self.pos.wrapping_add(1);
         sh.cons.tail.store(self.pos, Release);
@@ -328,12 +313,7 @@ impl<T: RingElement> SingleConsumer<T> {
         if n == 0 {
             return Outcome { n: 0, left: avail };
         }
-        let claim = Claim {
-            pos: self.pos,
-            n,
-            prev: 0,
-            alone: true,
-        };
+        let claim = Claim::held(self.pos, n);
         view.read(&claim, 0, &mut out[..n as usize]);
         self.pos = self.pos.wrapping_add(n);
         sh.cons.tail.store(self.pos, Release);
@@ -362,12 +342,7 @@ impl<T: RingElement> SingleConsumer<T> {
         let want = n.min(u32::MAX as usize) as u32;
         let n = Ring::<T>::decide(want, avail, how == crate::Behavior::Fixed);
         (n != 0).then_some(Peeked {
-            claim: Claim {
-                pos: self.pos,
-                n,
-                prev: 0,
-                alone: true,
-            },
+            claim: Claim::held(self.pos, n),
             owner: self,
         })
     }
@@ -431,12 +406,7 @@ fn deq_holes<T: RingElement>(
     if plan.span == 0 {
         return (Outcome { n: 0, left: avail }, pos);
     }
-    let claim = Claim {
-        pos,
-        n: plan.span,
-        prev: 0,
-        alone: true,
-    };
+    let claim = Claim::held(pos, plan.span);
     let got = r.copy_planned(&claim, &plan, out);
     let pos = pos.wrapping_add(plan.span);
     r.mem.shared().cons.tail.store(pos, Release);
