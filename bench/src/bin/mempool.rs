@@ -74,17 +74,15 @@ fn worker(
     let mut n = 0u64;
     loop {
         for _ in 0..64 {
-            let mut i = 0;
-            while i < r.keep {
-                if local.get_bulk(&mut tab[i..i + r.bulk]) != r.bulk {
+            // As DPDK's loop: `keep` objects got in bulks of `bulk` into a table, then put back
+            // (chunks of the table, so no index is checked per call, as in C).
+            for chunk in tab[..r.keep].chunks_exact_mut(r.bulk) {
+                if local.get_bulk(chunk) != r.bulk {
                     panic!("get of {} failed (row {r:?})", r.bulk);
                 }
-                i += r.bulk;
             }
-            let mut i = 0;
-            while i < r.keep {
-                local.put_bulk(&tab[i..i + r.bulk]);
-                i += r.bulk;
+            for chunk in tab[..r.keep].chunks_exact(r.bulk) {
+                local.put_bulk(chunk);
             }
             n += r.keep as u64;
         }
