@@ -122,23 +122,14 @@ impl<T: RingElement> SingleProducer<T> {
     fn enq(&mut self, items: &[T], fixed: bool) -> Outcome {
         let v = self.view;
         let want = items.len().min(u32::MAX as usize) as u32;
-        let mut room = self
-            .capacity
-            .wrapping_add(self.cons_tail)
-            .wrapping_sub(self.pos);
-        if room < want {
-            let t = v.shared().cons.tail.load(Acquire);
-            self.cons_tail = t;
-            room = self.capacity.wrapping_add(t).wrapping_sub(self.pos);
-        }
+        let room = self.room(v, want);
         let n = Ring::<T>::decide(want, room, fixed);
         if n == 0 {
             return Outcome { n: 0, left: room };
         }
         let claim = Claim::held(self.pos, n);
         v.write(&claim, &items[..n as usize]);
-        self.pos = self.pos.wrapping_add(n);
-        v.shared().prod.tail.store(self.pos, Release);
+        self.publish(v, n);
         Outcome {
             n: n as usize,
             left: room - n,
@@ -173,15 +164,7 @@ impl<T: RingElement> SingleProducer<T> {
     /// ```
     pub fn reserve(&mut self, n: usize, how: crate::Behavior) -> Option<Reserved<'_, T>> {
         let want = n.min(u32::MAX as usize) as u32;
-        let mut room = self
-            .capacity
-            .wrapping_add(self.cons_tail)
-            .wrapping_sub(self.pos);
-        if room < want {
-            let t = self.view.shared().cons.tail.load(Acquire);
-            self.cons_tail = t;
-            room = self.capacity.wrapping_add(t).wrapping_sub(self.pos);
-        }
+        let room = self.room(self.view, want);
         let n = Ring::<T>::decide(want, room, how == crate::Behavior::Fixed);
         (n != 0).then_some(Reserved {
             claim: Claim::held(self.pos, n),
@@ -226,8 +209,32 @@ impl<T: RingElement> Reserved<'_, T> {
             self.claim.n
         );
         let p = self.owner;
-        p.pos = p.pos.wrapping_add(k as u32);
-        p.view.shared().prod.tail.store(p.pos, Release);
+        p.publish(p.view, k as u32);
+    }
+}
+
+impl<T: RingElement> SingleProducer<T> {
+    /// Free slots, from the cached consumer tail while it shows at least `want`, else from the
+    /// consumer tail itself (which then becomes the cached one).
+    #[inline(always)]
+    fn room(&mut self, v: View<T>, want: u32) -> u32 {
+        let mut room = self
+            .capacity
+            .wrapping_add(self.cons_tail)
+            .wrapping_sub(self.pos);
+        if room < want {
+            let t = v.shared().cons.tail.load(Acquire);
+            self.cons_tail = t;
+            room = self.capacity.wrapping_add(t).wrapping_sub(self.pos);
+        }
+        room
+    }
+
+    /// Publish the next `n` slots (written already) to the consumers.
+    #[inline(always)]
+    fn publish(&mut self, v: View<T>, n: u32) {
+        self.pos = self.pos.wrapping_add(n);
+        v.shared().prod.tail.store(self.pos, Release);
     }
 }
 
@@ -268,8 +275,7 @@ impl<T: RingElement> SingleConsumer<T> {
         }
         let claim = Claim::held(self.pos, 1);
         let v = view.read_one(&claim);
-        self.pos = self.pos.wrapping_add(1);
-        sh.cons.tail.store(self.pos, Release);
+        self.release(view, 1);
         Some(v)
     }
 
@@ -315,8 +321,7 @@ impl<T: RingElement> SingleConsumer<T> {
         }
         let claim = Claim::held(self.pos, n);
         view.read(&claim, 0, &mut out[..n as usize]);
-        self.pos = self.pos.wrapping_add(n);
-        sh.cons.tail.store(self.pos, Release);
+        self.release(view, n);
         Outcome {
             n: n as usize,
             left: avail - n,
@@ -334,8 +339,7 @@ impl<T: RingElement> SingleConsumer<T> {
     /// them).
     pub fn peek(&mut self, n: usize, how: crate::Behavior) -> Option<Peeked<'_, T>> {
         let sh = self.view.shared();
-        let t = sh.prod.tail.load(Acquire);
-        let avail = t.wrapping_sub(self.pos);
+        let avail = sh.prod.tail.load(Acquire).wrapping_sub(self.pos);
         if avail != 0 && sh.prod.holes.load(Acquire) != 0 {
             return None;
         }
@@ -383,8 +387,16 @@ impl<T: RingElement> Peeked<'_, T> {
             self.claim.n
         );
         let c = self.owner;
-        c.pos = c.pos.wrapping_add(k as u32);
-        c.view.shared().cons.tail.store(c.pos, Release);
+        c.release(c.view, k as u32);
+    }
+}
+
+impl<T: RingElement> SingleConsumer<T> {
+    /// Give the next `n` slots (read already) back to the producers.
+    #[inline(always)]
+    fn release(&mut self, v: View<T>, n: u32) {
+        self.pos = self.pos.wrapping_add(n);
+        v.shared().cons.tail.store(self.pos, Release);
     }
 }
 
