@@ -12,7 +12,6 @@ use crate::layout::{
     SLOTS_OFFSET, VERSION,
 };
 use crate::raw::{self, Claim, Mem};
-#[allow(unused_imports)] // for the documentation links
 use crate::single::{SingleConsumer, SingleProducer};
 use crate::sync::{self, Ordering::*};
 
@@ -1060,16 +1059,10 @@ impl<T: RingElement> Ring<T> {
         let (Some(claim), _) = self.reserve_mt(Which::Prod, n as u32, true, sync) else {
             return 0;
         };
-        let guard = Unwinding {
-            ring: self,
-            claim: &claim,
-            sync,
-            w: Which::Prod,
-        };
-        let (a, b) = self.mem.slots_mut(&claim);
-        f(a, b);
-        std::mem::forget(guard);
-        self.publish(Which::Prod, &claim, sync);
+        self.run_claim(Which::Prod, &claim, sync, || {
+            let (a, b) = self.mem.slots_mut(&claim);
+            f(a, b);
+        });
         n
     }
 
@@ -1091,17 +1084,27 @@ impl<T: RingElement> Ring<T> {
             }
             return 0;
         };
+        self.run_claim(Which::Cons, &claim, sync, || {
+            let (a, b) = self.mem.slots(&claim);
+            f(a, b);
+        });
+        n
+    }
+
+    /// Run `body` on an in-place claim, then publish the claim; if `body` unwinds, the claim is
+    /// abandoned instead ([`Ring::abandon_own`]).
+    #[cfg(not(hugeshare_loom))]
+    #[inline(always)]
+    fn run_claim(&self, w: Which, claim: &Claim, sync: SyncMode, body: impl FnOnce()) {
         let guard = Unwinding {
             ring: self,
-            claim: &claim,
+            claim,
             sync,
-            w: Which::Cons,
+            w,
         };
-        let (a, b) = self.mem.slots(&claim);
-        f(a, b);
+        body();
         std::mem::forget(guard);
-        self.publish(Which::Cons, &claim, sync);
-        n
+        self.publish(w, claim, sync);
     }
 
     /// Give up this member's own claim (a closure given an in-place claim panicked): wait for
@@ -1109,10 +1112,8 @@ impl<T: RingElement> Ring<T> {
     /// consumer's is published (its elements were taken, not delivered): both are counted.
     #[cold]
     fn abandon_own(&self, w: Which, c: &Claim, sync: SyncMode) {
+        self.await_turn(w, c, sync);
         let (mine, _) = self.side(w);
-        if matches!(sync, SyncMode::Mt | SyncMode::Rts) && mine.tail.load(Acquire) != c.pos {
-            self.wait_turn(w, c);
-        }
         let sh = self.mem.shared();
         match w {
             Which::Prod => {
@@ -1242,17 +1243,17 @@ impl<T: RingElement> Ring<T> {
     /// drop(tx); // the side is free again
     /// assert_eq!(r.enqueue_burst(&[4]), 1);
     /// ```
-    pub fn single_producer(&self) -> Result<crate::SingleProducer<T>, RingError> {
+    pub fn single_producer(&self) -> Result<SingleProducer<T>, RingError> {
         let pos = self.hold(Which::Prod, "producer")?;
-        Ok(crate::single::SingleProducer::new(self.clone(), pos))
+        Ok(SingleProducer::new(self.clone(), pos))
     }
 
     /// Take the consumer side for this handle alone (see [`Ring::single_producer`]). A consumer
     /// that dies while holding the side loses nothing: what it was copying out when it died was
     /// not taken from the ring and goes to the next consumer.
-    pub fn single_consumer(&self) -> Result<crate::SingleConsumer<T>, RingError> {
+    pub fn single_consumer(&self) -> Result<SingleConsumer<T>, RingError> {
         let pos = self.hold(Which::Cons, "consumer")?;
-        Ok(crate::single::SingleConsumer::new(self.clone(), pos))
+        Ok(SingleConsumer::new(self.clone(), pos))
     }
 
     /// Mark side `w` held by this member once no operation of the side is in flight; returns the
@@ -1434,17 +1435,24 @@ impl<T: RingElement> Ring<T> {
     /// Publish a claim: in MT/RTS mode wait for earlier reservations of this side first.
     #[inline(always)]
     fn publish(&self, w: Which, c: &Claim, sync: SyncMode) {
+        self.await_turn(w, c, sync);
         let (mine, _) = self.side(w);
-        let end = c.pos.wrapping_add(c.n);
-        // A claim made when the tail was at its start (`alone`) has nothing to wait for: every
-        // earlier position was published, and only this claim's owner publishes at `c.pos`.
+        mine.tail.store(c.pos.wrapping_add(c.n), Release);
+    }
+
+    /// In MT/RTS mode, wait until the tail reaches the claim's start (earlier reservations of
+    /// this side published or abandoned). A claim made when the tail was at its start (`alone`)
+    /// has nothing to wait for: every earlier position was published, and only this claim's
+    /// owner publishes at `c.pos`.
+    #[inline(always)]
+    fn await_turn(&self, w: Which, c: &Claim, sync: SyncMode) {
+        let (mine, _) = self.side(w);
         if matches!(sync, SyncMode::Mt | SyncMode::Rts)
             && !c.alone
             && mine.tail.load(Acquire) != c.pos
         {
             self.wait_turn(w, c);
         }
-        mine.tail.store(end, Release);
     }
 
     /// Wait until earlier reservations of this side are published (or abandoned).
