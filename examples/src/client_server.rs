@@ -352,7 +352,7 @@ fn source_loop(
                     // Drain only a ring no live client consumes (a new client may have taken
                     // the id already: then it empties the ring itself).
                     if reg.release_if(i, gone) || reg.member(i).is_none() {
-                        let n = drain(mp, &rings[i]);
+                        let n = crate::drain_dead_ring(mp, &rings[i]);
                         say(format!(
                             "client {i} gone: drained {n} objects from {}; pool in_use={} avail={}",
                             ring_name(i),
@@ -416,27 +416,6 @@ fn source_loop(
         }
     }
     local.flush();
-}
-
-/// Take every object out of a dead client's ring and free it; returns how many. The ring's
-/// consumer side is held meanwhile (releasing the dead client's hold), so a new client taking
-/// the id waits until the drain is over; if a live client holds it already, it empties the ring
-/// itself and nothing is drained here.
-fn drain(mp: &Mempool, q: &Ring<u32>) -> u64 {
-    q.recover();
-    let Ok(mut rx) = q.single_consumer() else {
-        return 0;
-    };
-    let mut buf = [Obj::empty(); 64];
-    let mut n = 0;
-    loop {
-        let got = mp.receive(&mut rx, &mut buf);
-        if got == 0 {
-            return n;
-        }
-        mp.put_bulk(&buf[..got]);
-        n += got as u64;
-    }
 }
 
 fn client(p: Arc<Process>, a: AppArgs) -> Result<()> {

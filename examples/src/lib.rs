@@ -435,6 +435,27 @@ impl Registry {
     }
 }
 
+/// Take every object out of the ring of a member that died (or left) and give it back to the
+/// pool; returns how many. The ring's consumer side is held meanwhile (which releases the dead
+/// member's hold), so a new member taking the ring waits until the drain is over; if a live
+/// member holds it already, that member empties it and nothing is drained here.
+pub fn drain_dead_ring(mp: &Mempool, q: &rte_ring::Ring<u32>) -> u64 {
+    q.recover();
+    let Ok(mut rx) = q.single_consumer() else {
+        return 0;
+    };
+    let mut buf = [Obj::empty(); 64];
+    let mut n = 0;
+    loop {
+        let got = mp.receive(&mut rx, &mut buf);
+        if got == 0 {
+            return n;
+        }
+        mp.put_bulk(&buf[..got]);
+        n += got as u64;
+    }
+}
+
 /// Wait up to `timeout` for `f` to succeed (objects the primary creates after a secondary
 /// started looking), returning its last error otherwise.
 pub fn retry<T>(timeout: Duration, mut f: impl FnMut() -> Result<T>) -> Result<T> {

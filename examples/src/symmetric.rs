@@ -196,7 +196,7 @@ fn run(args: Vec<String>) -> Result<()> {
             if let Event::MemberDied { member, .. } = &e {
                 if let Some(j) = reg.slot_of(*member) {
                     if j != me && reg.release_if(j, *member) {
-                        let n = drain(&mp, &queues[j]);
+                        let n = crate::drain_dead_ring(&mp, &queues[j]);
                         say(format!(
                             "peer {j} (member {}) died: drained {n} objects from its queue {}; pool in_use={} avail={}",
                             member.0,
@@ -261,26 +261,6 @@ fn status(me: usize, c: &Counters, mp: &Mempool, rate: Option<f64>) -> String {
         rate.unwrap_or(0.0),
         mp.in_use_count()
     )
-}
-
-/// Take every object out of a dead peer's queue and free it; returns how many. The queue's
-/// consumer side is held meanwhile (releasing the dead peer's hold); if a live peer holds it
-/// already (a new peer took the id), that peer empties it and nothing is drained here.
-fn drain(mp: &Mempool, q: &Ring<u32>) -> u64 {
-    q.recover();
-    let Ok(mut rx) = q.single_consumer() else {
-        return 0;
-    };
-    let mut buf = [Obj::empty(); 64];
-    let mut n = 0;
-    loop {
-        let k = mp.receive(&mut rx, &mut buf);
-        if k == 0 {
-            return n;
-        }
-        mp.put_bulk(&buf[..k]);
-        n += k as u64;
-    }
 }
 
 fn forward_loop(
