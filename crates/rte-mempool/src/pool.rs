@@ -171,23 +171,12 @@ fn register_hook() {
 /// The group's clean-up hook: flush the caches of, and (tracked pools) reclaim the objects held
 /// by, every member that is not alive, in every pool of the group.
 fn cleanup_hook(zones: &dyn Zones, dead: MemberId) -> Option<String> {
-    let mut lines = Vec::new();
-    for z in zones.list() {
-        if z.kind != ZoneKind::Mempool {
-            continue;
-        }
-        let Some(name) = z.name.strip_prefix("MP_") else {
-            continue;
-        };
-        let Ok(mp) = Mempool::open(&zones, name, false) else {
-            continue;
-        };
-        let r = mp.recover_dead_members();
-        if r.did_something() {
-            lines.push(format!("mempool {name}: {r}"));
-        }
-    }
-    (!lines.is_empty()).then(|| format!("after {dead}: {}", lines.join("; ")))
+    shmconfig::hooks::recover_each(zones, dead, ZoneKind::Mempool, "MP_", |_, name| {
+        let r = Mempool::open(&zones, name, false)
+            .ok()?
+            .recover_dead_members();
+        r.did_something().then(|| format!("mempool {name}: {r}"))
+    })
 }
 
 fn zone_err(name: &str, zone: &str, source: ZoneError) -> MempoolError {

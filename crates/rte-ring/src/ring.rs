@@ -450,6 +450,22 @@ fn check_header(zone: &Zone, zname: &str, name: &str) -> Result<Meta, RingError>
     if stored_name != Some(name) {
         return Err(bad("name", format!("{stored_name:?}"), format!("{name:?}")));
     }
+    let esize = meta.elem_size as usize;
+    if esize < 4 || esize % 4 != 0 || esize > 1 << 16 {
+        return Err(bad(
+            "element size",
+            esize.to_string(),
+            "a multiple of 4 from 4 to 65536".into(),
+        ));
+    }
+    let (len, records) = zone_len(meta.size, esize);
+    if meta.records_offset as usize != records || zone.len() < len {
+        return Err(bad(
+            "records offset / zone length",
+            format!("{}/{}", meta.records_offset, zone.len()),
+            format!("{records}/at least {len}"),
+        ));
+    }
     Ok(meta)
 }
 
@@ -463,29 +479,12 @@ fn register_hook() {
 /// in flight and release the sides they held ([`Ring::recover`]). Rings are opened by their
 /// header alone (the hook does not know element types; recovery never touches the slots).
 fn cleanup_hook(zones: &dyn Zones, dead: MemberId) -> Option<String> {
-    let mut lines = Vec::new();
-    for z in zones.list() {
-        if z.kind != ZoneKind::Ring {
-            continue;
-        }
-        let Some(name) = z.name.strip_prefix("RG_") else {
-            continue;
-        };
-        let Ok(zone) = zones.lookup(&z.name) else {
-            continue;
-        };
-        let Ok(meta) = check_header(&zone, &z.name, name) else {
-            continue;
-        };
-        let (len, records) = zone_len(meta.size, meta.elem_size as usize);
-        if meta.elem_size < 4
-            || meta.elem_size % 4 != 0
-            || meta.records_offset as usize != records
-            || zone.len() < len
-        {
-            continue;
-        }
-        // Viewed as 4-byte slots: within the real slot array, and never read or written here.
+    shmconfig::hooks::recover_each(zones, dead, ZoneKind::Ring, "RG_", |zname, name| {
+        let zone = zones.lookup(zname).ok()?;
+        let meta = check_header(&zone, zname, name).ok()?;
+        // Viewed as 4-byte slots (check_header checked the element size and the records offset):
+        // within the real slot array, and never read or written here.
+        let records = meta.records_offset as usize;
         let r = Ring::<u32>::from_parts(&zones, Mem::from_zone(zone, meta.size, records), &meta);
         let rep = r.recover();
         let mut did = Vec::new();
@@ -501,11 +500,8 @@ fn cleanup_hook(zones: &dyn Zones, dead: MemberId) -> Option<String> {
         if let Some(m) = rep.consumer_released {
             did.push(format!("released the consumer side held by {m}"));
         }
-        if !did.is_empty() {
-            lines.push(format!("ring {name}: {}", did.join(", ")));
-        }
-    }
-    (!lines.is_empty()).then(|| format!("after {dead}: {}", lines.join("; ")))
+        (!did.is_empty()).then(|| format!("ring {name}: {}", did.join(", ")))
+    })
 }
 
 impl<T: RingElement> Ring<T> {
@@ -600,15 +596,9 @@ impl<T: RingElement> Ring<T> {
                 want_type: T::TYPE_ID,
             });
         }
-        let (len, records) = zone_len(meta.size, want_size as usize);
-        if meta.records_offset as usize != records || zone.len() < len {
-            return Err(RingError::BadHeader {
-                zone: zname,
-                field: "records offset / zone length",
-                found: format!("{}/{}", meta.records_offset, zone.len()),
-                expected: format!("{records}/at least {len}"),
-            });
-        }
+        // check_header checked the records offset against the recorded element size, which is
+        // this type's.
+        let records = meta.records_offset as usize;
         Ok(Self::from_parts(
             zones,
             Mem::from_zone(zone, meta.size, records),

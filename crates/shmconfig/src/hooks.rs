@@ -18,7 +18,7 @@
 
 use std::sync::Mutex;
 
-use crate::zones::{MemberId, Zones};
+use crate::zones::{MemberId, ZoneKind, Zones};
 
 /// A clean-up hook: runs in the cleaning member with its zones and the dead member's id.
 pub type CleanupHook = fn(&dyn Zones, MemberId) -> Option<String>;
@@ -44,4 +44,34 @@ pub fn run_all(zones: &dyn Zones, dead: MemberId) -> Vec<String> {
         .into_iter()
         .filter_map(|h| h(zones, dead))
         .collect()
+}
+
+/// The common shape of a library's hook: call `recover(zone name, object name)` for every zone of
+/// `kind` named `<prefix><object name>`, and gather the lines it returns into the report line
+/// for `dead` (`None` when no object needed anything).
+///
+/// ```
+/// use shmconfig::{hooks, LocalZones, MemberId, ZoneKind, ZoneRequest, Zones};
+/// let zones = LocalZones::new();
+/// zones.reserve(&ZoneRequest::new("RG_a", 64, ZoneKind::Ring)).unwrap();
+/// zones.reserve(&ZoneRequest::new("RG_b", 64, ZoneKind::Ring)).unwrap();
+/// let line = hooks::recover_each(&zones, MemberId(3), ZoneKind::Ring, "RG_", |_, name| {
+///     (name == "b").then(|| format!("ring {name}: fixed"))
+/// });
+/// assert_eq!(line.as_deref(), Some("after member 3: ring b: fixed"));
+/// ```
+pub fn recover_each(
+    zones: &dyn Zones,
+    dead: MemberId,
+    kind: ZoneKind,
+    prefix: &str,
+    mut recover: impl FnMut(&str, &str) -> Option<String>,
+) -> Option<String> {
+    let lines: Vec<String> = zones
+        .list()
+        .iter()
+        .filter(|z| z.kind == kind)
+        .filter_map(|z| recover(&z.name, z.name.strip_prefix(prefix)?))
+        .collect();
+    (!lines.is_empty()).then(|| format!("after {dead}: {}", lines.join("; ")))
 }
