@@ -11,7 +11,7 @@ use crate::layout::{
     fingerprint, pack, unpack, zone_len, Meta, Shared, Side, MAGIC, NHOLES, RING_NAME_MAX,
     SLOTS_OFFSET, VERSION,
 };
-use crate::raw::{self, Claim, Mem};
+use crate::raw::{self, Claim, Mem, WIDE_SHARED};
 use crate::single::{SingleConsumer, SingleProducer};
 use crate::sync::{self, Ordering::*};
 
@@ -964,7 +964,7 @@ impl<T: RingElement> Ring<T> {
             return Outcome { n: 0, left: free };
         };
         let n = claim.n as usize;
-        self.mem.write(&claim, &items[..n]);
+        self.mem.write::<WIDE_SHARED>(&claim, &items[..n]);
         self.publish(Which::Prod, &claim, sync);
         Outcome {
             n,
@@ -1162,7 +1162,7 @@ impl<T: RingElement> Ring<T> {
             return Outcome { n: 0, left: avail };
         };
         let n = claim.n as usize;
-        self.mem.read(&claim, 0, &mut out[..n]);
+        self.mem.read::<WIDE_SHARED>(&claim, 0, &mut out[..n]);
         self.publish(Which::Cons, &claim, sync);
         Outcome {
             n,
@@ -1636,7 +1636,8 @@ impl<T: RingElement> Ring<T> {
     pub(crate) fn copy_planned(&self, claim: &Claim, plan: &Plan, out: &mut [T]) -> usize {
         let mut got = 0usize;
         for &(rel, len) in &plan.segs[..plan.nsegs] {
-            self.mem.read(claim, rel, &mut out[got..got + len as usize]);
+            self.mem
+                .read::<WIDE_SHARED>(claim, rel, &mut out[got..got + len as usize]);
             got += len as usize;
         }
         got

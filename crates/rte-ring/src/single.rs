@@ -19,7 +19,7 @@
 use std::fmt;
 
 use crate::element::RingElement;
-use crate::raw::{Claim, View};
+use crate::raw::{Claim, View, WIDE_HELD};
 use crate::ring::{Outcome, Ring, Which};
 use crate::sync::Ordering::{Acquire, Release};
 
@@ -128,7 +128,7 @@ impl<T: RingElement> SingleProducer<T> {
             return Outcome { n: 0, left: room };
         }
         let claim = Claim::held(self.pos, n);
-        v.write(&claim, &items[..n as usize]);
+        v.write::<WIDE_HELD>(&claim, &items[..n as usize]);
         self.publish(v, n);
         Outcome {
             n: n as usize,
@@ -320,7 +320,7 @@ impl<T: RingElement> SingleConsumer<T> {
             return Outcome { n: 0, left: avail };
         }
         let claim = Claim::held(self.pos, n);
-        view.read(&claim, 0, &mut out[..n as usize]);
+        view.read::<WIDE_HELD>(&claim, 0, &mut out[..n as usize]);
         self.release(view, n);
         Outcome {
             n: n as usize,
