@@ -239,7 +239,7 @@ fn every_length_and_offset<T: RingElement>() {
     let zones = LocalZones::new();
     let r = Ring::<T>::create(&zones, "copy lengths", 128, RingFlags::empty()).unwrap();
     let mut next = 0u32;
-    let mut out = vec![T::new_zeroed(); 70];
+    let mut out = [T::new_zeroed(); 70];
     for held in [false, true] {
         let mut handles =
             held.then(|| (r.single_producer().unwrap(), r.single_consumer().unwrap()));
