@@ -8,7 +8,9 @@
 //! * two **processes** (a forked child on CPU 1 dequeues and checks the order): burst 32, cycles
 //!   per object, SP/SC and MP/MC;
 //! * a one-element ping-pong round trip between two processes through two SP/SC rings, beside a
-//!   raw shared cache-line ping-pong (one line bounced, and ping and pong on two lines).
+//!   raw shared cache-line ping-pong (one line bounced, and ping and pong on two lines);
+//! * floors measured in the same run, with no ring: two locked read-modify-writes (what any
+//!   MP/MC enqueue + dequeue pays), and the bulk rows' copies alone.
 //!
 //! DPDK's side (`csrc/ring.c`) is DPDK's own ring from `rte_ring.h` inlined into the same loops,
 //! with no EAL (`rte_ring_init` on aligned or shared memory), the fair peer described in
@@ -520,6 +522,52 @@ struct Row {
     target: Option<f64>,
 }
 
+/// Two 128-byte-aligned counters, as a ring's producer and consumer heads are.
+#[repr(C, align(128))]
+struct Line(std::sync::atomic::AtomicU64);
+
+/// The floor under every MP/MC single row: one locked read-modify-write on each side's head
+/// per enqueue + dequeue (any multi-producer, multi-consumer ring needs one per side), with no
+/// ring around them. Cycles per pair.
+#[inline(never)]
+fn floor_locked_pair(iters: u32) -> f64 {
+    use std::sync::atomic::Ordering::AcqRel;
+    let (a, b) = (Line(0.into()), Line(0.into()));
+    let (a, b) = (black_box(&a), black_box(&b));
+    let t0 = rdtsc();
+    for _ in 0..iters {
+        a.0.fetch_add(1, AcqRel);
+        b.0.fetch_add(1, AcqRel);
+    }
+    (rdtsc() - t0) as f64 / iters as f64
+}
+
+/// The floor under the bulk rows' data movement: the same loop's copies (the caller's buffer
+/// into slots and back, `n` elements of 8 bytes, 16-byte moves) with no ring protocol at all.
+/// Cycles per bulk.
+#[inline(never)]
+fn floor_copies(n: usize, iters: u32) -> f64 {
+    let mut slots = black_box(vec![0u64; 4096]);
+    let mut buf = black_box(vec![0u64; 32]);
+    let n = black_box(n) & !3;
+    let mut pos = 0usize;
+    let t0 = rdtsc();
+    for _ in 0..iters {
+        let run = &mut slots[pos..pos + n];
+        for (d, s) in run.chunks_exact_mut(4).zip(buf[..n].chunks_exact(4)) {
+            d.copy_from_slice(s);
+        }
+        let run = black_box(&slots[pos..pos + n]);
+        for (d, s) in buf[..n].chunks_exact_mut(4).zip(run.chunks_exact(4)) {
+            d.copy_from_slice(s);
+        }
+        pos = (pos + n) & 4095 & !(n - 1);
+    }
+    let t1 = rdtsc();
+    black_box(&buf);
+    (t1 - t0) as f64 / iters as f64
+}
+
 fn main() -> Result<()> {
     let mut rounds = 5;
     let mut quick = false;
@@ -580,6 +628,9 @@ fn main() -> Result<()> {
             target,
         })
         .collect();
+    let mut floor_lock: Vec<f64> = vec![];
+    let mut floor_copy8: Vec<f64> = vec![];
+    let mut floor_copy32: Vec<f64> = vec![];
     let mut floor1: Vec<f64> = vec![];
     #[cfg_attr(not(have_dpdk), allow(unused_mut))]
     let mut floor2: Vec<f64> = vec![];
@@ -668,6 +719,21 @@ fn main() -> Result<()> {
             );
             push(&mut rows, o, dd);
         }
+        floor_lock.push(
+            (0..K1)
+                .map(|_| floor_locked_pair(single_iters / K1))
+                .fold(f64::INFINITY, f64::min),
+        );
+        floor_copy8.push(
+            (0..K1)
+                .map(|_| floor_copies(8, bulk_iters / K1))
+                .fold(f64::INFINITY, f64::min),
+        );
+        floor_copy32.push(
+            (0..K1)
+                .map(|_| floor_copies(32, bulk_iters / K1))
+                .fold(f64::INFINITY, f64::min),
+        );
         // two cores
         for n in [8usize, 32] {
             for mp in [false, true] {
@@ -759,6 +825,21 @@ fn main() -> Result<()> {
             min(&row.dpdk)
         );
     }
+    println!(
+        "{:<42} {:>9.2}   (floor under MP/MC single: one locked RMW per side, no ring)",
+        "2 locked RMW (per pair)",
+        median(&mut floor_lock)
+    );
+    println!(
+        "{:<42} {:>9.2}   (floor under bulk 8: the copies alone, 16-byte moves, no ring)",
+        "bulk 8 copies in and out (per bulk)",
+        median(&mut floor_copy8)
+    );
+    println!(
+        "{:<42} {:>9.2}   (the same for bulk 32)",
+        "bulk 32 copies in and out (per bulk)",
+        median(&mut floor_copy32)
+    );
     if !floor1.is_empty() {
         println!(
             "{:<42} {:>9.2}   (floor: one cache line bounced, round trip)",
