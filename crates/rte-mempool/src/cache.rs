@@ -123,6 +123,11 @@ fn get_refill(
     true
 }
 
+/// Up to this many objects, the direct paths copy handles through the caller's scratch buffer
+/// (the ring's copying calls); more are converted in place in the ring's slots.
+#[cfg(not(hugeshare_loom))]
+const SMALL_BULK: usize = 16;
+
 /// Take `out.len()` objects straight from the ring, all or nothing.
 #[inline(always)]
 pub(crate) fn get_direct(
@@ -148,8 +153,16 @@ pub(crate) fn get_direct(
 /// slots (no buffer between the ring and `out`).
 #[cfg(not(hugeshare_loom))]
 #[inline(always)]
-fn get_direct_bulk(ring: &Ring<u32>, out: &mut [Obj], _scratch: &mut [u32], conv: Conv) -> bool {
+fn get_direct_bulk(ring: &Ring<u32>, out: &mut [Obj], scratch: &mut [u32], conv: Conv) -> bool {
     let n = out.len();
+    if n <= SMALL_BULK && n <= scratch.len() {
+        let buf = &mut scratch[..n];
+        if ring.dequeue_bulk(buf) != n {
+            return false;
+        }
+        objs_of_handles(out, buf, conv);
+        return true;
+    }
     ring.dequeue_bulk_in_place(n, |a, b| {
         let (x, y) = out.split_at_mut(a.len());
         objs_of_handles(x, a, conv);
@@ -239,7 +252,13 @@ pub(crate) fn put_direct(ring: &Ring<u32>, objs: &[Obj], scratch: &mut [u32], co
 /// Without the loom build: the handles are written in place, straight into the ring's slots.
 #[cfg(not(hugeshare_loom))]
 #[inline(always)]
-fn put_direct_bulk(ring: &Ring<u32>, objs: &[Obj], _scratch: &mut [u32], conv: Conv) -> usize {
+fn put_direct_bulk(ring: &Ring<u32>, objs: &[Obj], scratch: &mut [u32], conv: Conv) -> usize {
+    let n = objs.len();
+    if n <= SMALL_BULK && n <= scratch.len() {
+        let buf = &mut scratch[..n];
+        handles_of_objs(buf, objs, conv);
+        return n - ring.enqueue_bulk(buf);
+    }
     let mut refused = 0;
     for chunk in objs.chunks(rte_ring::MAX_OP) {
         let done = ring.enqueue_bulk_in_place(chunk.len(), |a, b| {
