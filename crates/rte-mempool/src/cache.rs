@@ -13,7 +13,7 @@ use crate::obj::{Conv, Obj};
 use crate::sync::{yield_now, Ordering::*};
 
 #[cfg(not(hugeshare_loom))]
-use crate::raw::{handles_of_objs, load_h, load_objs, objs_of_handles, store_h, store_objs};
+use crate::raw::{handles_of_runs, load_h, load_objs, objs_of_runs, store_h, store_objs};
 
 /// Largest request the cache serves (larger ones go straight to the ring).
 pub(crate) const CACHE_REQ_MAX: usize = CACHE_OBJS / 2;
@@ -101,7 +101,7 @@ fn get_refill(
 ) -> bool {
     let n = out.len();
     if n > CACHE_REQ_MAX {
-        return get_direct(ring, out, scratch, conv);
+        return get_direct(ring, out, scratch, &conv);
     }
     let remaining = n - len;
     let want = size as usize + remaining;
@@ -123,18 +123,17 @@ fn get_refill(
     true
 }
 
-/// Up to this many objects, the direct paths copy handles through the caller's scratch buffer
-/// (the ring's copying calls); more are converted in place in the ring's slots.
-#[cfg(not(hugeshare_loom))]
-const SMALL_BULK: usize = 16;
-
 /// Take `out.len()` objects straight from the ring, all or nothing.
+///
+/// `conv` is taken by reference so that its fields are read where the handles are converted,
+/// after the ring's CAS: by value, the compiler copied them to the stack before the CAS, two
+/// more stores for the locked instruction to wait on (the same for [`put_direct`]).
 #[inline(always)]
 pub(crate) fn get_direct(
     ring: &Ring<u32>,
     out: &mut [Obj],
     scratch: &mut [u32],
-    conv: Conv,
+    conv: &Conv,
 ) -> bool {
     if let [o] = out {
         // One object: the ring's single dequeue, by value (no buffer, no copy loop).
@@ -153,26 +152,14 @@ pub(crate) fn get_direct(
 /// slots (no buffer between the ring and `out`).
 #[cfg(not(hugeshare_loom))]
 #[inline(always)]
-fn get_direct_bulk(ring: &Ring<u32>, out: &mut [Obj], scratch: &mut [u32], conv: Conv) -> bool {
+fn get_direct_bulk(ring: &Ring<u32>, out: &mut [Obj], _scratch: &mut [u32], conv: &Conv) -> bool {
     let n = out.len();
-    if n <= SMALL_BULK && n <= scratch.len() {
-        let buf = &mut scratch[..n];
-        if ring.dequeue_bulk(buf) != n {
-            return false;
-        }
-        objs_of_handles(out, buf, conv);
-        return true;
-    }
-    ring.dequeue_bulk_in_place(n, |a, b| {
-        let (x, y) = out.split_at_mut(a.len());
-        objs_of_handles(x, a, conv);
-        objs_of_handles(y, b, conv);
-    }) == n
+    ring.dequeue_bulk_in_place(n, |a, b| objs_of_runs(out, a, b, *conv)) == n
 }
 
 #[cfg(hugeshare_loom)]
 #[inline(always)]
-fn get_direct_bulk(ring: &Ring<u32>, out: &mut [Obj], scratch: &mut [u32], conv: Conv) -> bool {
+fn get_direct_bulk(ring: &Ring<u32>, out: &mut [Obj], scratch: &mut [u32], conv: &Conv) -> bool {
     let n = out.len();
     let mut big;
     let buf = if n <= scratch.len() {
@@ -184,7 +171,7 @@ fn get_direct_bulk(ring: &Ring<u32>, out: &mut [Obj], scratch: &mut [u32], conv:
     if ring.dequeue_bulk(buf) != n {
         return false;
     }
-    objs_of_handles(out, buf, conv);
+    objs_of_handles(out, buf, *conv);
     true
 }
 
@@ -227,7 +214,7 @@ fn put_flush(
 ) -> usize {
     let n = objs.len();
     if n > flushthresh as usize {
-        return put_direct(ring, objs, scratch, conv);
+        return put_direct(ring, objs, scratch, &conv);
     }
     load_h(c, 0, &mut scratch[..len], conv);
     // Empty the cache before the objects reach the ring: killed in between, they are lost,
@@ -241,7 +228,12 @@ fn put_flush(
 
 /// Give objects straight to the ring; returns how many it refused.
 #[inline(always)]
-pub(crate) fn put_direct(ring: &Ring<u32>, objs: &[Obj], scratch: &mut [u32], conv: Conv) -> usize {
+pub(crate) fn put_direct(
+    ring: &Ring<u32>,
+    objs: &[Obj],
+    scratch: &mut [u32],
+    conv: &Conv,
+) -> usize {
     if let [o] = objs {
         // One object: the ring's single enqueue.
         return ring.enqueue(conv.handle(*o)).is_err() as usize;
@@ -252,20 +244,15 @@ pub(crate) fn put_direct(ring: &Ring<u32>, objs: &[Obj], scratch: &mut [u32], co
 /// Without the loom build: the handles are written in place, straight into the ring's slots.
 #[cfg(not(hugeshare_loom))]
 #[inline(always)]
-fn put_direct_bulk(ring: &Ring<u32>, objs: &[Obj], scratch: &mut [u32], conv: Conv) -> usize {
+fn put_direct_bulk(ring: &Ring<u32>, objs: &[Obj], _scratch: &mut [u32], conv: &Conv) -> usize {
     let n = objs.len();
-    if n <= SMALL_BULK && n <= scratch.len() {
-        let buf = &mut scratch[..n];
-        handles_of_objs(buf, objs, conv);
-        return n - ring.enqueue_bulk(buf);
+    if n <= rte_ring::MAX_OP {
+        return n - ring.enqueue_bulk_in_place(n, |a, b| handles_of_runs(a, b, objs, *conv));
     }
     let mut refused = 0;
     for chunk in objs.chunks(rte_ring::MAX_OP) {
-        let done = ring.enqueue_bulk_in_place(chunk.len(), |a, b| {
-            let (x, y) = chunk.split_at(a.len());
-            handles_of_objs(a, x, conv);
-            handles_of_objs(b, y, conv);
-        });
+        let done =
+            ring.enqueue_bulk_in_place(chunk.len(), |a, b| handles_of_runs(a, b, chunk, *conv));
         refused += chunk.len() - done;
     }
     refused
@@ -273,11 +260,11 @@ fn put_direct_bulk(ring: &Ring<u32>, objs: &[Obj], scratch: &mut [u32], conv: Co
 
 #[cfg(hugeshare_loom)]
 #[inline(always)]
-fn put_direct_bulk(ring: &Ring<u32>, objs: &[Obj], scratch: &mut [u32], conv: Conv) -> usize {
+fn put_direct_bulk(ring: &Ring<u32>, objs: &[Obj], scratch: &mut [u32], conv: &Conv) -> usize {
     let mut refused = 0;
     for chunk in objs.chunks(scratch.len()) {
         let buf = &mut scratch[..chunk.len()];
-        handles_of_objs(buf, chunk, conv);
+        handles_of_objs(buf, chunk, *conv);
         refused += chunk.len() - ring.enqueue_bulk(buf);
     }
     refused

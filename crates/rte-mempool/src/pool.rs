@@ -700,7 +700,7 @@ impl Mempool {
     pub fn get_bulk(&self, out: &mut [Obj]) -> usize {
         let mut scratch = [0u32; 64];
         let i = &self.inner;
-        if !cache::get_direct(&i.ring, out, &mut scratch, i.conv) {
+        if !cache::get_direct(&i.ring, out, &mut scratch, &i.conv) {
             return 0;
         }
         i.mark_got(out);
@@ -717,7 +717,7 @@ impl Mempool {
         let mut scratch = [0u32; 64];
         let i = &self.inner;
         i.mark_put(objs);
-        let refused = cache::put_direct(&i.ring, objs, &mut scratch, i.conv);
+        let refused = cache::put_direct(&i.ring, objs, &mut scratch, &i.conv);
         i.note_refused(refused);
     }
 
@@ -1177,7 +1177,7 @@ impl LocalPool {
             }
         } else if self.direct {
             let i = &*self.pool.inner;
-            return if cache::get_direct(&i.ring, out, &mut self.scratch, self.conv) {
+            return if cache::get_direct(&i.ring, out, &mut self.scratch, &self.conv) {
                 n
             } else {
                 0
@@ -1224,7 +1224,7 @@ impl LocalPool {
             }
         } else if self.direct {
             let i = &*self.pool.inner;
-            let refused = cache::put_direct(&i.ring, objs, &mut self.scratch, self.conv);
+            let refused = cache::put_direct(&i.ring, objs, &mut self.scratch, &self.conv);
             i.note_refused(refused);
             return;
         }
@@ -1308,7 +1308,7 @@ fn get_slow(
             scratch,
             conv,
         ),
-        None => cache::get_direct(&i.ring, out, scratch, conv),
+        None => cache::get_direct(&i.ring, out, scratch, &conv),
     };
     if !ok {
         return (0, len);
@@ -1340,7 +1340,7 @@ fn put_slow(
             scratch,
             conv,
         ),
-        None => cache::put_direct(&i.ring, objs, scratch, conv),
+        None => cache::put_direct(&i.ring, objs, scratch, &conv),
     };
     i.note_refused(refused);
     len
