@@ -8,7 +8,8 @@
 //!              tail, then a line with the tail and the hole count), consumer side (256 B),
 //!              statistics (64 B), abandoned-range table (128 B)
 //! offset 896   slots: size × element size
-//! then         reservation records: size × u64 per side (producers, then consumers)
+//! then         reservation records: size × u64 per side (producers, then consumers), then
+//!              RTS completion marks: size × u64 per side (producers, then consumers)
 //! ```
 //!
 //! Everything is a position or a count: no pointer is stored, so the zone may be mapped at any
@@ -19,7 +20,7 @@ use crate::sync::{AtomicU32, AtomicU64};
 /// "HSRING" + format byte, little-endian: the first 8 bytes of every ring zone.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"HSRING\x01\x00");
 /// Version of the layout below; bumped on any change of meaning.
-pub(crate) const VERSION: u32 = 3;
+pub(crate) const VERSION: u32 = 4;
 /// Number of abandoned-range entries (see the crate docs, "Dead members").
 pub(crate) const NHOLES: usize = 16;
 /// Where [`Shared`] starts.
@@ -143,6 +144,7 @@ pub(crate) const fn fingerprint() -> u64 {
         256,
         64,
         NHOLES as u64,
+        RECORD_WORDS as u64,
         VERSION as u64,
     ];
     let mut h = 0xcbf2_9ce4_8422_2325u64;
@@ -155,11 +157,16 @@ pub(crate) const fn fingerprint() -> u64 {
     h
 }
 
-/// Zone bytes for a ring of `size` slots of `esize` bytes: header, slots, then two record arrays.
+/// Words per slot after the slots: a reservation record and an RTS completion mark, per side.
+pub(crate) const RECORD_WORDS: usize = 4;
+
+/// Zone bytes for a ring of `size` slots of `esize` bytes: header, slots, then the record
+/// arrays and the completion-mark arrays ([`RECORD_WORDS`] words per slot). Returns (zone
+/// length, offset of the records).
 pub(crate) fn zone_len(size: u32, esize: usize) -> (usize, usize) {
     let slots_end = SLOTS_OFFSET + size as usize * esize;
     let records = slots_end.next_multiple_of(64);
-    (records + 2 * size as usize * 8, records)
+    (records + RECORD_WORDS * size as usize * 8, records)
 }
 
 /// Pack a head word or a reservation record.

@@ -26,10 +26,15 @@
 //! publishes by storing the tail with release ordering; in [`SyncMode::Mt`] it first waits until
 //! the tail reaches its own start, so reservations publish in order. [`SyncMode::Hts`] waits
 //! *before* reserving until no operation of its side is in flight (head == tail), so one
-//! operation at a time is in flight and none waits after reserving. [`SyncMode::Rts`] is, in
-//! this crate, `Mt` with the head–tail distance bounded by `capacity / 8` (DPDK's `htd_max`);
-//! it does not reproduce DPDK's relaxed tail counter, whose in-flight work cannot be attributed
-//! to a member. Every waiter spins, and yields the CPU every few thousand spins.
+//! operation at a time is in flight and none waits after reserving. [`SyncMode::Rts`] (relaxed
+//! tail sync) never waits after reserving either: a member that finishes while an earlier
+//! reservation is still in flight stores a *completion mark* (`start | member | n`, one u64 per
+//! slot per side) and returns; whoever moves the tail to a marked start moves it on over the
+//! marked reservation, and so on (the mark and the tail form a Dekker pair, each side storing
+//! its word, then a sequentially consistent fence, then reading the other's; a mark is cleared
+//! when taken). Its head runs at most `htd_max` (capacity / 8) positions ahead of its tail, as
+//! in DPDK; a member that finds it further ahead waits. Every waiter spins, and yields the CPU
+//! every few thousand spins.
 //!
 //! A reservation of the shared calls moves at most [`MAX_OP`] (65,534) elements (`n` is 16
 //! bits wide and its top value marks a held side): longer bursts are split into several
@@ -77,6 +82,11 @@
 //! 4. **Dead consumers' reservations** are abandoned the same way on the consumer side: those
 //!    elements were handed to the dead member, so they are lost with it; they are counted, and
 //!    the slots become free again.
+//! 5. **RTS sides** have no waiter behind a dead member (later members leave completion marks
+//!    and return), so the dead reservation is abandoned by the first member that finds the head
+//!    `htd_max` ahead of the tail and waits, by [`Ring::recover`], or by the group's clean-up
+//!    hook; whoever abandons it then takes the marks behind it. A member that died after
+//!    leaving its mark had finished: its elements are delivered.
 //!
 //! Residual limits, stated plainly: a contender whose CAS *fails* may write its (correct but by
 //! then old) predecessor record late. If it stalled for a whole lap of the ring between two

@@ -7,7 +7,7 @@ use shmconfig::Zone;
 
 #[cfg(not(hugeshare_loom))]
 use crate::layout::SHARED_OFFSET;
-use crate::layout::{Meta, Shared, SLOTS_OFFSET};
+use crate::layout::{Meta, Shared, RECORD_WORDS, SLOTS_OFFSET};
 use crate::sync::{AtomicU64, Ordering};
 
 /// A slot as the ring stores it: the element itself, or loom's checked cell in the model build.
@@ -146,7 +146,7 @@ impl<T: Copy> Mem<T> {
     /// `size` is a power of two, and `T`'s size and alignment are those recorded.
     #[cfg(not(hugeshare_loom))]
     pub(crate) fn from_zone(zone: Zone, size: u32, records_offset: usize) -> Self {
-        let need = records_offset + 2 * size as usize * 8;
+        let need = records_offset + RECORD_WORDS * size as usize * 8;
         assert!(size.is_power_of_two() && zone.len() >= need);
         assert!(records_offset >= SLOTS_OFFSET + size as usize * core::mem::size_of::<T>());
         assert!(zone.as_ptr() as usize % 128 == 0 && core::mem::align_of::<T>() <= 128);
@@ -183,7 +183,9 @@ impl<T: Copy> Mem<T> {
     {
         let model = std::sync::Arc::new(Model {
             shared: Box::new(Shared::new()),
-            records: (0..2 * size).map(|_| AtomicU64::new(0)).collect(),
+            records: (0..RECORD_WORDS as u32 * size)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
             slots: (0..size)
                 .map(|_| loom::cell::UnsafeCell::new(T::new_zeroed()))
                 .collect(),
@@ -216,6 +218,18 @@ impl<T: Copy> View<T> {
         let i = side * self.size as usize + (pos & (self.size - 1)) as usize;
         // SAFETY: `i < 2 * size`, and the records array holds 2 × size atomics inside the memory
         // kept alive by `self`.
+        unsafe { &*self.records.as_ptr().add(i) }
+    }
+
+    /// The RTS completion mark for position `pos` of the producer (`side` 0) or consumer (1)
+    /// side: `pack(pos, member, n)` left by a member that finished its reservation `[pos, pos +
+    /// n)` before its turn to publish came (see the crate docs, "RTS"); 0 or another position
+    /// otherwise.
+    #[inline(always)]
+    pub(crate) fn done_mark(&self, side: usize, pos: u32) -> &AtomicU64 {
+        let i = (2 + side) * self.size as usize + (pos & (self.size - 1)) as usize;
+        // SAFETY: `i < 4 * size`, and the records region holds RECORD_WORDS (4) × size atomics
+        // inside the memory kept alive by `self`.
         unsafe { &*self.records.as_ptr().add(i) }
     }
 

@@ -27,9 +27,9 @@ bitflags::bitflags! {
         /// The ring holds exactly `count` elements (its slot array is the next power of two
         /// above `count`), instead of `count - 1` with `count` a power of two.
         const EXACT_SZ = 0x4;
-        /// Producers use the bounded head/tail distance mode ([`SyncMode::Rts`]).
+        /// Producers use the relaxed tail sync mode ([`SyncMode::Rts`]).
         const MP_RTS_ENQ = 0x8;
-        /// Consumers use the bounded head/tail distance mode ([`SyncMode::Rts`]).
+        /// Consumers use the relaxed tail sync mode ([`SyncMode::Rts`]).
         const MC_RTS_DEQ = 0x10;
         /// Producers are serialised, one operation in flight at a time ([`SyncMode::Hts`]).
         const MP_HTS_ENQ = 0x20;
@@ -52,9 +52,13 @@ pub enum SyncMode {
     /// Head/tail sync: a member waits until no operation of its side is in flight, then
     /// reserves; one operation in flight at a time.
     Hts,
-    /// Relaxed tail sync, as this crate implements it: [`SyncMode::Mt`] with the distance
-    /// between head and tail bounded by `htd_max` (capacity / 8), so a preempted member holds up
-    /// at most that many elements; waiters yield the CPU after spinning.
+    /// Relaxed tail sync, for overcommitted or preemptible CPUs: a member that finishes before
+    /// an earlier reservation of its side does not wait for it; it leaves a completion mark and
+    /// returns, and whoever brings the tail to its reservation moves the tail over it. The head
+    /// runs at most `htd_max` (capacity / 8) positions ahead of the tail: a member that finds it
+    /// further ahead waits (and looks for dead members while it does). RTS belongs to a side:
+    /// every call on a side created with [`RingFlags::MP_RTS_ENQ`]/[`RingFlags::MC_RTS_DEQ`]
+    /// runs as RTS, and an RTS call on another side runs as [`SyncMode::Mt`].
     Rts,
 }
 
@@ -923,17 +927,31 @@ impl<T: RingElement> Ring<T> {
     /// Enqueue with an explicit behaviour and producer mode.
     ///
     /// [`SyncMode::St`] runs as [`SyncMode::Mt`] here (the single-member fast path belongs to the
-    /// [`SingleProducer`] handle, which holds the side). The other modes may be mixed (each is
-    /// safe against the others), though only [`SyncMode::Hts`] used by every producer gives the
-    /// one-in-flight guarantee. While a [`SingleProducer`] holds the producer side, this call
+    /// [`SingleProducer`] handle, which holds the side). [`SyncMode::Mt`] and [`SyncMode::Hts`]
+    /// may be mixed (each is safe against the other), though only [`SyncMode::Hts`] used by
+    /// every producer gives the one-in-flight guarantee; RTS is the side's mode or none (see
+    /// [`SyncMode::Rts`]). While a [`SingleProducer`] holds the producer side, this call
     /// waits for it to be dropped (or for its member to die), as for any operation in flight.
     #[inline]
     pub fn enqueue_with(&self, items: &[T], how: Behavior, sync: SyncMode) -> Outcome {
         let fixed = how == Behavior::Fixed;
-        match sync {
+        match self.call_mode(self.prod_sync, sync) {
             SyncMode::St | SyncMode::Mt => self.enq(items, fixed, SyncMode::Mt),
             SyncMode::Hts => self.enq(items, fixed, SyncMode::Hts),
             SyncMode::Rts => self.enq(items, fixed, SyncMode::Rts),
+        }
+    }
+
+    /// The mode a call asking for `asked` runs in on a side created in mode `side`. RTS is a
+    /// property of the side (its publishers leave completion marks and every publisher takes
+    /// them, see the crate docs): on an RTS side every call runs as RTS, and elsewhere an RTS
+    /// call runs as MT. The other modes may be mixed.
+    #[inline(always)]
+    fn call_mode(&self, side: SyncMode, asked: SyncMode) -> SyncMode {
+        match (side, asked) {
+            (SyncMode::Rts, _) => SyncMode::Rts,
+            (_, SyncMode::Rts) => SyncMode::Mt,
+            (_, m) => m,
         }
     }
 
@@ -1117,7 +1135,13 @@ impl<T: RingElement> Ring<T> {
                 sh.stats.abandoned_deq.fetch_add(c.n as u64, Relaxed);
             }
         }
-        mine.tail.store(c.pos.wrapping_add(c.n), Release);
+        let end = c.pos.wrapping_add(c.n);
+        if sync == SyncMode::Rts {
+            mine.tail.store(end, Release);
+            self.take_marks(w, end);
+        } else {
+            mine.tail.store(end, Release);
+        }
     }
 
     /// Dequeue with an explicit behaviour and consumer mode (see [`Ring::enqueue_with`] for
@@ -1125,7 +1149,7 @@ impl<T: RingElement> Ring<T> {
     #[inline]
     pub fn dequeue_with(&self, out: &mut [T], how: Behavior, sync: SyncMode) -> Outcome {
         let fixed = how == Behavior::Fixed;
-        match sync {
+        match self.call_mode(self.cons_sync, sync) {
             SyncMode::St | SyncMode::Mt => self.deq(out, fixed, SyncMode::Mt),
             SyncMode::Hts => self.deq(out, fixed, SyncMode::Hts),
             SyncMode::Rts => self.deq(out, fixed, SyncMode::Rts),
@@ -1438,12 +1462,75 @@ impl<T: RingElement> Ring<T> {
         at_tail
     }
 
-    /// Publish a claim: in MT/RTS mode wait for earlier reservations of this side first.
+    /// Publish a claim: in MT mode wait for earlier reservations of this side first; in RTS
+    /// mode publish without waiting ([`Ring::publish_rts`]).
     #[inline(always)]
     fn publish(&self, w: Which, c: &Claim, sync: SyncMode) {
+        if sync == SyncMode::Rts {
+            return self.publish_rts(w, c);
+        }
         self.await_turn(w, c, sync);
         let (mine, _) = self.side(w);
         mine.tail.store(c.pos.wrapping_add(c.n), Release);
+    }
+
+    /// RTS publish: never waits for earlier reservations. If the tail is at the claim's start,
+    /// move it to the claim's end; otherwise leave a completion mark at the claim's start for
+    /// whoever brings the tail there, and look once more. The mark and the tail are a Dekker
+    /// pair: each side stores its word, then a sequentially consistent fence, then loads the
+    /// other's word, so at least one of them sees the other. Whoever moves the tail then takes
+    /// the marks it reaches ([`Ring::take_marks`]).
+    #[inline(never)]
+    fn publish_rts(&self, w: Which, c: &Claim) {
+        let (mine, _) = self.side(w);
+        let end = c.pos.wrapping_add(c.n);
+        if !c.alone && mine.tail.load(Acquire) != c.pos {
+            let mark = self.mem.done_mark(w as usize, c.pos);
+            let v = pack(c.pos, self.me, c.n as u16);
+            mark.store(v, Release);
+            sync::fence(SeqCst);
+            if mine.tail.load(Acquire) != c.pos {
+                // Whoever brings the tail to `c.pos` will see the mark.
+                return;
+            }
+            // The tail reached us meanwhile: publish ourselves, unless a taker already did.
+            if mine
+                .tail
+                .compare_exchange(c.pos, end, AcqRel, Relaxed)
+                .is_err()
+            {
+                return;
+            }
+            let _ = mark.compare_exchange(v, 0, Relaxed, Relaxed);
+        } else {
+            // Our turn: nobody else moves the tail from `c.pos` (no mark is there for it).
+            mine.tail.store(end, Release);
+        }
+        self.take_marks(w, end);
+    }
+
+    /// RTS: the tail has just been moved to `t` by this caller; move it on over every
+    /// reservation whose owner left a completion mark, clearing each mark taken (so that no
+    /// stale mark is found a lap, or 2^32 positions, later). Stops at the first reservation
+    /// without a mark, or when another taker moved the tail first.
+    pub(crate) fn take_marks(&self, w: Which, mut t: u32) {
+        let (mine, _) = self.side(w);
+        loop {
+            // The other half of the Dekker pair in `publish_rts`: tail stored, fence, mark read.
+            sync::fence(SeqCst);
+            let mark = self.mem.done_mark(w as usize, t);
+            let v = mark.load(Acquire);
+            let (mp, _, mn) = unpack(v);
+            if v == 0 || mp != t || mn == 0 {
+                return;
+            }
+            let end = t.wrapping_add(mn as u32);
+            if mine.tail.compare_exchange(t, end, AcqRel, Relaxed).is_err() {
+                return;
+            }
+            let _ = mark.compare_exchange(v, 0, Relaxed, Relaxed);
+            t = end;
+        }
     }
 
     /// In MT/RTS mode, wait until the tail reaches the claim's start (earlier reservations of
@@ -1529,6 +1616,13 @@ impl<T: RingElement> Ring<T> {
             }
             if hp == t {
                 return out;
+            }
+            // RTS: a reservation at the tail whose owner finished it left a mark; take it (and
+            // any after it) rather than look for its owner.
+            let v = self.mem.done_mark(w as usize, t).load(Acquire);
+            if v != 0 && unpack(v).0 == t && unpack(v).2 != 0 {
+                self.take_marks(w, t);
+                continue;
             }
             let (m, n) = if hn != 0 && hp.wrapping_sub(hn as u32) == t {
                 (hm, hn)

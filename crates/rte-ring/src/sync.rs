@@ -2,9 +2,9 @@
 //! model tests check the same protocol code that ships.
 
 #[cfg(hugeshare_loom)]
-pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64};
+pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64};
 #[cfg(not(hugeshare_loom))]
-pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64};
+pub(crate) use std::sync::atomic::{fence, AtomicU32, AtomicU64};
 
 pub(crate) use std::sync::atomic::Ordering;
 

@@ -605,12 +605,7 @@ fn drain(r: &Ring<u64>) -> Vec<u64> {
 
 #[test]
 fn dead_producer_does_not_wedge_the_ring() {
-    for flags in [
-        RingFlags::empty(),
-        RingFlags::MP_HTS_ENQ,
-        RingFlags::MP_RTS_ENQ,
-        RingFlags::SP_ENQ,
-    ] {
+    for flags in [RingFlags::empty(), RingFlags::MP_HTS_ENQ, RingFlags::SP_ENQ] {
         let (z0, r0, r1) = two_members(flags);
         assert_eq!(r0.enqueue_bulk(&[1, 2, 3]), 3);
         assert_eq!(r1.test_reserve_and_vanish(false, 5), 5);
@@ -639,6 +634,70 @@ fn dead_producer_does_not_wedge_the_ring() {
         assert_eq!(r0.enqueue_bulk(&[6]), 1);
         assert_eq!(drain(&r0), vec![6]);
     }
+}
+
+/// RTS: a producer that finishes behind a dead one does not wait for it; it leaves a
+/// completion mark and goes on. The dead range is abandoned by the first producer that finds
+/// the head too far ahead of the tail (or by `recover` / the group's clean-up hook), which then
+/// takes the marks behind it: nothing finished is lost, nothing abandoned is delivered.
+#[test]
+fn rts_producers_pass_a_dead_one_and_the_head_bound_recovers_it() {
+    let (z0, r0, r1) = two_members(RingFlags::MP_RTS_ENQ);
+    assert_eq!(r0.capacity(), 63); // RTS head-tail bound: 63 / 8 = 7
+    assert_eq!(r0.enqueue_bulk(&[1, 2, 3]), 3);
+    assert_eq!(r1.test_reserve_and_vanish(false, 5), 5); // [3, 8)
+    z0.set_member_state(MemberId(1), MemberState::Dead);
+    assert_eq!(r0.enqueue_bulk(&[4, 5]), 2, "no wait: [8, 10) marked done");
+    assert_eq!(
+        r0.enqueue_bulk(&[6]),
+        1,
+        "head 10 - tail 3 = 7: still within the bound"
+    );
+    assert_eq!(r0.count(), 3, "the tail waits at the dead range");
+    assert_eq!(r0.abandoned(), (0, 0));
+    // head 11 - tail 3 = 8 > 7: this producer waits, finds the owner of [3, 8) dead, abandons
+    // it and takes the two marks, then goes on at the tail.
+    assert_eq!(r0.enqueue_bulk(&[7]), 1);
+    assert_eq!(r0.abandoned(), (5, 0));
+    assert_eq!(
+        r0.count(),
+        12,
+        "published up to 12 (the abandoned 5 count until passed)"
+    );
+    assert_eq!(r0.info().holes_pending, 1);
+    let mut out = [0u64; 7];
+    assert_eq!(r0.dequeue_bulk(&mut out), 7, "a bulk steps over the hole");
+    assert_eq!(out, [1, 2, 3, 4, 5, 6, 7]);
+    assert!(r0.is_empty());
+    assert_eq!(r0.enqueue_bulk(&[8]), 1);
+    assert_eq!(drain(&r0), vec![8]);
+}
+
+/// RTS consumers: one that finishes behind a dead consumer keeps what it took; the slots come
+/// back to producers once the dead range is abandoned (here by `recover`).
+#[test]
+fn rts_consumer_behind_a_dead_one_keeps_its_elements() {
+    let (z0, r0, r1) = two_members(RingFlags::MC_RTS_DEQ);
+    assert_eq!(r0.enqueue_bulk(&(0..10).collect::<Vec<_>>()), 10);
+    assert_eq!(r1.test_reserve_and_vanish(true, 4), 4);
+    z0.set_member_state(MemberId(1), MemberState::Dead);
+    let mut out = [0u64; 6];
+    assert_eq!(
+        r0.dequeue_bulk(&mut out),
+        6,
+        "no wait behind the dead consumer"
+    );
+    assert_eq!(out, [4, 5, 6, 7, 8, 9]);
+    assert_eq!(
+        r0.free_count(),
+        63 - 10,
+        "the slots stay taken until the dead range goes"
+    );
+    let rep = r0.recover();
+    assert_eq!(rep.consumer_abandoned, 4);
+    assert_eq!(r0.abandoned(), (0, 4));
+    assert!(r0.is_empty());
+    assert_eq!(r0.free_count(), 63);
 }
 
 #[test]
@@ -678,11 +737,7 @@ fn chain_of_dead_producers_and_recover_without_waiters() {
 
 #[test]
 fn dead_consumer_is_counted_and_frees_its_slots() {
-    for flags in [
-        RingFlags::empty(),
-        RingFlags::MC_HTS_DEQ,
-        RingFlags::MC_RTS_DEQ,
-    ] {
+    for flags in [RingFlags::empty(), RingFlags::MC_HTS_DEQ] {
         let (z0, r0, r1) = two_members(flags);
         assert_eq!(r0.enqueue_bulk(&(0..10).collect::<Vec<_>>()), 10);
         assert_eq!(r1.test_reserve_and_vanish(true, 4), 4);

@@ -79,6 +79,14 @@ fn hts_enqueue() {
     two_producers_one_consumer(RingFlags::MP_HTS_ENQ | RingFlags::MC_HTS_DEQ);
 }
 
+/// RTS: a producer that finishes before its predecessor leaves a completion mark instead of
+/// waiting; whoever publishes up to it takes the mark. Both elements must be published once
+/// both producers have returned, whatever the interleaving.
+#[test]
+fn rts_enqueue() {
+    two_producers_one_consumer(RingFlags::MP_RTS_ENQ | RingFlags::MC_RTS_DEQ);
+}
+
 fn two_consumers(flags: RingFlags) {
     loom::model(move || {
         let lives = Lives::new();
@@ -93,7 +101,15 @@ fn two_consumers(flags: RingFlags) {
         let mut got: Vec<u64> = c.into_iter().map(|h| h.join().unwrap().unwrap()).collect();
         got.sort();
         assert_eq!(got, vec![1, 2]);
+        // Both consumers returned: their slots are given back to producers.
+        assert!(r.is_empty());
+        assert_eq!(r.free_count(), r.capacity());
     });
+}
+
+#[test]
+fn rts_dequeue() {
+    two_consumers(RingFlags::MP_RTS_ENQ | RingFlags::MC_RTS_DEQ);
 }
 
 #[test]

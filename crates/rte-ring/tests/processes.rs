@@ -273,6 +273,17 @@ fn exactly_once_hts() {
 }
 
 #[test]
+fn exactly_once_rts() {
+    exactly_once(
+        "rts",
+        RingFlags::MP_RTS_ENQ | RingFlags::MC_RTS_DEQ,
+        3,
+        2,
+        100_000,
+    );
+}
+
+#[test]
 fn exactly_once_sp_sc() {
     exactly_once("spsc", RingFlags::SP_ENQ | RingFlags::SC_DEQ, 1, 1, 200_000);
 }
