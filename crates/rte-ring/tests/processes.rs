@@ -4,7 +4,8 @@
 //!
 //! * `exactly_once_*`: several producers and consumers; every element arrives exactly once
 //!   (per-producer sequence, count, sum and sum of squares) and none is garbage (checksum).
-//! * `producers_killed_at_random_points`: producers are SIGKILLed at random moments, many rounds;
+//! * `producers_killed_at_random_points`: producers are SIGKILLed at random moments, many rounds
+//!   (MT, HTS and RTS producer sides);
 //!   the survivors and the consumer finish, the consumer gets every element of every producer in
 //!   order with no gap except the killed producers' last reservation, and the ring's accounting
 //!   balances: positions used = elements delivered + elements abandoned.
@@ -382,12 +383,17 @@ fn producers_killed_at_random_points() {
     let mut rng = Rng::seeded();
     let mut rounds_with_abandon = 0;
     let mut killed_total = 0;
+    let mut rts_recovered = 0;
     for round in 0..rounds {
-        let flags = if round % 4 == 3 {
-            RingFlags::MP_HTS_ENQ
-        } else {
-            RingFlags::empty()
+        let flags = match round % 4 {
+            3 => RingFlags::MP_HTS_ENQ,
+            1 => RingFlags::MP_RTS_ENQ,
+            _ => RingFlags::empty(),
         };
+        // On an RTS side nobody waits behind a dead producer once the others stop: the group's
+        // clean-up hook abandons it (procctl runs it when it sees the death); here the test
+        // plays the hook with `recover` once the survivors are done.
+        let rts = flags == RingFlags::MP_RTS_ENQ;
         let path = shm_path(&format!("kill{round}"));
         FileZones::remove_files(&path);
         let zones = FileZones::create(&path);
@@ -435,6 +441,16 @@ fn producers_killed_at_random_points() {
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut survivors: Vec<Child> = prods.into_iter().map(|(_, c)| c).collect();
         wait_all(&mut survivors, deadline, "surviving producers", &ring);
+        if rts {
+            let rep = ring.recover();
+            assert!(
+                rep.producer_busy.is_none() && !rep.pending,
+                "round {round}: RTS recover left work: {rep:?}"
+            );
+            if rep.producer_abandoned > 0 {
+                rts_recovered += 1;
+            }
+        }
         zones.word(DONE).store(1, Release);
         wait_all(&mut cons, deadline, "consumer", &ring);
 
@@ -498,6 +514,7 @@ fn producers_killed_at_random_points() {
     }
     eprintln!(
         "{rounds} rounds, {killed_total} producers killed, {rounds_with_abandon} rounds where a \
-         killed producer's reservation was abandoned mid-operation"
+         killed producer's reservation was abandoned mid-operation ({rts_recovered} RTS rounds \
+         where the recover played as the clean-up hook abandoned one)"
     );
 }
