@@ -547,7 +547,10 @@ pub(crate) fn handles_of_runs(a: &mut [u32], b: &mut [u32], objs: &[Obj], conv: 
     handles_of_objs(b, y, conv);
 }
 
-/// `dst[k] = base + (src[k] << shift)` for `k < 4`.
+/// `dst[k] = base + (src[k] << shift)` for `k < 4`. (The loop of [`handles_to_addrs`] has
+/// the same body with its constants set up once outside the loop; calling this from that loop
+/// measured 12% slower on cache bulk 32, so the two stay apart. The same for
+/// [`four_to_handles`].)
 ///
 /// # Safety
 /// `src..src+4` readable, `dst..dst+4` writable, not overlapping.
