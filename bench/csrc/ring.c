@@ -109,6 +109,52 @@ double ring_dpdk_bulk(int mp, int kind, unsigned n, unsigned iters)
 	return (double)(t1 - t0) / iters;
 }
 
+/* mode: 1 RTS, 2 HTS; n == 1: single element calls. The rings are made on first use. */
+static struct rte_ring *ring_sync_r[3];
+double ring_dpdk_sync(int mode, unsigned n, unsigned iters)
+{
+	if (mode < 1 || mode > 2)
+		return -1;
+	if (!ring_sync_r[mode]) {
+		unsigned flags = mode == 1 ? RING_F_MP_RTS_ENQ | RING_F_MC_RTS_DEQ
+					   : RING_F_MP_HTS_ENQ | RING_F_MC_HTS_DEQ;
+		ssize_t sz = rte_ring_get_memsize(4096);
+		void *m = aligned_alloc(128, (sz + 127) & ~127);
+		if (!m || rte_ring_init((struct rte_ring *)m, mode == 1 ? "RING_RTS" : "RING_HTS",
+					4096, flags) != 0)
+			return -1;
+		ring_sync_r[mode] = (struct rte_ring *)m;
+	}
+	struct rte_ring *r = ring_sync_r[mode];
+	void **burst = ring_burst();
+	ring_bulk_n = n;
+	unsigned sz = ring_bulk_n;
+	uint64_t t0 = rte_rdtsc();
+	if (mode == 1 && n == 1)
+		for (unsigned i = 0; i < iters; i++) {
+			rte_ring_mp_rts_enqueue_bulk(r, burst, 1, NULL);
+			rte_ring_mc_rts_dequeue_bulk(r, burst, 1, NULL);
+		}
+	else if (mode == 1)
+		for (unsigned i = 0; i < iters; i++) {
+			rte_ring_mp_rts_enqueue_bulk(r, burst, sz, NULL);
+			rte_ring_mc_rts_dequeue_bulk(r, burst, sz, NULL);
+		}
+	else if (n == 1)
+		for (unsigned i = 0; i < iters; i++) {
+			rte_ring_mp_hts_enqueue_bulk(r, burst, 1, NULL);
+			rte_ring_mc_hts_dequeue_bulk(r, burst, 1, NULL);
+		}
+	else
+		for (unsigned i = 0; i < iters; i++) {
+			rte_ring_mp_hts_enqueue_bulk(r, burst, sz, NULL);
+			rte_ring_mc_hts_dequeue_bulk(r, burst, sz, NULL);
+		}
+	uint64_t t1 = rte_rdtsc();
+	free(burst);
+	return (double)(t1 - t0) / iters;
+}
+
 double ring_dpdk_empty(int mp, unsigned iters)
 {
 	struct rte_ring *r = ring_r;

@@ -10,7 +10,9 @@
 //! * a one-element ping-pong round trip between two processes through two SP/SC rings, beside a
 //!   raw shared cache-line ping-pong (one line bounced, and ping and pong on two lines);
 //! * floors measured in the same run, with no ring: two locked read-modify-writes (what any
-//!   MP/MC enqueue + dequeue pays), and the bulk rows' copies alone.
+//!   MP/MC enqueue + dequeue pays), and the bulk rows' copies alone;
+//! * RTS and HTS rings on one core (single, bulk 8 and 32), beside DPDK's RTS and HTS rings
+//!   (no targets: DPDK's test has no such rows).
 //!
 //! DPDK's side (`csrc/ring.c`) is DPDK's own ring from `rte_ring.h` inlined into the same loops,
 //! with no EAL (`rte_ring_init` on aligned or shared memory), the fair peer described in
@@ -192,6 +194,7 @@ mod raw {
             pub fn ring_dpdk_single(mp: i32, iters: u32) -> f64;
             pub fn ring_dpdk_bulk(mp: i32, kind: i32, n: u32, iters: u32) -> f64;
             pub fn ring_dpdk_empty(mp: i32, iters: u32) -> f64;
+            pub fn ring_dpdk_sync(mode: i32, n: u32, iters: u32) -> f64;
             pub fn ring_dpdk_two_cores(mp: i32, n: u32, iters: u32) -> f64;
             pub fn ring_dpdk_xproc(mp: i32, burst: u32, count: u64) -> f64;
             pub fn ring_dpdk_pingpong(iters: u64) -> f64;
@@ -217,6 +220,11 @@ mod raw {
         pub fn bulk(mp: bool, burst: bool, n: u32, iters: u32) -> f64 {
             // SAFETY: see above.
             unsafe { ffi::ring_dpdk_bulk(mp as i32, burst as i32, n, iters) }
+        }
+        /// RTS (`rts`) or HTS ring, `n` elements a call (1: single).
+        pub fn sync(rts: bool, n: u32, iters: u32) -> f64 {
+            // SAFETY: see above.
+            unsafe { ffi::ring_dpdk_sync(if rts { 1 } else { 2 }, n, iters) }
         }
         pub fn empty(mp: bool, iters: u32) -> f64 {
             // SAFETY: see above.
@@ -246,6 +254,8 @@ use raw::{pin, rdtsc, SharedZones};
 struct Rings {
     sp: Ring<u64>,
     mp: Ring<u64>,
+    rts: Ring<u64>,
+    hts: Ring<u64>,
 }
 
 fn rings() -> Rings {
@@ -253,7 +263,47 @@ fn rings() -> Rings {
     Rings {
         sp: Ring::create(&z, "perf sp", 4096, RingFlags::SP_ENQ | RingFlags::SC_DEQ).unwrap(),
         mp: Ring::create(&z, "perf mp", 4096, RingFlags::empty()).unwrap(),
+        rts: Ring::create(
+            &z,
+            "perf rts",
+            4096,
+            RingFlags::MP_RTS_ENQ | RingFlags::MC_RTS_DEQ,
+        )
+        .unwrap(),
+        hts: Ring::create(
+            &z,
+            "perf hts",
+            4096,
+            RingFlags::MP_HTS_ENQ | RingFlags::MC_HTS_DEQ,
+        )
+        .unwrap(),
     }
+}
+
+/// An RTS or HTS ring through its default (shared) calls, `n` elements a bulk (1: the single
+/// element calls), as DPDK's `rte_ring_m[pc]_{rts,hts}_*_bulk`.
+#[inline(never)]
+fn ours_sync(r: &Ring<u64>, n: usize, iters: u32) -> f64 {
+    let mut buf = black_box(vec![0u64; 32]);
+    let n = black_box(n);
+    let t0 = rdtsc();
+    if n == 1 {
+        let slot = &mut buf[0];
+        for _ in 0..iters {
+            let _ = r.enqueue(*slot);
+            if let Some(v) = r.dequeue() {
+                *slot = v;
+            }
+        }
+    } else {
+        for _ in 0..iters {
+            r.enqueue_bulk(&buf[..n]);
+            r.dequeue_bulk(&mut buf[..n]);
+        }
+    }
+    let t1 = rdtsc();
+    black_box(&buf);
+    (t1 - t0) as f64 / iters as f64
 }
 
 /// The SP/SC rows hold both sides of the ring with the single-member handles (DPDK's SP/SC
@@ -610,6 +660,12 @@ fn main() -> Result<()> {
         ("MP/MC bulk 32 (per bulk)", "cyc", Some(0.5)),
         ("SC empty dequeue (per call)", "cyc", None),
         ("MC empty dequeue (per call)", "cyc", None),
+        ("RTS single (enq+deq)", "cyc", None),
+        ("RTS bulk 8 (per bulk)", "cyc", None),
+        ("RTS bulk 32 (per bulk)", "cyc", None),
+        ("HTS single (enq+deq)", "cyc", None),
+        ("HTS bulk 8 (per bulk)", "cyc", None),
+        ("HTS bulk 32 (per bulk)", "cyc", None),
         ("two cores SP/SC bulk 8 (per elem)", "cyc", Some(0.8)),
         ("two cores MP/MC bulk 8 (per elem)", "cyc", Some(0.8)),
         ("two cores SP/SC bulk 32 (per elem)", "cyc", Some(1.0)),
@@ -718,6 +774,18 @@ fn main() -> Result<()> {
                 d!(raw::dpdk::empty(mp, it))
             );
             push(&mut rows, o, dd);
+        }
+        for rts in [true, false] {
+            let rr = if rts { &r.rts } else { &r.hts };
+            for n in [1usize, 8, 32] {
+                let it = if n == 1 { single_iters } else { bulk_iters } / K1;
+                let (o, dd) = alt!(
+                    K1,
+                    ours_sync(rr, n, it),
+                    d!(raw::dpdk::sync(rts, n as u32, it))
+                );
+                push(&mut rows, o, dd);
+            }
         }
         floor_lock.push(
             (0..K1)
