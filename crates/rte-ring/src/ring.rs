@@ -1136,11 +1136,9 @@ impl<T: RingElement> Ring<T> {
             }
         }
         let end = c.pos.wrapping_add(c.n);
+        mine.tail.store(end, Release);
         if sync == SyncMode::Rts {
-            mine.tail.store(end, Release);
             self.take_marks(w, end);
-        } else {
-            mine.tail.store(end, Release);
         }
     }
 
@@ -1509,10 +1507,10 @@ impl<T: RingElement> Ring<T> {
         self.take_marks(w, end);
     }
 
-    /// RTS: the tail has just been moved to `t` by this caller; move it on over every
-    /// reservation whose owner left a completion mark, clearing each mark taken (so that no
-    /// stale mark is found a lap, or 2^32 positions, later). Stops at the first reservation
-    /// without a mark, or when another taker moved the tail first.
+    /// RTS: the tail is at `t` (this caller just moved it there, or found it there); move it
+    /// on over every reservation whose owner left a completion mark, clearing each mark taken
+    /// (so that no stale mark is found a lap, or 2^32 positions, later). Stops at the first
+    /// reservation without a mark, or when another taker moved the tail first.
     pub(crate) fn take_marks(&self, w: Which, mut t: u32) {
         let (mine, _) = self.side(w);
         loop {
