@@ -435,6 +435,7 @@ unsafe fn copy_out<T: Copy, const WIDE_FROM: usize>(dst: *mut T, src: *const Slo
 #[cfg(not(hugeshare_loom))]
 #[inline(always)]
 unsafe fn copy_elems<T: Copy, const WIDE_FROM: usize>(dst: *mut T, src: *const T, n: usize) {
+    const { assert!(WIDE_FROM >= 64, "copy_wide needs at least 64 bytes") };
     #[cfg(all(target_arch = "x86_64", not(miri)))]
     if n * core::mem::size_of::<T>() >= WIDE_FROM && wide() {
         // SAFETY: the CPU has AVX2 (checked just above); the byte ranges are those of the
@@ -515,8 +516,8 @@ fn wide_init() {
 /// placed at `len - 64` (overlapping the one before it when `len` is not a multiple of 64).
 /// Written as inline assembly, not as a function compiled for AVX2: a call would make every
 /// caller save its registers around it (measured: slower on every bulk size), while this
-/// clobbers two vector registers only. It ends with `vzeroupper`, so the SSE code around it
-/// pays no AVX transition cost.
+/// clobbers two vector registers only. In a build without AVX it ends with `vzeroupper`, so
+/// the SSE code around it pays no AVX transition cost.
 ///
 /// # Safety
 /// The CPU supports AVX2; `src..src+len` readable, `dst..dst+len` writable, not overlapping;
@@ -546,7 +547,6 @@ unsafe fn copy_wide(dst: *mut u8, src: *const u8, len: usize) {
             "vmovdqu ymm1, ymmword ptr [{s} + {last} + 32]",
             "vmovdqu ymmword ptr [{d} + {last}], ymm0",
             "vmovdqu ymmword ptr [{d} + {last} + 32], ymm1",
-            "vzeroupper",
             s = in(reg) src,
             d = in(reg) dst,
             last = in(reg) len - 64,
@@ -555,6 +555,15 @@ unsafe fn copy_wide(dst: *mut u8, src: *const u8, len: usize) {
             out("ymm1") _,
             options(nostack),
         );
+    }
+    // Only where the compiler emits SSE code: in a build for AVX (`-C target-cpu=native`, say)
+    // it may keep 256-bit values in other registers across this point, which `vzeroupper`
+    // would clear, and its VEX code pays no transition cost anyway.
+    #[cfg(not(target_feature = "avx"))]
+    // SAFETY: clears the upper halves of the vector registers, which code compiled without AVX
+    // never uses; touches no memory, the stack or the flags.
+    unsafe {
+        core::arch::asm!("vzeroupper", options(nomem, nostack, preserves_flags));
     }
 }
 
