@@ -1328,15 +1328,22 @@ fn count_nodes() -> usize {
         .max(1)
 }
 
-/// Free a dead member's slot and lcores and run the clean-up hooks. The caller holds the slot's
-/// byte (so it is the only cleaner).
+/// Free a dead member's lcores, run the clean-up hooks and, if they finished, free its slot.
+/// The caller holds the slot's byte (so it is the only cleaner). Returns the report and whether
+/// the slot was freed. When a hook could not finish yet (a ring reservation of the dead member
+/// behind a live member's, say), or this process has no hook for a kind of zone that keeps
+/// per-member state (it never used that library: a member that did should clean up), the slot
+/// stays marked alive, which `join` leaves alone and liveness reports as dead (nobody holds
+/// its byte), and the monitors run the hooks again. `give_up_missing`: free the slot even if
+/// hooks are missing here (no member with them has cleaned up for a while).
 fn cleanup_member(
     tables: &Tables,
     liveness: &dyn Liveness,
     me: MemberId,
     dead: MemberId,
     zones: &dyn Zones,
-) -> Vec<String> {
+    give_up_missing: bool,
+) -> (Vec<String>, bool) {
     let mut report = Vec::new();
     let h = tables.header();
     match tables.lock(me, liveness, TABLE_LOCK_TIMEOUT) {
@@ -1348,12 +1355,38 @@ fn cleanup_member(
         }
         Err(e) => report.push(format!("could not free its lcores: {e}")),
     }
-    report.extend(shmconfig::hooks::run_all(zones, dead));
+    let run = shmconfig::hooks::run_all_checked(zones, dead);
+    report.extend(run.lines);
+    if !run.unfinished.is_empty() {
+        report.push(format!(
+            "clean-up not finished, the slot stays out of use until it is: {}",
+            run.unfinished.join("; ")
+        ));
+        return (report, false);
+    }
+    if !run.missing.is_empty() {
+        let kinds = format!("{:?}", run.missing);
+        if !give_up_missing {
+            report.push(format!(
+                "this member has no clean-up hook for the group's {kinds} zones: the slot stays \
+                 out of use until a member that has cleans up"
+            ));
+            return (report, false);
+        }
+        report.push(format!(
+            "no member with a clean-up hook for the group's {kinds} zones cleaned up: slot freed \
+             without it"
+        ));
+    }
     let m = &h.members[dead.0 as usize];
     m.exit_kind.store(2, Ordering::Relaxed);
     m.state.store(member_state::FREE, Ordering::Release);
-    report
+    (report, true)
 }
+
+/// How long a dead member's slot waits for a member with the clean-up hooks this process lacks
+/// before it is freed without them.
+const MISSING_HOOK_GRACE: Duration = Duration::from_secs(2);
 
 /// The member table as the monitor last saw it: slot → (generation, pid) of live occupants.
 type Seen = Vec<Option<(u32, u32)>>;
@@ -1362,6 +1395,8 @@ fn monitor_loop(s: Arc<Shared>, tx: Sender<Event>, interval: Duration) {
     let tables = s.mem.tables;
     let h = tables.header();
     let mut seen: Seen = vec![None; MAX_MEMBERS];
+    // Slots whose clean-up could not finish (since when): retried every pass, reported once.
+    let mut retrying: Vec<Option<Instant>> = vec![None; MAX_MEMBERS];
     let mut first = true;
     let mut primary_reported = s.role == Role::Primary;
     while !s.stop.load(Ordering::Acquire) {
@@ -1414,14 +1449,23 @@ fn monitor_loop(s: Arc<Shared>, tx: Sender<Event>, interval: Duration) {
                         && m.generation.load(Ordering::Acquire) == gen
                     {
                         let view = ZonesView(s.clone());
-                        let report = cleanup_member(&tables, &*s.liveness, s.slot, id, &view);
+                        let give_up = retrying[i].is_some_and(|t| t.elapsed() > MISSING_HOOK_GRACE);
+                        let (report, done) =
+                            cleanup_member(&tables, &*s.liveness, s.slot, id, &view, give_up);
                         let _ = std::fs::remove_file(channel::socket_path(&s.dir, id));
-                        let _ = tx.send(Event::MemberDied {
-                            member: id,
-                            pid,
-                            cleaned_here: true,
-                            report,
-                        });
+                        if retrying[i].is_none() {
+                            let _ = tx.send(Event::MemberDied {
+                                member: id,
+                                pid,
+                                cleaned_here: true,
+                                report,
+                            });
+                        }
+                        retrying[i] = if done {
+                            None
+                        } else {
+                            Some(retrying[i].unwrap_or_else(Instant::now))
+                        };
                         seen[i] = None;
                     }
                     let _ = sys::ofd_unlock(&s.liveness.probe, 1 + i as u64);

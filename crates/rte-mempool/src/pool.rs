@@ -165,7 +165,7 @@ static REGISTRY: Mutex<Vec<(usize, usize, Weak<Inner>)>> = Mutex::new(Vec::new()
 static HOOK: Once = Once::new();
 
 fn register_hook() {
-    HOOK.call_once(|| shmconfig::hooks::register(cleanup_hook));
+    HOOK.call_once(|| shmconfig::hooks::register_for(ZoneKind::Mempool, cleanup_hook));
 }
 
 /// The group's clean-up hook: flush the caches of, and (tracked pools) reclaim the objects held

@@ -212,6 +212,12 @@ impl<T: Copy> View<T> {
         unsafe { self.shared.as_ref() }
     }
 
+    /// The number of slots.
+    #[inline(always)]
+    pub(crate) fn size(&self) -> u32 {
+        self.size
+    }
+
     /// The reservation record for position `pos` of the producer (`side` 0) or consumer (1) side.
     #[inline(always)]
     pub(crate) fn record(&self, side: usize, pos: u32) -> &AtomicU64 {

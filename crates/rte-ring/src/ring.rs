@@ -476,7 +476,7 @@ fn check_header(zone: &Zone, zname: &str, name: &str) -> Result<Meta, RingError>
 static HOOK: std::sync::Once = std::sync::Once::new();
 
 fn register_hook() {
-    HOOK.call_once(|| shmconfig::hooks::register(cleanup_hook));
+    HOOK.call_once(|| shmconfig::hooks::register_for(ZoneKind::Ring, cleanup_hook));
 }
 
 /// The group's clean-up hook: in every ring of the group, abandon the dead members' operations
@@ -503,6 +503,16 @@ fn cleanup_hook(zones: &dyn Zones, dead: MemberId) -> Option<String> {
         }
         if let Some(m) = rep.consumer_released {
             did.push(format!("released the consumer side held by {m}"));
+        }
+        // A reservation of the dead member behind a live member's cannot be abandoned before
+        // the tail reaches it: until then the dead member's slot must not be given to a
+        // newcomer, or the reservation would look like the newcomer's.
+        for (w, side) in [(Which::Prod, "producer"), (Which::Cons, "consumer")] {
+            if let Some(at) = r.reservation_of(w, dead) {
+                shmconfig::hooks::unfinished(format!(
+                    "ring {name}: {dead}'s {side} reservation at {at} waits behind a live member's"
+                ));
+            }
         }
         (!did.is_empty()).then(|| format!("ring {name}: {}", did.join(", ")))
     })
@@ -1662,6 +1672,44 @@ impl<T: RingElement> Ring<T> {
                 }
             }
         }
+    }
+
+    /// Where member `m` has a reservation in flight on side `w` (or holds the side), found by
+    /// walking the reservations from the tail to the head (each named by the head word or its
+    /// record; a completion mark means finished). `None` when it has none, or when a record is
+    /// missing (nothing can be told then). A snapshot: the side may have moved on meanwhile.
+    pub(crate) fn reservation_of(&self, w: Which, m: MemberId) -> Option<u32> {
+        let (mine, _) = self.side(w);
+        let (hp, hm, hn) = unpack(mine.head.load(Acquire));
+        if hn == HELD {
+            return (hm == m.0).then_some(hp);
+        }
+        let mut t = mine.tail.load(Acquire);
+        for _ in 0..self.mem.size() {
+            if t == hp {
+                return None;
+            }
+            let v = self.mem.done_mark(w as usize, t).load(Acquire);
+            let (mp, _, mn) = unpack(v);
+            if v != 0 && mp == t && mn != 0 {
+                t = t.wrapping_add(mn as u32);
+                continue;
+            }
+            let (om, n) = if hn != 0 && hp.wrapping_sub(hn as u32) == t {
+                (hm, hn)
+            } else {
+                let (rp, rm, rn) = unpack(self.mem.record(w as usize, t).load(Acquire));
+                if rp != t || rn == 0 {
+                    return None;
+                }
+                (rm, rn)
+            };
+            if om == m.0 {
+                return Some(t);
+            }
+            t = t.wrapping_add(n as u32);
+        }
+        None
     }
 
     fn add_hole(&self, start: u32, n: u32) -> Option<usize> {

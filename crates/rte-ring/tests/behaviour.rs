@@ -436,6 +436,40 @@ fn the_group_cleanup_hook_releases_dead_holders() {
     assert_eq!(r0.info().consumer_holder, None);
 }
 
+/// A dead member's reservation behind a live member's cannot be abandoned yet: the hook says
+/// the clean-up is unfinished (so the group keeps the dead member's slot out of use) until the
+/// live member's reservation is gone, then abandons it and says nothing more.
+#[test]
+fn the_hook_reports_a_dead_reservation_behind_a_live_one_as_unfinished() {
+    let z0 = LocalZones::new();
+    let r0 = Ring::<u32>::create(&z0, "behind", 64, RingFlags::empty()).unwrap();
+    let r2 = Ring::<u32>::lookup(&z0.as_member(MemberId(2)), "behind").unwrap();
+    let r1 = Ring::<u32>::lookup(&z0.as_member(MemberId(1)), "behind").unwrap();
+    assert_eq!(r0.enqueue_bulk(&[1, 2]), 2);
+    assert_eq!(r2.test_reserve_and_vanish(false, 3), 3); // alive, in flight at the tail
+    assert_eq!(r1.test_reserve_and_vanish(false, 4), 4); // dies behind it
+    z0.set_member_state(MemberId(1), MemberState::Dead);
+    let run = shmconfig::hooks::run_all_checked(&z0, MemberId(1));
+    assert_eq!(run.unfinished.len(), 1, "{run:?}");
+    assert!(
+        run.unfinished[0].contains("ring behind: member 1's producer reservation at 5"),
+        "{run:?}"
+    );
+    assert_eq!(r0.abandoned(), (0, 0));
+    // The live member dies too: now both go, and the clean-up of member 1 is complete.
+    z0.set_member_state(MemberId(2), MemberState::Dead);
+    let run = shmconfig::hooks::run_all_checked(&z0, MemberId(1));
+    assert!(run.unfinished.is_empty(), "{run:?}");
+    assert_eq!(r0.abandoned(), (7, 0));
+    let mut out = [0u32; 9];
+    assert_eq!(
+        r0.dequeue_burst(&mut out),
+        2,
+        "only the published two arrive"
+    );
+    assert_eq!(out[..2], [1, 2]);
+}
+
 #[test]
 fn bad_sizes_flags_and_elements() {
     let z = LocalZones::new();

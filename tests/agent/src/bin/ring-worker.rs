@@ -8,7 +8,10 @@
 //!   (counted in the audit zone), checking each checksum and setting its bit (a bit already set
 //!   is a duplicate);
 //! * `audit RING` — checks that every bit is set: nothing lost, nothing duplicated, nothing
-//!   corrupt.
+//!   corrupt;
+//! * `stall RING N` — reserves `N` producer slots and never publishes them (a producer stopped,
+//!   or killed, between the two), prints `READY stalled member=ID`, waits for `exit`;
+//! * `whoami` — prints `READY member=ID` (the member slot the group gave it), waits for `exit`.
 //!
 //! Each prints one `RESULT ...` line and exits 0 when its checks hold, 1 otherwise.
 #![deny(unsafe_code)]
@@ -179,6 +182,20 @@ fn main() {
                 "RESULT ok elements={} missing=0 duplicates=0 corrupt=0",
                 producers * per
             );
+        }
+        "stall" => {
+            let (name, n) = (arg(1), num(2) as u32);
+            let ring =
+                Ring::<[u64; 2]>::lookup(&p, &name).unwrap_or_else(|e| fail(&format!("{e}")));
+            if ring.test_reserve_and_vanish(false, n) != n {
+                fail(&format!("could not reserve {n} slots of {name}"));
+            }
+            println!("READY stalled member={}", p.member().0);
+            hugeshare_agent::wait_for_exit();
+        }
+        "whoami" => {
+            println!("READY member={}", p.member().0);
+            hugeshare_agent::wait_for_exit();
         }
         other => fail(&format!("unknown role {other:?}")),
     }
