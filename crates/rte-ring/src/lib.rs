@@ -41,10 +41,11 @@
 //! reservations, longer bulks move nothing. The single-member handles have no such limit.
 //!
 //! Copies move whole elements with 16-byte moves; on x86-64 CPUs with AVX2 (asked once, when
-//! a ring's memory is first viewed), runs of 64 bytes or more in the shared calls, and of 128
-//! bytes or more in the single-member handles, move 32 bytes at a time (inline assembly, so the
-//! rest of the code needs no AVX2). A handle's shorter runs stay on 16-byte moves: its bulk of
-//! 8 is bound by store-to-load forwarding, which is slower through 32-byte moves.
+//! a ring's memory is first viewed), the single-member handles move runs of 128 bytes or more
+//! 32 bytes at a time (inline assembly, so the rest of the code needs no AVX2). Shorter runs
+//! stay on 16-byte moves (a bulk of 8 is bound by store-to-load forwarding, slower through
+//! 32-byte moves), and so do the shared calls: their consumers' 32-byte loads of lines another
+//! core just wrote made the cross-core rows of `cargo xtask bench ring` slower.
 //!
 //! Zero copy: the handles offer [`SingleProducer::reserve`] / [`Reserved::commit`] and
 //! [`SingleConsumer::peek`] / [`Peeked::finish`] (DPDK's `*_zc_*` and peek calls); the shared

@@ -442,6 +442,7 @@ unsafe fn copy_out<T: Copy, const WIDE_FROM: usize>(dst: *mut T, src: *const Slo
 #[inline(always)]
 unsafe fn copy_elems<T: Copy, const WIDE_FROM: usize>(dst: *mut T, src: *const T, n: usize) {
     const { assert!(WIDE_FROM >= 64, "copy_wide needs at least 64 bytes") };
+    // (`WIDE_FROM == usize::MAX`: never; the test below is then constant-folded away.)
     #[cfg(all(target_arch = "x86_64", not(miri)))]
     if n * core::mem::size_of::<T>() >= WIDE_FROM && wide() {
         // SAFETY: the CPU has AVX2 (checked just above); the byte ranges are those of the
@@ -483,14 +484,21 @@ unsafe fn copy_elems<T: Copy, const WIDE_FROM: usize>(dst: *mut T, src: *const T
     }
 }
 
-/// From this many bytes on, the shared (multi-member) calls copy with 32-byte AVX2 moves when
-/// the CPU has them ([`copy_wide`]). Measured on Zen 4 (`cargo xtask bench ring`): MP/MC bulk 8
-/// of `u64` 22 → 18 cycles, bulk 32 32 → 24.
-pub(crate) const WIDE_SHARED: usize = 64;
+/// The shared (multi-member) calls never copy with 32-byte moves. Measured on Zen 4 (`cargo
+/// xtask bench ring`, the two builds alternating): 32-byte moves from 64 bytes on made the
+/// one-core MP/MC rows faster (bulk 8 22 → 19 cycles, bulk 32 35 → 23) but the rows where
+/// producers and consumers run on different cores slower (two cores, bulk 8: 32 → 40 cycles
+/// per element; two processes, burst 32: 4.9 → 5.6), and those are how the shared calls are
+/// used. The cost is in the consumer's 32-byte loads of lines another core just wrote (with
+/// 32-byte stores and 16-byte loads the cross-core rows stayed fast, but one-core store-to-load
+/// forwarding failed between the two widths).
+pub(crate) const WIDE_SHARED: usize = usize::MAX;
 
-/// The same threshold for the single-member handles. Their bulk 8 is bound by store-to-load
-/// forwarding from the caller's buffer to the slot and back, which is slower through 32-byte
-/// moves (13.6 → 14.6 cycles), so only longer runs take them (bulk 32: 24.7 → 19.5).
+/// From this many bytes on, the single-member handles copy with 32-byte AVX2 moves when the CPU
+/// has them ([`copy_wide`]). Their bulk 8 is bound by store-to-load forwarding from the
+/// caller's buffer to the slot and back, which is slower through 32-byte moves (13.6 → 14.6
+/// cycles), so only longer runs take them: one core, bulk 32 24.7 → 19 cycles; two cores, bulk
+/// 32 about 5% faster; two processes, burst 32 about 7% slower (see [`WIDE_SHARED`] for why).
 pub(crate) const WIDE_HELD: usize = 128;
 
 /// Whether this CPU has AVX2: 1 no, 2 yes, 0 not yet asked (`std`'s detection is a call and

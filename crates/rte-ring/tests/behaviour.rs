@@ -232,9 +232,9 @@ fn behaviours_20_bytes() {
 
 /// Every bulk length from 1 to 70, started at every slot offset so that runs wrap at every
 /// point, through the shared calls and through the single-member handles: the element copies
-/// take 16-byte moves, 32-byte moves (where the CPU has AVX2) from 64 or 128 bytes on, and an
-/// overlapping last step for lengths that are not a multiple of 64 bytes. Each element must
-/// come back whole and in order.
+/// take 16-byte moves, and in the handles 32-byte moves (where the CPU has AVX2) from 128 bytes
+/// on, with an overlapping last step for lengths that are not a multiple of 64 bytes. Each
+/// element must come back whole and in order.
 fn every_length_and_offset<T: RingElement>() {
     let zones = LocalZones::new();
     let r = Ring::<T>::create(&zones, "copy lengths", 128, RingFlags::empty()).unwrap();
