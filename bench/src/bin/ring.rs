@@ -400,7 +400,8 @@ fn ours_empty<const MP: bool>(r: &Ring<u64>, iters: u32) -> f64 {
     (t1 - t0) as f64 / iters as f64
 }
 
-fn ours_two_cores(r: &Ring<u64>, mp: bool, n: usize, iters: u32) -> f64 {
+fn ours_two_cores<const MP: bool>(r: &Ring<u64>, n: usize, iters: u32) -> f64 {
+    let mp = MP;
     let ready = std::sync::atomic::AtomicU32::new(0);
     let side = |enq: bool| {
         if !enq {
@@ -809,7 +810,11 @@ fn main() -> Result<()> {
                 let it = two_iters * 32 / n as u32 / K2;
                 let (o, dd) = alt!(
                     K2,
-                    ours_two_cores(rr, mp, n, it),
+                    if mp {
+                        ours_two_cores::<true>(rr, n, it)
+                    } else {
+                        ours_two_cores::<false>(rr, n, it)
+                    },
                     d!(raw::dpdk::two_cores(mp, n as u32, it))
                 );
                 push(&mut rows, o, dd);
