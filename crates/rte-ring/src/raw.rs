@@ -503,17 +503,18 @@ pub(crate) const WIDE_HELD: usize = 128;
 
 /// Whether this CPU has AVX2: 1 no, 2 yes, 0 not yet asked (`std`'s detection is a call and
 /// a few branches, too much for a copy of 16 elements).
-#[cfg(all(target_arch = "x86_64", not(miri)))]
+#[cfg(all(target_arch = "x86_64", not(miri), not(hugeshare_loom)))]
 static WIDE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
 /// Whether [`copy_wide`] may be used here.
-#[cfg(all(target_arch = "x86_64", not(miri)))]
+#[cfg(all(target_arch = "x86_64", not(miri), not(hugeshare_loom)))]
 #[inline(always)]
 fn wide() -> bool {
     WIDE.load(std::sync::atomic::Ordering::Relaxed) == 2
 }
 
 /// Ask the CPU once, when a ring's memory is first viewed (so the copies never call anything).
+#[cfg(not(hugeshare_loom))]
 #[cold]
 fn wide_init() {
     #[cfg(all(target_arch = "x86_64", not(miri)))]
@@ -536,7 +537,7 @@ fn wide_init() {
 /// # Safety
 /// The CPU supports AVX2; `src..src+len` readable, `dst..dst+len` writable, not overlapping;
 /// `len >= 64`.
-#[cfg(all(target_arch = "x86_64", not(miri)))]
+#[cfg(all(target_arch = "x86_64", not(miri), not(hugeshare_loom)))]
 #[inline(always)]
 unsafe fn copy_wide(dst: *mut u8, src: *const u8, len: usize) {
     // SAFETY: every 64-byte step starts at an offset <= len - 64, inside both ranges (caller's

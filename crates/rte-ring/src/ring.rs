@@ -1128,6 +1128,7 @@ impl<T: RingElement> Ring<T> {
     /// Give up this member's own claim (a closure given an in-place claim panicked): wait for
     /// its turn, then a producer's range is abandoned as a dead producer's would be, and a
     /// consumer's is published (its elements were taken, not delivered): both are counted.
+    #[cfg(not(hugeshare_loom))]
     #[cold]
     fn abandon_own(&self, w: Which, c: &Claim, sync: SyncMode) {
         self.await_turn(w, c, sync);
@@ -1526,17 +1527,17 @@ impl<T: RingElement> Ring<T> {
         loop {
             // The other half of the Dekker pair in `publish_rts`: tail stored, fence, mark read.
             sync::fence(SeqCst);
-            let mark = self.mem.done_mark(w as usize, t);
-            let v = mark.load(Acquire);
-            let (mp, _, mn) = unpack(v);
-            if v == 0 || mp != t || mn == 0 {
+            let Some((v, n)) = self.mark_at(w, t) else {
                 return;
-            }
-            let end = t.wrapping_add(mn as u32);
+            };
+            let end = t.wrapping_add(n);
             if mine.tail.compare_exchange(t, end, AcqRel, Relaxed).is_err() {
                 return;
             }
-            let _ = mark.compare_exchange(v, 0, Relaxed, Relaxed);
+            let _ = self
+                .mem
+                .done_mark(w as usize, t)
+                .compare_exchange(v, 0, Relaxed, Relaxed);
             t = end;
         }
     }
@@ -1627,20 +1628,13 @@ impl<T: RingElement> Ring<T> {
             }
             // RTS: a reservation at the tail whose owner finished it left a mark; take it (and
             // any after it) rather than look for its owner.
-            let v = self.mem.done_mark(w as usize, t).load(Acquire);
-            if v != 0 && unpack(v).0 == t && unpack(v).2 != 0 {
+            if self.mark_at(w, t).is_some() {
                 self.take_marks(w, t);
                 continue;
             }
-            let (m, n) = if hn != 0 && hp.wrapping_sub(hn as u32) == t {
-                (hm, hn)
-            } else {
-                let (rp, rm, rn) = unpack(self.mem.record(w as usize, t).load(Acquire));
-                if rp != t || rn == 0 {
-                    out.pending = true;
-                    return out;
-                }
-                (rm, rn)
+            let Some((m, n)) = self.owner_at(w, t, (hp, hm, hn)) else {
+                out.pending = true;
+                return out;
             };
             if !self.is_dead(m) {
                 out.busy = Some(MemberId(m));
@@ -1674,6 +1668,27 @@ impl<T: RingElement> Ring<T> {
         }
     }
 
+    /// The completion mark for a reservation starting at `t` on side `w`, if its owner left
+    /// one: (the mark's word, the reservation's length).
+    #[inline]
+    fn mark_at(&self, w: Which, t: u32) -> Option<(u64, u32)> {
+        let v = self.mem.done_mark(w as usize, t).load(Acquire);
+        let (mp, _, mn) = unpack(v);
+        (v != 0 && mp == t && mn != 0).then_some((v, mn as u32))
+    }
+
+    /// Who made the reservation starting at `t` (not published, no completion mark), and its
+    /// length: the head word names the last reservation, a record every earlier one (see the
+    /// crate docs). `None` when the record is missing.
+    fn owner_at(&self, w: Which, t: u32, head: (u32, u16, u16)) -> Option<(u16, u16)> {
+        let (hp, hm, hn) = head;
+        if hn != 0 && hp.wrapping_sub(hn as u32) == t {
+            return Some((hm, hn));
+        }
+        let (rp, rm, rn) = unpack(self.mem.record(w as usize, t).load(Acquire));
+        (rp == t && rn != 0).then_some((rm, rn))
+    }
+
     /// Where member `m` has a reservation in flight on side `w` (or holds the side), found by
     /// walking the reservations from the tail to the head (each named by the head word or its
     /// record; a completion mark means finished). `None` when it has none, or when a record is
@@ -1689,21 +1704,11 @@ impl<T: RingElement> Ring<T> {
             if t == hp {
                 return None;
             }
-            let v = self.mem.done_mark(w as usize, t).load(Acquire);
-            let (mp, _, mn) = unpack(v);
-            if v != 0 && mp == t && mn != 0 {
-                t = t.wrapping_add(mn as u32);
+            if let Some((_, n)) = self.mark_at(w, t) {
+                t = t.wrapping_add(n);
                 continue;
             }
-            let (om, n) = if hn != 0 && hp.wrapping_sub(hn as u32) == t {
-                (hm, hn)
-            } else {
-                let (rp, rm, rn) = unpack(self.mem.record(w as usize, t).load(Acquire));
-                if rp != t || rn == 0 {
-                    return None;
-                }
-                (rm, rn)
-            };
+            let (om, n) = self.owner_at(w, t, (hp, hm, hn))?;
             if om == m.0 {
                 return Some(t);
             }
