@@ -123,8 +123,9 @@
 //! * Model tests run the same code over loom's atomics (module `sync` switches them):
 //!   `LOOM_MAX_PREEMPTIONS=2 RUSTFLAGS="--cfg hugeshare_loom" cargo test -p rte-ring --release --test loom`.
 //! * Threaded tests shrink under Miri: `cargo +nightly miri test -p rte-ring --test threads`;
-//!   the behaviour tests run under Miri too, but for the 4096-slot sweeps (too slow there):
-//!   `cargo +nightly miri test -p rte-ring --test behaviour -- --skip behaviours_ --skip long_bursts`.
+//!   the behaviour tests run under Miri too, but for the 4096-slot sweeps and the sweep of
+//!   every copy length and offset (too slow there):
+//!   `cargo +nightly miri test -p rte-ring --test behaviour -- --skip behaviours_ --skip long_bursts --skip every_length`.
 //! * `tests/processes.rs` runs producers and consumers as real processes over a file in
 //!   `/dev/shm`, and kills producers with SIGKILL at random points.
 #![deny(unsafe_code)]
