@@ -1395,13 +1395,27 @@ impl<T: RingElement> Ring<T> {
     fn reserve_mt(&self, w: Which, want: u32, fixed: bool, sync: SyncMode) -> (Option<Claim>, u32) {
         let (mine, other) = self.side(w);
         let mut h = mine.head.load(Acquire);
+        let mut spins = 0u32;
         loop {
             let (pos, pm, pn) = unpack(h);
-            if pn == HELD || !self.head_room(w, sync, pos) {
-                // A single-member handle holds the side, or (HTS/RTS) the head is too far ahead
-                // of the tail: wait, out of line (the wait's state stays out of this path).
-                h = self.wait_head(w, sync);
+            if pn == HELD {
+                // A single-member handle holds the side: wait until it lets go (or dies).
+                self.wait_step(w, &mut spins, 0);
+                h = mine.head.load(Acquire);
                 continue;
+            }
+            if sync == SyncMode::Hts || sync == SyncMode::Rts {
+                let limit = if sync == SyncMode::Hts {
+                    0
+                } else {
+                    self.htd_max
+                };
+                let t = mine.tail.load(Acquire);
+                if pos.wrapping_sub(t) > limit {
+                    self.wait_step(w, &mut spins, 0);
+                    h = mine.head.load(Acquire);
+                    continue;
+                }
             }
             let Some(room) = self.room_at(w, mine, other, pos, want) else {
                 return (None, HOLES);
@@ -1420,36 +1434,6 @@ impl<T: RingElement> Ring<T> {
                     return (Some(c), room);
                 }
                 Err(x) => h = x,
-            }
-        }
-    }
-
-    /// HTS/RTS: whether a reservation may start at head position `pos` (the head is at most
-    /// the mode's distance ahead of the tail). Always true in MT mode.
-    #[inline(always)]
-    fn head_room(&self, w: Which, sync: SyncMode, pos: u32) -> bool {
-        let limit = match sync {
-            SyncMode::Hts => 0,
-            SyncMode::Rts => self.htd_max,
-            SyncMode::St | SyncMode::Mt => return true,
-        };
-        let (mine, _) = self.side(w);
-        pos.wrapping_sub(mine.tail.load(Acquire)) <= limit
-    }
-
-    /// Wait until the head is neither held by a single-member handle (or its holder is found
-    /// dead and released) nor, in HTS/RTS mode, too far ahead of the tail; returns the head word.
-    #[cold]
-    #[inline(never)]
-    fn wait_head(&self, w: Which, sync: SyncMode) -> u64 {
-        let (mine, _) = self.side(w);
-        let mut spins = 0u32;
-        loop {
-            self.wait_step(w, &mut spins, 0);
-            let h = mine.head.load(Acquire);
-            let (pos, _, pn) = unpack(h);
-            if pn != HELD && self.head_room(w, sync, pos) {
-                return h;
             }
         }
     }
