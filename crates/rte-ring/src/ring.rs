@@ -1476,29 +1476,21 @@ impl<T: RingElement> Ring<T> {
     #[inline(never)]
     fn publish_rts(&self, w: Which, c: &Claim) {
         let (mine, _) = self.side(w);
-        let end = c.pos.wrapping_add(c.n);
         if !c.alone && mine.tail.load(Acquire) != c.pos {
-            let mark = self.mem.done_mark(w as usize, c.pos);
             let v = pack(c.pos, self.me, c.n as u16);
-            mark.store(v, Release);
+            self.mem.done_mark(w as usize, c.pos).store(v, Release);
             sync::fence(SeqCst);
-            if mine.tail.load(Acquire) != c.pos {
-                // Whoever brings the tail to `c.pos` will see the mark.
-                return;
+            if mine.tail.load(Acquire) == c.pos {
+                // The tail reached us meanwhile: take our own mark (and any after it), unless
+                // a taker already did.
+                self.take_marks(w, c.pos);
             }
-            // The tail reached us meanwhile: publish ourselves, unless a taker already did.
-            if mine
-                .tail
-                .compare_exchange(c.pos, end, AcqRel, Relaxed)
-                .is_err()
-            {
-                return;
-            }
-            let _ = mark.compare_exchange(v, 0, Relaxed, Relaxed);
-        } else {
-            // Our turn: nobody else moves the tail from `c.pos` (no mark is there for it).
-            mine.tail.store(end, Release);
+            // Otherwise whoever brings the tail to `c.pos` will see the mark.
+            return;
         }
+        // Our turn: nobody else moves the tail from `c.pos` (no mark is there for it).
+        let end = c.pos.wrapping_add(c.n);
+        mine.tail.store(end, Release);
         self.take_marks(w, end);
     }
 
