@@ -201,6 +201,21 @@ fn check(zones: &FileZones, e: &Elem, next: &mut [u64; 16], strict: bool) {
     zones.word(seq_sq(p)).fetch_add(s.wrapping_mul(s), Relaxed);
 }
 
+/// What the consumers counted: no element arrived corrupt, and each producer's elements arrived
+/// in order with no gap or repeat.
+fn assert_delivered_clean(zones: &FileZones, what: &str) {
+    assert_eq!(
+        zones.word(GARBAGE).load(Acquire),
+        0,
+        "{what}: garbage delivered"
+    );
+    assert_eq!(
+        zones.word(ERRORS).load(Acquire),
+        0,
+        "{what}: a gap, a repeat or a reordering in some producer's sequence"
+    );
+}
+
 fn exactly_once(tag: &str, flags: RingFlags, producers: u16, consumers: u16, per: u64) {
     let path = shm_path(tag);
     FileZones::remove_files(&path);
@@ -226,12 +241,7 @@ fn exactly_once(tag: &str, flags: RingFlags, producers: u16, consumers: u16, per
     wait_all(&mut prods, deadline, "producers", &ring);
     zones.word(DONE).store(1, Release);
     wait_all(&mut cons, deadline, "consumers", &ring);
-    assert_eq!(zones.word(GARBAGE).load(Acquire), 0, "garbage delivered");
-    assert_eq!(
-        zones.word(ERRORS).load(Acquire),
-        0,
-        "a producer's elements out of order"
-    );
+    assert_delivered_clean(&zones, tag);
     for p in 1..=producers as usize {
         assert_eq!(
             zones.word(received(p)).load(Acquire),
@@ -329,16 +339,7 @@ fn single_producer_killed_at_random_points() {
         wait_all(&mut second, deadline, "replacement producer", &ring);
         zones.word(DONE).store(1, Release);
         wait_all(&mut cons, deadline, "consumer", &ring);
-        assert_eq!(
-            zones.word(GARBAGE).load(Acquire),
-            0,
-            "round {round}: garbage"
-        );
-        assert_eq!(
-            zones.word(ERRORS).load(Acquire),
-            0,
-            "round {round}: a gap or a repeat in a producer's sequence"
-        );
+        assert_delivered_clean(&zones, &format!("round {round}"));
         let (r1, s1) = (
             zones.word(received(1)).load(Acquire),
             zones.word(sent(1)).load(Acquire),
@@ -455,16 +456,7 @@ fn producers_killed_at_random_points() {
         wait_all(&mut cons, deadline, "consumer", &ring);
 
         let info = ring.info();
-        assert_eq!(
-            zones.word(GARBAGE).load(Acquire),
-            0,
-            "round {round}: garbage delivered"
-        );
-        assert_eq!(
-            zones.word(ERRORS).load(Acquire),
-            0,
-            "round {round}: a gap or a repeat in some producer's sequence"
-        );
+        assert_delivered_clean(&zones, &format!("round {round}"));
         let mut delivered = 0;
         let mut lost_max = 0;
         for p in 1..=3usize {
