@@ -253,16 +253,25 @@ use raw::{pin, rdtsc, SharedZones};
 
 struct Rings {
     sp: Ring<u64>,
-    mp: Ring<u64>,
     rts: Ring<u64>,
     hts: Ring<u64>,
+}
+
+/// A new MP/MC ring (its sides biased to the first thread that uses each, see rte-ring's
+/// "Biased sides"); with `bias_off`, one that runs the multi-member protocol for good
+/// ([`Ring::disable_bias`]), as a side that changed hands does.
+fn fresh_mp(bias_off: bool) -> Ring<u64> {
+    let r = Ring::create(&LocalZones::new(), "perf mp", 4096, RingFlags::empty()).unwrap();
+    if bias_off {
+        r.disable_bias();
+    }
+    r
 }
 
 fn rings() -> Rings {
     let z = LocalZones::new();
     Rings {
         sp: Ring::create(&z, "perf sp", 4096, RingFlags::SP_ENQ | RingFlags::SC_DEQ).unwrap(),
-        mp: Ring::create(&z, "perf mp", 4096, RingFlags::empty()).unwrap(),
         rts: Ring::create(
             &z,
             "perf rts",
@@ -651,6 +660,7 @@ fn main() -> Result<()> {
     let names: Vec<(&'static str, &'static str, Option<f64>)> = vec![
         ("SP/SC single (enq+deq)", "cyc", Some(0.9)),
         ("MP/MC single (enq+deq)", "cyc", Some(0.9)),
+        ("MP/MC single, bias off (enq+deq)", "cyc", None),
         ("SP/SC burst 8 (per burst)", "cyc", None),
         ("SP/SC burst 32 (per burst)", "cyc", None),
         ("SP/SC bulk 8 (per bulk)", "cyc", Some(0.85)),
@@ -659,6 +669,8 @@ fn main() -> Result<()> {
         ("MP/MC burst 32 (per burst)", "cyc", None),
         ("MP/MC bulk 8 (per bulk)", "cyc", Some(0.85)),
         ("MP/MC bulk 32 (per bulk)", "cyc", Some(0.5)),
+        ("MP/MC bulk 8, bias off (per bulk)", "cyc", None),
+        ("MP/MC bulk 32, bias off (per bulk)", "cyc", None),
         ("SC empty dequeue (per call)", "cyc", None),
         ("MC empty dequeue (per call)", "cyc", None),
         ("RTS single (enq+deq)", "cyc", None),
@@ -669,8 +681,10 @@ fn main() -> Result<()> {
         ("HTS bulk 32 (per bulk)", "cyc", None),
         ("two cores SP/SC bulk 8 (per elem)", "cyc", Some(0.8)),
         ("two cores MP/MC bulk 8 (per elem)", "cyc", Some(0.8)),
+        ("two cores MP/MC bulk 8, bias off (per elem)", "cyc", None),
         ("two cores SP/SC bulk 32 (per elem)", "cyc", Some(1.0)),
         ("two cores MP/MC bulk 32 (per elem)", "cyc", Some(1.0)),
+        ("two cores MP/MC bulk 32, bias off (per elem)", "cyc", None),
         ("two procs SP/SC burst 32 (per obj)", "cyc", Some(0.9)),
         ("two procs MP/MC burst 32 (per obj)", "cyc", Some(0.9)),
         ("two procs ping-pong 1 elem (round trip)", "cyc", Some(1.3)),
@@ -729,8 +743,9 @@ fn main() -> Result<()> {
         const K1: u32 = 8;
         const K2: u32 = 4;
         // one core
-        for mp in [false, true] {
-            let rr = if mp { &r.mp } else { &r.sp };
+        for (mp, bias_off) in [(false, false), (true, false), (true, true)] {
+            let fresh = fresh_mp(bias_off);
+            let rr = if mp { &fresh } else { &r.sp };
             let it = single_iters / K1;
             let (o, dd) = alt!(
                 K1,
@@ -743,10 +758,14 @@ fn main() -> Result<()> {
             );
             push(&mut rows, o, dd);
         }
-        for mp in [false, true] {
-            let rr = if mp { &r.mp } else { &r.sp };
+        for (mp, bias_off) in [(false, false), (true, false), (true, true)] {
+            let fresh = fresh_mp(bias_off);
+            let rr = if mp { &fresh } else { &r.sp };
             for burst in [true, false] {
                 for n in [8usize, 32] {
+                    if bias_off && burst {
+                        continue;
+                    }
                     let it = bulk_iters / K1;
                     let (o, dd) = alt!(
                         K1,
@@ -763,7 +782,8 @@ fn main() -> Result<()> {
             }
         }
         for mp in [false, true] {
-            let rr = if mp { &r.mp } else { &r.sp };
+            let fresh = fresh_mp(false);
+            let rr = if mp { &fresh } else { &r.sp };
             let it = single_iters / K1;
             let (o, dd) = alt!(
                 K1,
@@ -805,15 +825,15 @@ fn main() -> Result<()> {
         );
         // two cores
         for n in [8usize, 32] {
-            for mp in [false, true] {
-                let rr = if mp { &r.mp } else { &r.sp };
+            for (mp, bias_off) in [(false, false), (true, false), (true, true)] {
                 let it = two_iters * 32 / n as u32 / K2;
                 let (o, dd) = alt!(
                     K2,
                     if mp {
-                        ours_two_cores::<true>(rr, n, it)
+                        // A new ring each sub-run: one thread uses each side.
+                        ours_two_cores::<true>(&fresh_mp(bias_off), n, it)
                     } else {
-                        ours_two_cores::<false>(rr, n, it)
+                        ours_two_cores::<false>(&r.sp, n, it)
                     },
                     d!(raw::dpdk::two_cores(mp, n as u32, it))
                 );

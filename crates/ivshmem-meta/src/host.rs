@@ -536,6 +536,15 @@ impl<'g> Metadata<'g> {
                 name: self.name.clone(),
             });
         }
+        // A ring a guest may use must not stay biased to a host thread: a guest's membarrier
+        // does not reach the host's CPUs (see rte-ring's "Biased sides"). Before the lock (the
+        // lookup takes it); harmless if the add is refused below.
+        for z in &zones {
+            if let (ZoneKind::Ring, Some(ring)) = (z.kind(), z.name().strip_prefix("RG_")) {
+                // A zone of kind Ring that is not a valid ring has no bias to disable.
+                let _ = rte_ring::disable_bias_of(&self.zones(), ring);
+            }
+        }
         let mut local = self.lock();
         if self.is_sealed() {
             return Err(MetaError::Sealed {

@@ -153,9 +153,19 @@ fn a_guest_finds_the_ring_and_both_sides_use_it() {
         .zones()
         .reserve(&ZoneRequest::new("hidden", 4096, ZoneKind::Memzone))
         .unwrap();
+    // Used before it is published: the host thread's bias on the producer side must go.
+    assert_eq!(h2g.enqueue_bulk(&[1]), 1);
     m.add_ring(&h2g).unwrap();
     m.add_ring(&g2h).unwrap();
-    assert_eq!(h2g.enqueue_bulk(&[1, 2, 3]), 3);
+    assert_eq!(h2g.enqueue_bulk(&[2, 3]), 2);
+    for r in [&h2g, &g2h] {
+        let i = r.info();
+        assert_eq!((i.producer_bias, i.consumer_bias), (None, None), "{i}");
+        assert!(
+            i.revokes.0 >= 4 && i.revokes.1 >= 4,
+            "never biased again\n{i}"
+        );
+    }
     // The host still finds everything it reserved, published or not.
     assert!(Ring::<u64>::lookup(&m.zones(), "h2g").is_ok());
     assert_eq!(

@@ -4,8 +4,8 @@
 //! ```text
 //! offset 0     Meta (128 B): magic, version, layout fingerprint, flags, size, capacity,
 //!              element size/align/type id, name            (written once, before the magic)
-//! offset 128   Shared: producer side (256 B: a line with the head word and the cached consumer
-//!              tail, then a line with the tail and the hole count), consumer side (256 B),
+//! offset 128   Shared: producer side (256 B: a line with the head word, the cached consumer
+//!              tail and the bias words, then a line with the tail and the hole count), consumer side (256 B),
 //!              statistics (64 B), abandoned-range table (128 B)
 //! offset 896   slots: size × element size
 //! then         reservation records: size × u64 per side (producers, then consumers), then
@@ -20,7 +20,11 @@ use crate::sync::{AtomicU32, AtomicU64};
 /// "HSRING" + format byte, little-endian: the first 8 bytes of every ring zone.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"HSRING\x01\x00");
 /// Version of the layout below; bumped on any change of meaning.
-pub(crate) const VERSION: u32 = 4;
+pub(crate) const VERSION: u32 = 5;
+/// Bias generations per side: after this many biases ended, a side is never biased again (each
+/// revocation costs a membarrier call, a few microseconds; a side that keeps changing hands is
+/// left to the multi-member protocol).
+pub(crate) const MAX_REVOKES: u32 = 4;
 /// Number of abandoned-range entries (see the crate docs, "Dead members").
 pub(crate) const NHOLES: usize = 16;
 /// Where [`Shared`] starts.
@@ -63,7 +67,13 @@ pub(crate) struct Side {
     pub head: AtomicU64,
     /// The other side's tail as last seen by a member of this side.
     pub cached_other: AtomicU32,
-    _pad: [u32; 29],
+    /// How many biases of this side ended (revoked or dropped); a bias taken when it was `g`
+    /// is bias generation `g`, and from [`MAX_REVOKES`] on the side is never biased again.
+    pub revokes: AtomicU32,
+    /// Per bias generation: non-zero while the thread the side is biased to has an operation in
+    /// flight (see the crate docs, "Biased sides"). Written by that generation's holder only.
+    pub busy: [AtomicU32; MAX_REVOKES as usize],
+    _pad: [u32; 24],
     /// Everything before this position is published to the other side.
     pub tail: AtomicU32,
     /// Producer side: the number of abandoned ranges consumers have not yet stepped over.
@@ -112,7 +122,9 @@ impl Side {
         Side {
             head: AtomicU64::new(0),
             cached_other: AtomicU32::new(0),
-            _pad: [0; 29],
+            revokes: AtomicU32::new(0),
+            busy: core::array::from_fn(|_| AtomicU32::new(0)),
+            _pad: [0; 24],
             tail: AtomicU32::new(0),
             holes: AtomicU32::new(0),
         }
@@ -145,6 +157,7 @@ pub(crate) const fn fingerprint() -> u64 {
         64,
         NHOLES as u64,
         RECORD_WORDS as u64,
+        MAX_REVOKES as u64,
         VERSION as u64,
     ];
     let mut h = 0xcbf2_9ce4_8422_2325u64;

@@ -36,8 +36,8 @@
 //! in DPDK; a member that finds it further ahead waits. Every waiter spins, and yields the CPU
 //! every few thousand spins.
 //!
-//! A reservation of the shared calls moves at most [`MAX_OP`] (65,534) elements (`n` is 16
-//! bits wide and its top value marks a held side): longer bursts are split into several
+//! A reservation of the shared calls moves at most [`MAX_OP`] (65,531) elements (`n` is 16
+//! bits wide and its top four values mark a held, biased, revoking or fresh side): longer bursts are split into several
 //! reservations, longer bulks move nothing. The single-member handles have no such limit.
 //!
 //! Copies move whole elements with 16-byte moves; on x86-64 CPUs with AVX2 (asked once, when
@@ -118,18 +118,67 @@
 //! names exactly what it published. Nothing is abandoned: a dying single producer's unpublished
 //! copies are never seen, a dying single consumer's unfinished copies stay for the next one.
 //!
+//! # Biased sides
+//!
+//! Most MT sides are used by one thread at a time for long stretches (a ring created with DPDK's
+//! default flags and fed by one producer, a mempool used by one lcore). Such a side pays a
+//! locked read-modify-write per operation for nothing. Here an MT side is *biased* to the first
+//! thread that uses it, and that thread's calls run the single-member path: plain loads and
+//! stores, as a [`SingleProducer`]/[`SingleConsumer`] would, with no handle to hold. A call from
+//! any other thread (or member) *revokes* the bias first, and the side runs the MT protocol from
+//! there on. It is the biased locking of managed runtimes, made safe across processes by
+//! `membarrier(2)`:
+//!
+//! * A new ring's MT sides start *fresh*. The first MT call that finds a side fresh replaces
+//!   the head word with `tag | member | BIASED` (a CAS; a fresh side has nothing in flight).
+//!   The tag names the thread (28 bits, handed out once per thread) and 4 bits above it the
+//!   *bias generation*.
+//! * The holder's call stores 1 in its generation's *in-flight* word, then (a compiler fence)
+//!   looks at the head word again; if the bias still stands it works at the side's tail, copies,
+//!   publishes with a release store of the tail, and stores 0. No read-modify-write.
+//! * A revoker replaces the head word with `REVOKING` (a CAS), then runs
+//!   `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`, which makes every CPU running a thread of a
+//!   registered process execute a full fence; then it waits until the in-flight word is 0 (or
+//!   the holder's member is dead), and sets the head to the tail. The in-flight word and the
+//!   head word are a Dekker pair whose holder half is the compiler fence and whose revoker half
+//!   is the membarrier: either the holder sees `REVOKING` before it starts, or the revoker sees
+//!   its flag and waits. Only processes that registered for the expedited global membarrier
+//!   take a bias; without it (an old kernel, a seccomp filter, Miri) every call runs MT.
+//! * After a revocation the side is fresh again, up to 4 biases in all: each generation has its
+//!   own in-flight word (so a holder that was revoked and still runs a stale check cannot clear
+//!   the flag of the next holder), and a side that keeps changing hands stops paying a
+//!   membarrier (a few microseconds) per change and stays MT. [`RingInfo`] reports the
+//!   holder and the revocation counts.
+//! * **A dead holder** loses nothing and wedges nothing: whoever finds its member dead (the
+//!   next caller of another thread, a waiter, [`Ring::recover`], the group's clean-up hook)
+//!   revokes without waiting, and the side goes on at its tail. As with a dead
+//!   [`SingleProducer`], a producer's unpublished copies are never seen and a consumer's
+//!   unfinished elements stay for the next consumer (its call never returned).
+//! * **Guests** cannot take part in the host's membarrier, so a guest (an outsider) never takes
+//!   a bias, and `ivshmem-meta` calls [`Ring::disable_bias`] on every ring and mempool ring it
+//!   publishes to a VM. A guest that finds a side biased to a live host thread waits for it.
+//! * HTS and RTS sides are never biased; an HTS call on a biased MT side revokes first. A
+//!   process forked without `exec` must not use its parent's ring handles (its threads would
+//!   carry the parent's tags).
+//!
+//! `cargo xtask bench ring` shows both: the MP/MC rows are a ring whose sides are biased to the
+//! thread using each, the "bias off" rows the MT protocol itself.
+//!
 //! # Checking the protocol
 //!
-//! * Model tests run the same code over loom's atomics (module `sync` switches them):
+//! * Model tests run the same code over loom's atomics (module `sync` switches them); the
+//!   biased sides' models fail when either half of their fence is weakened:
 //!   `LOOM_MAX_PREEMPTIONS=2 RUSTFLAGS="--cfg hugeshare_loom" cargo test -p rte-ring --release --test loom`.
 //! * Threaded tests shrink under Miri: `cargo +nightly miri test -p rte-ring --test threads`;
 //!   the behaviour tests run under Miri too, but for the 4096-slot sweeps and the sweep of
 //!   every copy length and offset (too slow there):
 //!   `cargo +nightly miri test -p rte-ring --test behaviour -- --skip behaviours_ --skip long_bursts --skip every_length`.
 //! * `tests/processes.rs` runs producers and consumers as real processes over a file in
-//!   `/dev/shm`, and kills producers with SIGKILL at random points.
+//!   `/dev/shm`, and kills producers with SIGKILL at random points (a lone producer on a side
+//!   biased to it among them).
 #![deny(unsafe_code)]
 
+mod bias;
 mod element;
 mod error;
 mod layout;
@@ -143,7 +192,8 @@ pub use element::{type_id_of, RingElement};
 pub use error::RingError;
 pub use layout::RING_NAME_MAX;
 pub use ring::{
-    Behavior, Outcome, RecoveryReport, Ring, RingFlags, RingInfo, SyncMode, MAX_OP, RING_COUNT_MAX,
+    disable_bias_of, Behavior, Outcome, RecoveryReport, Ring, RingFlags, RingInfo, SyncMode,
+    MAX_OP, RING_COUNT_MAX,
 };
 pub use single::{Dequeue, Enqueue, SingleConsumer, SingleProducer};
 #[cfg(not(hugeshare_loom))]

@@ -378,26 +378,51 @@ unsafe fn read_slot<T: Copy>(src: *const Slot<T>) -> T {
     unsafe { (*src).with(|p| p.read()) }
 }
 
-/// Exclusive use of the slots `[pos, pos + n)`, obtained by moving a head over them.
+/// Exclusive use of the slots `[pos, pos + n)`, obtained by moving a head over them (`n` is 0
+/// for "no claim": the reservation calls return one with the room they saw).
+///
+/// Sixteen bytes and no padding, on purpose: a claim with a `bool` beside the words was copied
+/// by LLVM with overlapping narrow moves of its padding, a store-forwarding stall that doubled
+/// the cost of a one-element MT enqueue and dequeue.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Claim {
     pub(crate) pos: u32,
     pub(crate) n: u32,
-    /// The head word this claim replaced: it names the predecessor reservation.
+    /// 0 when the side's tail was at `pos` when the claim was made (nothing earlier to wait
+    /// for); otherwise the head word this claim replaced, which names the predecessor
+    /// reservation. For a claim of the thread a side is biased to, the side's (biased) head word
+    /// (such a claim never waits).
     pub(crate) prev: u64,
-    /// The side's tail was at `pos` when the claim was made: nothing earlier to wait for.
-    pub(crate) alone: bool,
 }
 
 impl Claim {
+    /// No claim.
+    pub(crate) const NONE: Claim = Claim {
+        pos: 0,
+        n: 0,
+        prev: 0,
+    };
+
+    /// Whether the claim has nothing earlier to wait for.
+    #[inline(always)]
+    pub(crate) fn alone(&self) -> bool {
+        self.prev == 0
+    }
+
     /// The claim of a single-member handle at `pos` (no head word: nothing to wait for).
     pub(crate) fn held(pos: u32, n: u32) -> Self {
-        Claim {
-            pos,
-            n,
-            prev: 0,
-            alone: true,
-        }
+        Claim { pos, n, prev: 0 }
+    }
+
+    /// A span to read at `pos` (a snapshot's: nothing to wait for or publish).
+    pub(crate) fn at(pos: u32, n: u32) -> Self {
+        Claim { pos, n, prev: 0 }
+    }
+
+    /// The claim of the thread a side is biased to (its head word `bw`), at `pos` (the tail).
+    #[inline(always)]
+    pub(crate) fn biased(pos: u32, n: u32, bw: u64) -> Self {
+        Claim { pos, n, prev: bw }
     }
 
     fn between(old: u64, new: u64) -> Self {
@@ -406,7 +431,6 @@ impl Claim {
             pos,
             n: (new as u32).wrapping_sub(pos),
             prev: old,
-            alone: false,
         }
     }
 }

@@ -5,15 +5,16 @@ use std::sync::Arc;
 
 use shmconfig::{Liveness, MemberId, MemberState, Zone, ZoneError, ZoneKind, ZoneRequest, Zones};
 
+use crate::bias;
 use crate::element::RingElement;
 use crate::error::RingError;
 use crate::layout::{
-    fingerprint, pack, unpack, zone_len, Meta, Shared, Side, MAGIC, NHOLES, RING_NAME_MAX,
-    SLOTS_OFFSET, VERSION,
+    fingerprint, pack, unpack, zone_len, Meta, Shared, Side, MAGIC, MAX_REVOKES, NHOLES,
+    RING_NAME_MAX, SLOTS_OFFSET, VERSION,
 };
-use crate::raw::{self, Claim, Mem, WIDE_SHARED};
+use crate::raw::{self, Claim, Mem, WIDE_HELD, WIDE_SHARED};
 use crate::single::{SingleConsumer, SingleProducer};
-use crate::sync::{self, Ordering::*};
+use crate::sync::{self, AtomicU32, Ordering::*};
 
 bitflags::bitflags! {
     /// Creation flags, with DPDK's values and meanings (`RING_F_*`).
@@ -41,7 +42,10 @@ bitflags::bitflags! {
 /// How the members of one side (producers or consumers) synchronise with each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SyncMode {
-    /// Many members at once: reserve by CAS on the head, publish in reservation order.
+    /// Many members at once: reserve by CAS on the head, publish in reservation order. A side
+    /// used by one thread at a time is biased to it, and that thread's calls take the
+    /// single-member path until another thread's call revokes the bias (see the crate docs,
+    /// "Biased sides").
     Mt,
     /// One member at a time: the side is used through a [`SingleProducer`] or
     /// [`SingleConsumer`] handle that holds it (plain loads and stores, no read-modify-write).
@@ -82,14 +86,31 @@ pub struct Outcome {
 }
 
 /// The most elements one reservation of the shared [`Ring`] calls moves (the head word holds the
-/// length in 16 bits, and its top value marks a side held by a single-member handle). A burst
+/// length in 16 bits, and its top four values mark a held, biased, revoking or fresh side). A burst
 /// above it is done as several reservations; a bulk above it moves nothing. The single-member
 /// handles ([`SingleProducer`], [`SingleConsumer`]) have no such limit.
-pub const MAX_OP: usize = u16::MAX as usize - 1;
+pub const MAX_OP: usize = u16::MAX as usize - 4;
 
 /// The length field of a head word whose side is held by a single-member handle; the member
 /// field names the holder and the position is not kept up to date (the tail is).
 pub(crate) const HELD: u16 = u16::MAX;
+
+/// The length field of a head word whose side is biased to one thread: the position field holds
+/// the thread's tag, the member field its member (the side's position is its tail).
+pub(crate) const BIASED: u16 = u16::MAX - 1;
+
+/// The length field of a head word whose bias is being revoked: the position field holds the
+/// revoking member (low 16 bits) and the bias generation (above), the member field the member
+/// the side was biased to.
+pub(crate) const REVOKING: u16 = u16::MAX - 2;
+
+/// The length field of the head word of an idle side that the next MT call may bias to its
+/// thread (a new ring's MT sides, and a side whose bias ended while it may still be biased
+/// again); the position field is the side's position.
+pub(crate) const FRESH: u16 = u16::MAX - 3;
+
+/// The bias generation bits of a biased head word (the top of its position field).
+const GEN_BITS: u64 = 0xF << bias::TAG_BITS;
 
 /// Largest `count` accepted (DPDK's `RTE_RING_SZ_MASK`).
 pub const RING_COUNT_MAX: u32 = 0x7fff_ffff;
@@ -157,6 +178,14 @@ pub struct RingInfo {
     pub producer_holder: Option<MemberId>,
     /// The member whose [`SingleConsumer`] holds the consumer side now, if any.
     pub consumer_holder: Option<MemberId>,
+    /// The member one of whose threads the producer side is biased to now, if any (see the
+    /// crate docs, "Biased sides").
+    pub producer_bias: Option<MemberId>,
+    /// The member one of whose threads the consumer side is biased to now, if any.
+    pub consumer_bias: Option<MemberId>,
+    /// How many times each side's bias was revoked (producers, consumers); from
+    /// 4 on, the side is not biased again.
+    pub revokes: (u32, u32),
 }
 
 impl fmt::Display for RingInfo {
@@ -177,6 +206,17 @@ impl fmt::Display for RingInfo {
         if let Some(m) = self.consumer_holder {
             writeln!(f, "  consumer side held by {m} (SingleConsumer)")?;
         }
+        if let Some(m) = self.producer_bias {
+            writeln!(f, "  producer side biased to a thread of {m}")?;
+        }
+        if let Some(m) = self.consumer_bias {
+            writeln!(f, "  consumer side biased to a thread of {m}")?;
+        }
+        writeln!(
+            f,
+            "  bias revoked prod={} cons={}",
+            self.revokes.0, self.revokes.1
+        )?;
         writeln!(
             f,
             "  ct={} ch={} (last {} n={})",
@@ -258,6 +298,10 @@ impl<T> fmt::Debug for Ring<T> {
 
 /// The room reported when consumers must step over abandoned ranges (never a real count).
 const HOLES: u32 = u32::MAX;
+
+/// The room [`Ring::reserve_plain`] reports when the side is now biased to the calling thread:
+/// the caller goes the biased way (never a real count).
+const OWN_BIAS: u32 = u32::MAX - 1;
 
 /// Which side of the ring an internal routine works on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -473,6 +517,49 @@ fn check_header(zone: &Zone, zname: &str, name: &str) -> Result<Meta, RingError>
     Ok(meta)
 }
 
+/// A new ring's MT sides start fresh: the first MT call may bias each to its thread (see the
+/// crate docs, "Biased sides"). Before the header is published, so nobody else looks yet.
+fn fresh_sides(sh: &Shared, flags: RingFlags) {
+    let (p, c) = side_modes("", flags).unwrap_or((SyncMode::Mt, SyncMode::Mt));
+    for (side, mode) in [(&sh.prod, p), (&sh.cons, c)] {
+        if matches!(mode, SyncMode::Mt | SyncMode::St) {
+            side.head.store(pack(0, 0, FRESH), Release);
+        }
+    }
+}
+
+/// [`Ring::disable_bias`] for the ring named `name` in `zones`, whatever its element type: for
+/// code that publishes a ring's zone without a typed handle (`ivshmem-meta`). Fails as
+/// [`Ring::lookup`] does when the ring is missing or its header is damaged or foreign.
+///
+/// ```
+/// use rte_ring::{disable_bias_of, Ring, RingFlags};
+/// use shmconfig::LocalZones;
+/// let zones = LocalZones::new();
+/// let r = Ring::<[u8; 24]>::create(&zones, "to a VM", 64, RingFlags::empty()).unwrap();
+/// r.enqueue([0; 24]).unwrap();
+/// disable_bias_of(&zones, "to a VM").unwrap();
+/// assert_eq!(r.info().producer_bias, None);
+/// assert!(disable_bias_of(&zones, "missing").is_err());
+/// ```
+pub fn disable_bias_of(zones: &impl Zones, name: &str) -> Result<(), RingError> {
+    check_name(name)?;
+    let zname = Ring::<u32>::zone_name(name);
+    let zone = zones.lookup(&zname).map_err(|e| match e {
+        ZoneError::NotFound(_) => RingError::NotFound(name.into()),
+        source => RingError::Zone {
+            name: name.into(),
+            source,
+        },
+    })?;
+    let meta = check_header(&zone, &zname, name)?;
+    // Viewed as 4-byte slots, as the clean-up hook does: the bias words are in the header, and
+    // the slots are never touched here.
+    let records = meta.records_offset as usize;
+    Ring::<u32>::from_parts(zones, Mem::from_zone(zone, meta.size, records), &meta).disable_bias();
+    Ok(())
+}
+
 static HOOK: std::sync::Once = std::sync::Once::new();
 
 fn register_hook() {
@@ -570,12 +657,10 @@ impl<T: RingElement> Ring<T> {
             name_len: name.len() as u32,
             name: name_bytes,
         };
-        raw::write_meta(&zone, &meta);
-        Ok(Self::from_parts(
-            zones,
-            Mem::from_zone(zone, size, records),
-            &meta,
-        ))
+        let mem = Mem::from_zone(zone, size, records);
+        fresh_sides(mem.shared(), flags);
+        raw::write_meta(mem.zone().expect("a zone-backed ring"), &meta);
+        Ok(Self::from_parts(zones, mem, &meta))
     }
 
     /// Find the ring named `name`, checking its header: layout version and fingerprint, and the
@@ -667,8 +752,10 @@ impl<T: RingElement> Ring<T> {
             name,
         };
         let (prod_sync, cons_sync) = side_modes("model", flags).expect("model ring flags");
+        let mem = Mem::model(size);
+        fresh_sides(mem.shared(), flags);
         Self {
-            mem: Mem::model(size),
+            mem,
             name: "model".into(),
             mask: size - 1,
             capacity,
@@ -856,8 +943,18 @@ impl<T: RingElement> Ring<T> {
     /// A diagnostic snapshot (see [`RingInfo`]; its `Display` is a DPDK-like dump).
     pub fn info(&self) -> RingInfo {
         let sh = self.mem.shared();
-        let (ph, pm, pn) = unpack(sh.prod.head.load(Acquire));
-        let (ch, cm, cn) = unpack(sh.cons.head.load(Acquire));
+        // A biased side's position is its tail (its head word's position field holds a tag);
+        // the bias is reported apart, with length 0 here.
+        let head_of = |s: &Side| {
+            let (p, m, n) = unpack(s.head.load(Acquire));
+            match n {
+                BIASED | REVOKING => (s.tail.load(Acquire), m, 0, true),
+                FRESH => (p, m, 0, false),
+                _ => (p, m, n, false),
+            }
+        };
+        let (ph, pm, pn, pb) = head_of(&sh.prod);
+        let (ch, cm, cn, cb) = head_of(&sh.cons);
         let count = self.count();
         let (ae, ad) = self.abandoned();
         RingInfo {
@@ -880,6 +977,9 @@ impl<T: RingElement> Ring<T> {
             sync: (self.prod_sync, self.cons_sync),
             producer_holder: (pn == HELD).then_some(MemberId(pm)),
             consumer_holder: (cn == HELD).then_some(MemberId(cm)),
+            producer_bias: pb.then_some(MemberId(pm)),
+            consumer_bias: cb.then_some(MemberId(cm)),
+            revokes: (sh.prod.revokes.load(Relaxed), sh.cons.revokes.load(Relaxed)),
         }
     }
 
@@ -902,12 +1002,7 @@ impl<T: RingElement> Ring<T> {
             if plan.span == 0 {
                 break;
             }
-            let claim = Claim {
-                pos,
-                n: plan.span,
-                prev: 0,
-                alone: false,
-            };
+            let claim = Claim::at(pos, plan.span);
             let start = out.len();
             out.resize(start + want as usize, T::new_zeroed());
             let got = self.copy_planned(&claim, &plan, &mut out[start..]);
@@ -986,18 +1081,42 @@ impl<T: RingElement> Ring<T> {
             };
             return self.enqueue_long(items, how, sync);
         }
+        if sync == SyncMode::Mt {
+            if let Some(h) = self.own_bias(Which::Prod) {
+                if let Some(o) = self.enq_biased(items, fixed, h) {
+                    return o;
+                }
+            }
+        }
         let want = items.len() as u32;
-        let (claim, free) = self.reserve_mt(Which::Prod, want, fixed, sync);
-        let Some(claim) = claim else {
+        let (claim, free) = self.reserve_plain(Which::Prod, want, fixed, sync);
+        if claim.n == 0 {
+            if free == OWN_BIAS {
+                return self.enq_now_biased(items, fixed);
+            }
             return Outcome { n: 0, left: free };
-        };
+        }
         let n = claim.n as usize;
         self.mem.write::<WIDE_SHARED>(&claim, &items[..n]);
-        self.publish(Which::Prod, &claim, sync);
+        self.publish::<false>(Which::Prod, &claim, sync);
         Outcome {
             n,
             left: free - claim.n,
         }
+    }
+
+    /// The enqueue again, once the side was biased to this thread while it tried.
+    #[cold]
+    #[inline(never)]
+    fn enq_now_biased(&self, items: &[T], fixed: bool) -> Outcome {
+        self.enq(items, fixed, SyncMode::Mt)
+    }
+
+    /// The dequeue again, once the side was biased to this thread while it tried.
+    #[cold]
+    #[inline(never)]
+    fn deq_now_biased(&self, out: &mut [T], fixed: bool) -> Outcome {
+        self.deq(out, fixed, SyncMode::Mt)
     }
 
     #[cold]
@@ -1074,9 +1193,10 @@ impl<T: RingElement> Ring<T> {
         if n == 0 || n > MAX_OP {
             return 0;
         }
-        let (Some(claim), _) = self.reserve_mt(Which::Prod, n as u32, true, sync) else {
+        let (claim, _) = self.reserve_mt(Which::Prod, n as u32, true, sync);
+        if claim.n == 0 {
             return 0;
-        };
+        }
         self.run_claim(Which::Prod, &claim, sync, || {
             let (a, b) = self.mem.slots_mut(&claim);
             f(a, b);
@@ -1091,7 +1211,7 @@ impl<T: RingElement> Ring<T> {
             return 0;
         }
         let (claim, avail) = self.reserve_mt(Which::Cons, n as u32, true, sync);
-        let Some(claim) = claim else {
+        if claim.n == 0 {
             if avail == HOLES {
                 // Abandoned ranges ahead: step over them the copying way.
                 let mut tmp = vec![T::new_zeroed(); n];
@@ -1101,7 +1221,7 @@ impl<T: RingElement> Ring<T> {
                 }
             }
             return 0;
-        };
+        }
         self.run_claim(Which::Cons, &claim, sync, || {
             let (a, b) = self.mem.slots(&claim);
             f(a, b);
@@ -1122,7 +1242,7 @@ impl<T: RingElement> Ring<T> {
         };
         body();
         std::mem::forget(guard);
-        self.publish(w, claim, sync);
+        self.publish::<true>(w, claim, sync);
     }
 
     /// Give up this member's own claim (a closure given an in-place claim panicked): wait for
@@ -1131,9 +1251,22 @@ impl<T: RingElement> Ring<T> {
     #[cfg(not(hugeshare_loom))]
     #[cold]
     fn abandon_own(&self, w: Which, c: &Claim, sync: SyncMode) {
-        self.await_turn(w, c, sync);
         let (mine, _) = self.side(w);
         let sh = self.mem.shared();
+        if let Some(busy) = self.bias_flag(w, c) {
+            // Nobody else moves a biased side: a producer's range is simply not published, a
+            // consumer's is (its elements were taken).
+            match w {
+                Which::Prod => sh.stats.abandoned_enq.fetch_add(c.n as u64, Relaxed),
+                Which::Cons => {
+                    mine.tail.store(c.pos.wrapping_add(c.n), Release);
+                    sh.stats.abandoned_deq.fetch_add(c.n as u64, Relaxed)
+                }
+            };
+            busy.store(0, Release);
+            return;
+        }
+        self.await_turn(w, c, sync);
         match w {
             Which::Prod => {
                 let mut spins = 0u32;
@@ -1186,17 +1319,27 @@ impl<T: RingElement> Ring<T> {
             };
             return self.dequeue_long(out, how, sync);
         }
+        if sync == SyncMode::Mt {
+            if let Some(h) = self.own_bias(Which::Cons) {
+                if let Some(o) = self.deq_biased(out, fixed, h) {
+                    return o;
+                }
+            }
+        }
         let want = out.len() as u32;
-        let (claim, avail) = self.reserve_mt(Which::Cons, want, fixed, sync);
-        let Some(claim) = claim else {
+        let (claim, avail) = self.reserve_plain(Which::Cons, want, fixed, sync);
+        if claim.n == 0 {
             if avail == HOLES {
                 return self.dequeue_slow(out, fixed, sync);
             }
+            if avail == OWN_BIAS {
+                return self.deq_now_biased(out, fixed);
+            }
             return Outcome { n: 0, left: avail };
-        };
+        }
         let n = claim.n as usize;
         self.mem.read::<WIDE_SHARED>(&claim, 0, &mut out[..n]);
-        self.publish(Which::Cons, &claim, sync);
+        self.publish::<false>(Which::Cons, &claim, sync);
         Outcome {
             n,
             left: avail - claim.n,
@@ -1206,8 +1349,20 @@ impl<T: RingElement> Ring<T> {
     /// One element, returned by value (no buffer in memory between the slot and the caller).
     #[inline(always)]
     fn deq_one(&self, sync: SyncMode) -> Option<T> {
-        let (claim, avail) = self.reserve_mt(Which::Cons, 1, true, sync);
-        let Some(claim) = claim else {
+        if sync == SyncMode::Mt {
+            if let Some(h) = self.own_bias(Which::Cons) {
+                if let Some(v) = self.deq_one_biased(h) {
+                    return v;
+                }
+            }
+        }
+        let (claim, avail) = self.reserve_plain(Which::Cons, 1, true, sync);
+        if claim.n == 0 {
+            if avail == OWN_BIAS {
+                let mut v = T::new_zeroed();
+                let got = self.deq_now_biased(std::slice::from_mut(&mut v), true).n;
+                return (got == 1).then_some(v);
+            }
             if avail == HOLES {
                 let mut v = T::new_zeroed();
                 let got = self
@@ -1216,9 +1371,9 @@ impl<T: RingElement> Ring<T> {
                 return (got == 1).then_some(v);
             }
             return None;
-        };
+        }
         let v = self.mem.read_one(&claim);
-        self.publish(Which::Cons, &claim, sync);
+        self.publish::<false>(Which::Cons, &claim, sync);
         Some(v)
     }
 
@@ -1287,6 +1442,10 @@ impl<T: RingElement> Ring<T> {
         loop {
             let h = mine.head.load(Acquire);
             let (pos, m, n) = unpack(h);
+            if n == BIASED || n == REVOKING {
+                self.unbias(w, false);
+                continue;
+            }
             if n == HELD {
                 if self.is_dead(m) {
                     self.resolve(w);
@@ -1390,17 +1549,40 @@ impl<T: RingElement> Ring<T> {
     }
 
     /// Multi-member reservation (MT, HTS, RTS): CAS on the head word, after recording the
-    /// previous reservation (see the crate docs).
+    /// previous reservation (see the crate docs); on a side biased to this thread, the biased
+    /// reservation instead (see "Biased sides" there).
     #[inline(always)]
-    fn reserve_mt(&self, w: Which, want: u32, fixed: bool, sync: SyncMode) -> (Option<Claim>, u32) {
+    fn reserve_mt(&self, w: Which, want: u32, fixed: bool, sync: SyncMode) -> (Claim, u32) {
+        self.reserve::<true, true>(w, want, fixed, sync)
+    }
+
+    /// [`Ring::reserve_mt`] for callers with a biased way of their own (the copying enqueue and
+    /// dequeue): never returns a biased claim, but [`OWN_BIAS`] when the side is (now) biased to
+    /// this thread. Their publish then needs no look at the claim's kind.
+    #[inline(always)]
+    fn reserve_plain(&self, w: Which, want: u32, fixed: bool, sync: SyncMode) -> (Claim, u32) {
+        self.reserve::<true, false>(w, want, fixed, sync)
+    }
+
+    /// [`Ring::reserve_mt`]; with `BIAS` false it never takes a bias (a test's unfinished
+    /// reservation must stay visible); with `CLAIMS` false see [`Ring::reserve_plain`].
+    #[inline(always)]
+    fn reserve<const BIAS: bool, const CLAIMS: bool>(
+        &self,
+        w: Which,
+        want: u32,
+        fixed: bool,
+        sync: SyncMode,
+    ) -> (Claim, u32) {
         let (mine, other) = self.side(w);
         let mut h = mine.head.load(Acquire);
         let mut spins = 0u32;
         loop {
             let (pos, pm, pn) = unpack(h);
-            if pn == HELD {
-                // A single-member handle holds the side: wait until it lets go (or dies).
-                self.wait_step(w, &mut spins, 0);
+            if pn >= FRESH {
+                if let Some(r) = self.special::<BIAS, CLAIMS>(w, h, want, fixed, sync, &mut spins) {
+                    return r;
+                }
                 h = mine.head.load(Acquire);
                 continue;
             }
@@ -1418,11 +1600,11 @@ impl<T: RingElement> Ring<T> {
                 }
             }
             let Some(room) = self.room_at(w, mine, other, pos, want) else {
-                return (None, HOLES);
+                return (Claim::NONE, HOLES);
             };
             let n = Self::decide(want, room, fixed);
             if n == 0 {
-                return (None, room);
+                return (Claim::NONE, room);
             }
             let alone = self.record_pred(w, mine, pos, pm, pn);
             match self
@@ -1430,8 +1612,10 @@ impl<T: RingElement> Ring<T> {
                 .claim_cas(&mine.head, h, pack(pos.wrapping_add(n), self.me, n as u16))
             {
                 Ok(mut c) => {
-                    c.alone = alone;
-                    return (Some(c), room);
+                    if alone {
+                        c.prev = 0;
+                    }
+                    return (c, room);
                 }
                 Err(x) => h = x,
             }
@@ -1458,7 +1642,14 @@ impl<T: RingElement> Ring<T> {
     /// Publish a claim: in MT mode wait for earlier reservations of this side first; in RTS
     /// mode publish without waiting ([`Ring::publish_rts`]).
     #[inline(always)]
-    fn publish(&self, w: Which, c: &Claim, sync: SyncMode) {
+    fn publish<const MAYBE_BIASED: bool>(&self, w: Which, c: &Claim, sync: SyncMode) {
+        if !MAYBE_BIASED {
+        } else if let Some(busy) = self.bias_flag(w, c) {
+            let (mine, _) = self.side(w);
+            mine.tail.store(c.pos.wrapping_add(c.n), Release);
+            busy.store(0, Release);
+            return;
+        }
         if sync == SyncMode::Rts {
             return self.publish_rts(w, c);
         }
@@ -1476,7 +1667,7 @@ impl<T: RingElement> Ring<T> {
     #[inline(never)]
     fn publish_rts(&self, w: Which, c: &Claim) {
         let (mine, _) = self.side(w);
-        if !c.alone && mine.tail.load(Acquire) != c.pos {
+        if !c.alone() && mine.tail.load(Acquire) != c.pos {
             let v = pack(c.pos, self.me, c.n as u16);
             self.mem.done_mark(w as usize, c.pos).store(v, Release);
             sync::fence(SeqCst);
@@ -1526,7 +1717,7 @@ impl<T: RingElement> Ring<T> {
     fn await_turn(&self, w: Which, c: &Claim, sync: SyncMode) {
         let (mine, _) = self.side(w);
         if matches!(sync, SyncMode::Mt | SyncMode::Rts)
-            && !c.alone
+            && !c.alone()
             && mine.tail.load(Acquire) != c.pos
         {
             self.wait_turn(w, c);
@@ -1567,6 +1758,349 @@ impl<T: RingElement> Ring<T> {
         }
     }
 
+    // ----- biased sides (see the crate docs, "Biased sides") -----
+
+    /// The head word of a side biased to this thread, generation bits clear (never a real head
+    /// word while the thread has no tag; never matches when it may not hold a bias).
+    #[inline(always)]
+    fn bias_word(&self) -> u64 {
+        pack(bias::tag(), self.me, BIASED)
+    }
+
+    /// An MT call found side `w` fresh (idle, biasable; head word `h`): bias it to this thread
+    /// and reserve the biased way, when this thread may hold a bias (a group member whose
+    /// process has the expedited membarrier; a guest cannot take part in the host's) and the
+    /// side has not changed hands too often; otherwise make the side ordinary. `None`: look at
+    /// the head word again.
+    #[cold]
+    #[inline(never)]
+    fn leave_fresh<const BIAS: bool, const CLAIMS: bool>(
+        &self,
+        w: Which,
+        h: u64,
+        want: u32,
+        fixed: bool,
+        sync: SyncMode,
+    ) -> Option<(Claim, u32)> {
+        let (mine, other) = self.side(w);
+        let (pos, _, _) = unpack(h);
+        let gen = mine.revokes.load(Acquire);
+        let tag =
+            if BIAS && sync == SyncMode::Mt && self.me != MemberId::OUTSIDER.0 && gen < MAX_REVOKES
+            {
+                bias::tag_for_bias()
+            } else {
+                None
+            };
+        // A fresh side has no operation in flight: whichever word replaces `h` first decides.
+        let Some(tag) = tag else {
+            let _ = mine
+                .head
+                .compare_exchange(h, pack(pos, 0, 0), AcqRel, Acquire);
+            return None;
+        };
+        let bw = pack(tag | gen << bias::TAG_BITS, self.me, BIASED);
+        if mine.head.compare_exchange(h, bw, AcqRel, Acquire).is_err() {
+            return None;
+        }
+        if !CLAIMS {
+            return Some((Claim::NONE, OWN_BIAS));
+        }
+        self.reserve_biased(w, mine, other, want, fixed, bw)
+    }
+
+    /// The reservation when side `w`'s head word `h` is not an ordinary one: biased to this
+    /// thread (reserve the single-member way), held by a single-member handle (wait a step),
+    /// fresh (bias it to this thread, or make it ordinary), or biased to another thread or being
+    /// revoked (revoke, or wait). `None`: look at the head word again.
+    #[cold]
+    #[inline(never)]
+    fn special<const BIAS: bool, const CLAIMS: bool>(
+        &self,
+        w: Which,
+        h: u64,
+        want: u32,
+        fixed: bool,
+        sync: SyncMode,
+        spins: &mut u32,
+    ) -> Option<(Claim, u32)> {
+        let (mine, other) = self.side(w);
+        let (_, _, n) = unpack(h);
+        if BIAS && sync == SyncMode::Mt && h & !GEN_BITS == self.bias_word() {
+            if !CLAIMS {
+                return Some((Claim::NONE, OWN_BIAS));
+            }
+            self.reserve_biased(w, mine, other, want, fixed, h)
+        } else if n == HELD {
+            self.wait_step(w, spins, 0);
+            None
+        } else if n == FRESH {
+            self.leave_fresh::<BIAS, CLAIMS>(w, h, want, fixed, sync)
+        } else {
+            self.unbias(w, true);
+            None
+        }
+    }
+
+    /// The whole enqueue of the thread the producer side is biased to (head word `h`), as the
+    /// single-member handle's: `None` when the bias was revoked meanwhile.
+    #[inline(always)]
+    fn enq_biased(&self, items: &[T], fixed: bool, h: u64) -> Option<Outcome> {
+        let (mine, other) = self.side(Which::Prod);
+        let gen = (h as u32) >> bias::TAG_BITS;
+        let busy = &mine.busy[gen as usize % MAX_REVOKES as usize];
+        busy.store(1, Relaxed);
+        bias::light_fence();
+        if mine.head.load(Relaxed) != h {
+            busy.store(0, Release);
+            return None;
+        }
+        let pos = mine.tail.load(Relaxed);
+        let want = items.len() as u32;
+        let room = self
+            .room_at(Which::Prod, mine, other, pos, want)
+            .unwrap_or(0);
+        let n = Self::decide(want, room, fixed);
+        if n != 0 {
+            self.mem
+                .write::<WIDE_HELD>(&Claim::biased(pos, n, h), &items[..n as usize]);
+            mine.tail.store(pos.wrapping_add(n), Release);
+        }
+        busy.store(0, Release);
+        Some(Outcome {
+            n: n as usize,
+            left: room - n,
+        })
+    }
+
+    /// The whole dequeue of the thread the consumer side is biased to (see
+    /// [`Ring::enq_biased`]); `None` when the bias was revoked meanwhile. When producers left
+    /// abandoned ranges, the slow dequeue steps over them (and drops the bias).
+    #[inline(always)]
+    fn deq_biased(&self, out: &mut [T], fixed: bool, h: u64) -> Option<Outcome> {
+        let (mine, other) = self.side(Which::Cons);
+        let gen = (h as u32) >> bias::TAG_BITS;
+        let busy = &mine.busy[gen as usize % MAX_REVOKES as usize];
+        busy.store(1, Relaxed);
+        bias::light_fence();
+        if mine.head.load(Relaxed) != h {
+            busy.store(0, Release);
+            return None;
+        }
+        let pos = mine.tail.load(Relaxed);
+        let want = out.len() as u32;
+        let Some(room) = self.room_at(Which::Cons, mine, other, pos, want) else {
+            // Abandoned producer ranges to step over: the slow way (it drops the bias).
+            busy.store(0, Release);
+            return Some(self.dequeue_slow(out, fixed, SyncMode::Mt));
+        };
+        let n = Self::decide(want, room, fixed);
+        if n != 0 {
+            self.mem
+                .read::<WIDE_HELD>(&Claim::biased(pos, n, h), 0, &mut out[..n as usize]);
+            mine.tail.store(pos.wrapping_add(n), Release);
+        }
+        busy.store(0, Release);
+        Some(Outcome {
+            n: n as usize,
+            left: room - n,
+        })
+    }
+
+    /// One element by value, on a consumer side biased to this thread (see
+    /// [`Ring::deq_biased`]).
+    #[inline(always)]
+    fn deq_one_biased(&self, h: u64) -> Option<Option<T>> {
+        let (mine, other) = self.side(Which::Cons);
+        let gen = (h as u32) >> bias::TAG_BITS;
+        let busy = &mine.busy[gen as usize % MAX_REVOKES as usize];
+        busy.store(1, Relaxed);
+        bias::light_fence();
+        if mine.head.load(Relaxed) != h {
+            busy.store(0, Release);
+            return None;
+        }
+        let pos = mine.tail.load(Relaxed);
+        let Some(room) = self.room_at(Which::Cons, mine, other, pos, 1) else {
+            busy.store(0, Release);
+            let mut v = T::new_zeroed();
+            let got = self
+                .dequeue_slow(std::slice::from_mut(&mut v), true, SyncMode::Mt)
+                .n;
+            return Some((got == 1).then_some(v));
+        };
+        let v = (room != 0).then(|| {
+            let v = self.mem.read_one(&Claim::biased(pos, 1, h));
+            mine.tail.store(pos.wrapping_add(1), Release);
+            v
+        });
+        busy.store(0, Release);
+        Some(v)
+    }
+
+    /// The in-flight flag of a claim made the biased way (its `prev` is the biased head word).
+    #[inline(always)]
+    fn bias_flag(&self, w: Which, c: &Claim) -> Option<&AtomicU32> {
+        let (p, _, n) = unpack(c.prev);
+        (n == BIASED)
+            .then(|| &self.side(w).0.busy[(p >> bias::TAG_BITS) as usize % MAX_REVOKES as usize])
+    }
+
+    /// The head word of side `w` if it is biased to this thread (the thread's tag is read only
+    /// when the head word is a special one, so the MT path pays one compare).
+    #[inline(always)]
+    fn own_bias(&self, w: Which) -> Option<u64> {
+        let h = self.side(w).0.head.load(Acquire);
+        ((h >> 48) as u16 >= FRESH && h & !GEN_BITS == self.bias_word()).then_some(h)
+    }
+
+    /// A reservation on side `w`, biased to this thread (head word `bw`): flag the operation in
+    /// flight in its generation's word, check that the bias still stands (the holder's half of
+    /// the asymmetric Dekker pair with [`Ring::finish_revoke`]), then reserve at the tail with
+    /// plain loads. `None` when the bias was revoked meanwhile.
+    #[inline(always)]
+    fn reserve_biased(
+        &self,
+        w: Which,
+        mine: &Side,
+        other: &Side,
+        want: u32,
+        fixed: bool,
+        bw: u64,
+    ) -> Option<(Claim, u32)> {
+        let gen = (bw as u32) >> bias::TAG_BITS;
+        let busy = &mine.busy[gen as usize % MAX_REVOKES as usize];
+        busy.store(1, Relaxed);
+        bias::light_fence();
+        if mine.head.load(Relaxed) != bw {
+            busy.store(0, Release);
+            return None;
+        }
+        let pos = mine.tail.load(Relaxed);
+        let Some(room) = self.room_at(w, mine, other, pos, want) else {
+            busy.store(0, Release);
+            return Some((Claim::NONE, HOLES));
+        };
+        let n = Self::decide(want, room, fixed);
+        if n == 0 {
+            busy.store(0, Release);
+            return Some((Claim::NONE, room));
+        }
+        Some((Claim::biased(pos, n, bw), room))
+    }
+
+    /// Make side `w` an ordinary (unbiased) side: drop this thread's own bias, revoke another
+    /// thread's, wait for a revocation another member is making, or turn a fresh side ordinary
+    /// (unless `keep_fresh`: the MT call that revoked may then bias the side to itself).
+    /// Returns once the head word is none of these.
+    #[cold]
+    #[inline(never)]
+    fn unbias(&self, w: Which, keep_fresh: bool) {
+        let (mine, _) = self.side(w);
+        let mut spins = 0u32;
+        loop {
+            let h = mine.head.load(Acquire);
+            let (p, _, n) = unpack(h);
+            match n {
+                BIASED if h & !GEN_BITS == self.bias_word() => {
+                    // This thread's own bias, and no operation of it in flight (it is here).
+                    mine.revokes.fetch_add(1, AcqRel);
+                    let t = mine.tail.load(Relaxed);
+                    let _ = mine
+                        .head
+                        .compare_exchange(h, pack(t, 0, 0), AcqRel, Acquire);
+                }
+                BIASED => {
+                    self.revoke_from(w, h);
+                }
+                REVOKING if p as u16 != self.me && self.is_dead(p as u16) => {
+                    // Its revoker died: finish the revocation in its place.
+                    self.revoke_from(w, h);
+                }
+                REVOKING => self.wait_step(w, &mut spins, 0),
+                FRESH if keep_fresh => return,
+                FRESH => {
+                    let _ = mine
+                        .head
+                        .compare_exchange(h, pack(p, 0, 0), AcqRel, Acquire);
+                }
+                _ => return,
+            }
+        }
+    }
+
+    /// Start (or take over) the revocation of the bias head word `h` names, and finish it.
+    /// Returns false if the head word changed first.
+    fn revoke_from(&self, w: Which, h: u64) -> bool {
+        let (mine, _) = self.side(w);
+        let (p, holder, n) = unpack(h);
+        let gen = if n == BIASED {
+            p >> bias::TAG_BITS
+        } else {
+            p >> 16
+        };
+        let rv = pack(self.me as u32 | gen << 16, holder, REVOKING);
+        if mine.head.compare_exchange(h, rv, AcqRel, Acquire).is_err() {
+            return false;
+        }
+        self.finish_revoke(w, rv, holder, gen);
+        true
+    }
+
+    /// The revoker's half of the Dekker pair: the head word says REVOKING (`rv`); the heavy
+    /// fence makes sure the holder either sees that before its next operation or has its
+    /// in-flight flag visible here; wait for the flag to drop (or the holder to die), then the
+    /// side is ordinary again, at its tail (a dead holder's unpublished work is not seen: a
+    /// producer's copies are overwritten, a consumer's elements stay for the next consumer).
+    #[cold]
+    fn finish_revoke(&self, w: Which, rv: u64, holder: u16, gen: u32) {
+        let (mine, _) = self.side(w);
+        let busy = &mine.busy[gen as usize % MAX_REVOKES as usize];
+        let mut dead = self.is_dead(holder);
+        if !dead {
+            bias::heavy_fence();
+        }
+        let mut spins = 0u32;
+        while !dead && busy.load(Acquire) != 0 {
+            spins = spins.wrapping_add(1);
+            if sync::time_to_check(spins) {
+                dead = self.is_dead(holder);
+                sync::yield_now();
+            } else {
+                sync::spin();
+            }
+        }
+        let ended = mine.revokes.fetch_add(1, AcqRel) + 1;
+        let t = mine.tail.load(Acquire);
+        let n = if ended < MAX_REVOKES { FRESH } else { 0 };
+        let _ = mine
+            .head
+            .compare_exchange(rv, pack(t, 0, n), AcqRel, Acquire);
+    }
+
+    /// Stop side biasing on this ring for good, revoking any bias now held: for a ring that
+    /// members outside the group's membarrier domain use (a VM guest), which could not revoke a
+    /// host thread's bias. `ivshmem-meta` calls it (through [`disable_bias_of`]) for every ring
+    /// zone it publishes to a VM. Idempotent.
+    ///
+    /// ```
+    /// use rte_ring::{Ring, RingFlags};
+    /// use shmconfig::LocalZones;
+    /// let zones = LocalZones::new();
+    /// let r = Ring::<u64>::create(&zones, "shared with a VM", 64, RingFlags::empty()).unwrap();
+    /// r.enqueue(1).unwrap(); // may bias the producer side to this thread
+    /// r.disable_bias();
+    /// r.enqueue(2).unwrap();
+    /// assert_eq!(r.info().producer_bias, None);
+    /// ```
+    pub fn disable_bias(&self) {
+        for w in [Which::Prod, Which::Cons] {
+            let (mine, _) = self.side(w);
+            mine.revokes.fetch_max(MAX_REVOKES, AcqRel);
+            self.unbias(w, false);
+        }
+    }
+
     pub(crate) fn is_dead(&self, m: u16) -> bool {
         let id = MemberId(m);
         id != MemberId::OUTSIDER && self.liveness.member_state(id) != MemberState::Alive
@@ -1581,6 +2115,30 @@ impl<T: RingElement> Ring<T> {
             let t = mine.tail.load(Acquire);
             let hw = mine.head.load(Acquire);
             let (hp, hm, hn) = unpack(hw);
+            if hn == BIASED || hn == REVOKING {
+                // A revocation under way is its revoker's to finish, unless the revoker died;
+                // a bias is revoked here only if its holder died (a live holder's ends when a
+                // caller of another thread needs the side).
+                let who = if hn == REVOKING { hp as u16 } else { hm };
+                if !self.is_dead(who) {
+                    // An idle bias is no work in flight.
+                    let gen = if hn == BIASED {
+                        hp >> bias::TAG_BITS
+                    } else {
+                        hp >> 16
+                    };
+                    if hn == REVOKING
+                        || mine.busy[gen as usize % MAX_REVOKES as usize].load(Acquire) != 0
+                    {
+                        out.busy = Some(MemberId(who));
+                    }
+                    return out;
+                }
+                if self.revoke_from(w, hw) && hn == BIASED {
+                    out.released = Some(MemberId(hm));
+                }
+                continue;
+            }
             if hn == HELD {
                 if !self.is_dead(hm) {
                     out.busy = Some(MemberId(hm));
@@ -1675,6 +2233,9 @@ impl<T: RingElement> Ring<T> {
         if hn == HELD {
             return (hm == m.0).then_some(hp);
         }
+        if hn == BIASED || hn == REVOKING {
+            return (hm == m.0).then(|| mine.tail.load(Acquire));
+        }
         let mut t = mine.tail.load(Acquire);
         for _ in 0..self.mem.size() {
             if t == hp {
@@ -1727,8 +2288,12 @@ impl<T: RingElement> Ring<T> {
         let mut h = mine.head.load(Acquire);
         loop {
             let (pos, pm, pn) = unpack(h);
-            if pn == HELD {
-                self.wait_step(Which::Cons, &mut spins, 0);
+            if pn >= FRESH {
+                if pn == HELD {
+                    self.wait_step(Which::Cons, &mut spins, 0);
+                } else {
+                    self.unbias(Which::Cons, false);
+                }
                 h = mine.head.load(Acquire);
                 continue;
             }
@@ -1760,7 +2325,7 @@ impl<T: RingElement> Ring<T> {
                 }
             };
             let got = self.copy_planned(&claim, &plan, out);
-            self.publish(Which::Cons, &claim, sync);
+            self.publish::<true>(Which::Cons, &claim, sync);
             self.retire_holes(claim.pos.wrapping_add(claim.n));
             return Outcome {
                 n: got,
@@ -1882,8 +2447,18 @@ impl<T: RingElement> Ring<T> {
         } else {
             sync
         };
-        let (c, _) = self.reserve_mt(w, n, true, sync);
-        c.map_or(0, |c| c.n)
+        let (c, _) = self.reserve::<false, true>(w, n, true, sync);
+        c.n
+    }
+
+    /// Like [`Ring::test_reserve_and_vanish`], through the call that biases an idle side to the
+    /// calling thread (so the unfinished reservation is a biased one when the side was idle and
+    /// biasable). Returns the number reserved and whether the reservation was biased.
+    #[doc(hidden)]
+    pub fn test_reserve_and_vanish_biased(&self, consumer: bool, n: u32) -> (u32, bool) {
+        let w = if consumer { Which::Cons } else { Which::Prod };
+        let (c, _) = self.reserve_mt(w, n, true, SyncMode::Mt);
+        (c.n, c.n != 0 && self.bias_flag(w, &c).is_some())
     }
 }
 

@@ -858,7 +858,7 @@ fn long_bursts_are_split_and_long_bulks_refused() {
     assert_eq!(r.dequeue_bulk(&mut out), 0);
     assert_eq!(r.dequeue_burst(&mut out), 100_000);
     assert_eq!(out, items);
-    assert_eq!(rte_ring::MAX_OP, 65_534);
+    assert_eq!(rte_ring::MAX_OP, 65_531);
     // the single-member handles have no head-word length to fit: one bulk moves them all
     let mut tx = r.single_producer().unwrap();
     let mut rx = r.single_consumer().unwrap();
@@ -1001,4 +1001,71 @@ fn snapshot_reads_in_place_skipping_abandoned_ranges() {
         "the abandoned range is still counted until passed"
     );
     assert_eq!(r0.snapshot(), vec![1, 2, 4, 5], "nothing was taken");
+}
+
+/// Whether this kernel lets a process take a bias (expedited global membarrier).
+fn membarrier_available() -> bool {
+    use rustix::thread::{membarrier_query, MembarrierQuery};
+    membarrier_query()
+        .contains(MembarrierQuery::GLOBAL_EXPEDITED | MembarrierQuery::REGISTER_GLOBAL_EXPEDITED)
+}
+
+#[test]
+fn mt_sides_are_biased_to_their_thread_and_revoked_by_others() {
+    let z0 = LocalZones::new();
+    let r0 = Ring::<u64>::create(&z0, "bias", 64, RingFlags::empty()).unwrap();
+    let r1 = Ring::<u64>::lookup(&z0.as_member(MemberId(1)), "bias").unwrap();
+    assert_eq!(r0.enqueue_bulk(&[1, 2, 3, 4]), 4);
+    if !membarrier_available() {
+        // Without the expedited membarrier nothing is ever biased.
+        assert_eq!(r0.info().producer_bias, None);
+        assert_eq!(drain(&r0), vec![1, 2, 3, 4]);
+        return;
+    }
+    let i = r0.info();
+    assert_eq!(i.producer_bias, Some(MemberId(0)), "{i}");
+    assert_eq!((i.prod_head.0, i.prod_tail, i.revokes), (4, 4, (0, 0)));
+    // another thread of the same member revokes, and the side is then biased to that thread
+    std::thread::scope(|s| {
+        s.spawn(|| assert_eq!(r0.enqueue_bulk(&[5]), 1));
+    });
+    assert_eq!(r0.info().revokes, (1, 0));
+    // the first thread again: the other thread's bias is revoked in turn
+    assert_eq!(r0.enqueue_bulk(&[6]), 1);
+    assert_eq!(r0.info().revokes, (2, 0));
+    // the consumer side goes to member 1's thread
+    let mut out = [0u64; 2];
+    assert_eq!(r1.dequeue_bulk(&mut out), 2);
+    assert_eq!(out, [1, 2]);
+    assert_eq!(r0.info().consumer_bias, Some(MemberId(1)));
+    // member 1 dies in the middle of a biased dequeue: the element it was taking is not lost
+    assert_eq!(r1.test_reserve_and_vanish_biased(true, 1), (1, true));
+    z0.set_member_state(MemberId(1), MemberState::Dead);
+    let rep = r0.recover();
+    assert_eq!(rep.consumer_released, Some(MemberId(1)), "{rep:?}");
+    assert_eq!(rep.consumer_busy, None);
+    assert_eq!(drain(&r0), vec![3, 4, 5, 6]);
+    assert_eq!(r0.abandoned(), (0, 0));
+    // for good: the sides run MT from now on
+    r0.disable_bias();
+    assert_eq!(r0.enqueue_bulk(&[7]), 1);
+    assert_eq!(drain(&r0), vec![7]);
+    let i = r0.info();
+    assert_eq!((i.producer_bias, i.consumer_bias), (None, None), "{i}");
+    assert!(i.revokes.0 >= 4 && i.revokes.1 >= 4, "{i}");
+}
+
+#[test]
+fn a_dead_biased_producer_is_revoked_without_waiting_and_its_enqueue_never_seen() {
+    let (z0, r0, r1) = two_members(RingFlags::empty());
+    if !membarrier_available() {
+        return;
+    }
+    assert_eq!(r1.test_reserve_and_vanish_biased(false, 3), (3, true));
+    z0.set_member_state(MemberId(1), MemberState::Dead);
+    // a live producer revokes the dead holder's bias (its in-flight flag is still up)
+    assert_eq!(r0.enqueue_bulk(&[9]), 1);
+    assert_eq!(drain(&r0), vec![9]);
+    assert_eq!(r0.abandoned(), (0, 0));
+    assert_eq!(r0.info().revokes.0, 1);
 }

@@ -1,5 +1,7 @@
-//! loom models of the MP/MC and HTS protocols, and of the dead-member rule, over the same code
-//! that ships (the crate's `sync` module switches to loom's atomics).
+//! loom models of the MP/MC, HTS and RTS protocols, of biased sides and their revocation, and
+//! of the dead-member rule, over the same code that ships (the crate's `sync` module switches to
+//! loom's atomics; the asymmetric fence of a biased side is modelled as a sequentially
+//! consistent fence on both of its halves, which is what membarrier provides).
 //!
 //! `LOOM_MAX_PREEMPTIONS=2 RUSTFLAGS="--cfg hugeshare_loom" cargo test -p rte-ring --release --test loom`
 #![cfg(hugeshare_loom)]
@@ -34,8 +36,12 @@ impl Liveness for Lives {
     }
 }
 
+/// A model ring whose sides are never biased: the models below check the multi-member
+/// protocols themselves (the biased sides have models of their own, at the end).
 fn ring(count: u32, flags: RingFlags, lives: &Arc<Lives>) -> Ring<u64> {
-    Ring::model(count, flags, MemberId(0), lives.clone())
+    let r = Ring::model(count, flags, MemberId(0), lives.clone());
+    r.disable_bias();
+    r
 }
 
 fn two_producers_one_consumer(flags: RingFlags) {
@@ -311,5 +317,86 @@ fn single_producer_hold_races_a_shared_enqueue() {
         got.sort();
         assert_eq!(got, vec![1, 2]);
         assert_eq!(r.info().producer_holder, None);
+    });
+}
+
+/// The main thread biases the producer side (its first enqueue); a second member's producer
+/// revokes the bias while the main thread enqueues again. Every element is delivered once, and
+/// the main thread's two in order.
+#[test]
+fn biased_producer_revoked_by_a_second_one() {
+    loom::model(|| {
+        let lives = Lives::new();
+        let r = Ring::<u64>::model(4, RingFlags::empty(), MemberId(0), lives.clone());
+        assert_eq!(r.enqueue_bulk(&[1]), 1);
+        assert_eq!(r.info().producer_bias, Some(MemberId(0)));
+        let other = {
+            let r = r.as_member(MemberId(1));
+            thread::spawn(move || assert_eq!(r.enqueue_bulk(&[2]), 1))
+        };
+        assert_eq!(r.enqueue_bulk(&[3]), 1);
+        other.join().unwrap();
+        let mut buf = [0u64; 4];
+        assert_eq!(r.dequeue_burst(&mut buf), 3);
+        let mine: Vec<u64> = buf[..3].iter().copied().filter(|&v| v != 2).collect();
+        assert_eq!(mine, vec![1, 3]);
+        assert!(buf[..3].contains(&2));
+        assert!(r.is_empty());
+        assert_eq!(r.abandoned(), (0, 0));
+    });
+}
+
+/// The consumer side is biased to the main thread; a second member's consumer revokes it while
+/// the main thread dequeues. Each element goes to exactly one of them.
+#[test]
+fn biased_consumer_revoked_by_a_second_one() {
+    loom::model(|| {
+        let lives = Lives::new();
+        let r = Ring::<u64>::model(4, RingFlags::empty(), MemberId(0), lives.clone());
+        assert_eq!(r.enqueue_bulk(&[1, 2, 3]), 3);
+        assert_eq!(r.dequeue(), Some(1));
+        assert_eq!(r.info().consumer_bias, Some(MemberId(0)));
+        let other = {
+            let r = r.as_member(MemberId(1));
+            thread::spawn(move || r.dequeue())
+        };
+        let a = r.dequeue();
+        let b = other.join().unwrap();
+        let mut got: Vec<u64> = [a, b].into_iter().flatten().collect();
+        got.sort();
+        assert_eq!(got, vec![2, 3]);
+        assert!(r.is_empty());
+    });
+}
+
+/// The thread the producer side is biased to dies in the middle of an enqueue (its member is
+/// dead, its in-flight flag still up): another member's enqueue revokes the bias without
+/// waiting, and the dead enqueue is never seen.
+#[test]
+fn biased_producer_dies_mid_enqueue() {
+    loom::model(|| {
+        let lives = Lives::new();
+        let r = Ring::<u64>::model(4, RingFlags::empty(), MemberId(0), lives.clone());
+        let victim = {
+            let r = r.as_member(MemberId(1));
+            let lives = lives.clone();
+            thread::spawn(move || {
+                let (n, biased) = r.test_reserve_and_vanish_biased(false, 1);
+                lives.kill(1);
+                (n, biased)
+            })
+        };
+        let live = {
+            let r = r.as_member(MemberId(2));
+            thread::spawn(move || assert_eq!(r.enqueue_bulk(&[7]), 1))
+        };
+        let (n, _) = victim.join().unwrap();
+        assert_eq!(n, 1);
+        live.join().unwrap();
+        r.recover();
+        let mut buf = [0u64; 4];
+        assert_eq!(r.dequeue_burst(&mut buf), 1);
+        assert_eq!(buf[0], 7);
+        assert!(r.is_empty());
     });
 }
