@@ -93,8 +93,23 @@ fn worker(
     }
 }
 
-fn ours(pools: &[Mempool; 2], zones: &LocalZones, r: Row, secs: f64) -> f64 {
-    let mp = &pools[r.cache as usize];
+/// A new pool for one measurement, as the rows' lcores find it when they start: its ring's
+/// sides are biased to the first thread that uses each, and revoked when another one comes (see
+/// rte-ring's "Biased sides"); a pool shared by every row would have stopped biasing after its
+/// first few rows' threads.
+fn pool(zones: &LocalZones, cache: bool) -> Mempool {
+    let params = MempoolParams::new(4095, 2048);
+    let params = if cache {
+        params.cache_size(512)
+    } else {
+        params
+    };
+    Mempool::create(zones, "mpb", params).expect("pool")
+}
+
+fn ours(r: Row, secs: f64) -> f64 {
+    let zones = &LocalZones::new();
+    let mp = &pool(zones, r.cache);
     let go = Arc::new(Barrier::new(r.cores as usize));
     let res: Vec<(u64, f64)> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..r.cores)
@@ -149,16 +164,6 @@ fn main() {
         println!("DPDK's EAL failed to initialise (-l 0-1 --no-huge -m 256 --no-pci --no-shconf): printing hugeshare's figures alone");
     }
 
-    let zones = LocalZones::new();
-    let pools = [
-        Mempool::create(&zones, "mpb_nocache", MempoolParams::new(4095, 2048)).expect("pool"),
-        Mempool::create(
-            &zones,
-            "mpb_cache",
-            MempoolParams::new(4095, 2048).cache_size(512),
-        )
-        .expect("pool"),
-    ];
     let mut rows = Vec::new();
     for cache in [false, true] {
         if only_pool
@@ -192,7 +197,7 @@ fn main() {
         eprintln!("round {}/{rounds}", round + 1);
         for (k, r) in rows.iter().enumerate() {
             if run_ours {
-                our_v[k].push(ours(&pools, &zones, *r, secs));
+                our_v[k].push(ours(*r, secs));
             }
             #[cfg(have_dpdk)]
             if run_dpdk && dpdk_lcores >= r.cores as i32 {

@@ -1081,15 +1081,15 @@ impl<T: RingElement> Ring<T> {
             };
             return self.enqueue_long(items, how, sync);
         }
-        if sync == SyncMode::Mt {
-            if let Some(h) = self.own_bias(Which::Prod) {
-                if let Some(o) = self.enq_biased(items, fixed, h) {
-                    return o;
-                }
+        let mut h = self.head_word(Which::Prod);
+        if sync == SyncMode::Mt && self.is_own_bias(h) {
+            if let Some(o) = self.enq_biased(items, fixed, h) {
+                return o;
             }
+            h = self.head_word(Which::Prod);
         }
         let want = items.len() as u32;
-        let (claim, free) = self.reserve_plain(Which::Prod, want, fixed, sync);
+        let (claim, free) = self.reserve_plain(Which::Prod, want, fixed, sync, h);
         if claim.n == 0 {
             if free == OWN_BIAS {
                 return self.enq_now_biased(items, fixed);
@@ -1193,7 +1193,7 @@ impl<T: RingElement> Ring<T> {
         if n == 0 || n > MAX_OP {
             return 0;
         }
-        let (claim, _) = self.reserve_mt(Which::Prod, n as u32, true, sync);
+        let (claim, _) = self.claim_in_place(Which::Prod, n as u32, sync);
         if claim.n == 0 {
             return 0;
         }
@@ -1210,7 +1210,7 @@ impl<T: RingElement> Ring<T> {
         if n == 0 || n > MAX_OP {
             return 0;
         }
-        let (claim, avail) = self.reserve_mt(Which::Cons, n as u32, true, sync);
+        let (claim, avail) = self.claim_in_place(Which::Cons, n as u32, sync);
         if claim.n == 0 {
             if avail == HOLES {
                 // Abandoned ranges ahead: step over them the copying way.
@@ -1227,6 +1227,23 @@ impl<T: RingElement> Ring<T> {
             f(a, b);
         });
         n
+    }
+
+    /// The claim of an in-place call: the biased way, inline, on a side biased to this thread;
+    /// else the shared reservation (which may still bias the side, and then makes a biased
+    /// claim out of line).
+    #[cfg(not(hugeshare_loom))]
+    #[inline(always)]
+    fn claim_in_place(&self, w: Which, n: u32, sync: SyncMode) -> (Claim, u32) {
+        let mut h = self.head_word(w);
+        if sync == SyncMode::Mt && self.is_own_bias(h) {
+            let (mine, other) = self.side(w);
+            if let Some(r) = self.reserve_biased(w, mine, other, n, true, h) {
+                return r;
+            }
+            h = self.head_word(w);
+        }
+        self.reserve::<true, true>(w, n, true, sync, h)
     }
 
     /// Run `body` on an in-place claim, then publish the claim; if `body` unwinds, the claim is
@@ -1319,15 +1336,15 @@ impl<T: RingElement> Ring<T> {
             };
             return self.dequeue_long(out, how, sync);
         }
-        if sync == SyncMode::Mt {
-            if let Some(h) = self.own_bias(Which::Cons) {
-                if let Some(o) = self.deq_biased(out, fixed, h) {
-                    return o;
-                }
+        let mut h = self.head_word(Which::Cons);
+        if sync == SyncMode::Mt && self.is_own_bias(h) {
+            if let Some(o) = self.deq_biased(out, fixed, h) {
+                return o;
             }
+            h = self.head_word(Which::Cons);
         }
         let want = out.len() as u32;
-        let (claim, avail) = self.reserve_plain(Which::Cons, want, fixed, sync);
+        let (claim, avail) = self.reserve_plain(Which::Cons, want, fixed, sync, h);
         if claim.n == 0 {
             if avail == HOLES {
                 return self.dequeue_slow(out, fixed, sync);
@@ -1349,14 +1366,14 @@ impl<T: RingElement> Ring<T> {
     /// One element, returned by value (no buffer in memory between the slot and the caller).
     #[inline(always)]
     fn deq_one(&self, sync: SyncMode) -> Option<T> {
-        if sync == SyncMode::Mt {
-            if let Some(h) = self.own_bias(Which::Cons) {
-                if let Some(v) = self.deq_one_biased(h) {
-                    return v;
-                }
+        let mut h = self.head_word(Which::Cons);
+        if sync == SyncMode::Mt && self.is_own_bias(h) {
+            if let Some(v) = self.deq_one_biased(h) {
+                return v;
             }
+            h = self.head_word(Which::Cons);
         }
-        let (claim, avail) = self.reserve_plain(Which::Cons, 1, true, sync);
+        let (claim, avail) = self.reserve_plain(Which::Cons, 1, true, sync, h);
         if claim.n == 0 {
             if avail == OWN_BIAS {
                 let mut v = T::new_zeroed();
@@ -1553,15 +1570,22 @@ impl<T: RingElement> Ring<T> {
     /// reservation instead (see "Biased sides" there).
     #[inline(always)]
     fn reserve_mt(&self, w: Which, want: u32, fixed: bool, sync: SyncMode) -> (Claim, u32) {
-        self.reserve::<true, true>(w, want, fixed, sync)
+        self.reserve::<true, true>(w, want, fixed, sync, self.head_word(w))
     }
 
     /// [`Ring::reserve_mt`] for callers with a biased way of their own (the copying enqueue and
     /// dequeue): never returns a biased claim, but [`OWN_BIAS`] when the side is (now) biased to
     /// this thread. Their publish then needs no look at the claim's kind.
     #[inline(always)]
-    fn reserve_plain(&self, w: Which, want: u32, fixed: bool, sync: SyncMode) -> (Claim, u32) {
-        self.reserve::<true, false>(w, want, fixed, sync)
+    fn reserve_plain(
+        &self,
+        w: Which,
+        want: u32,
+        fixed: bool,
+        sync: SyncMode,
+        h: u64,
+    ) -> (Claim, u32) {
+        self.reserve::<true, false>(w, want, fixed, sync, h)
     }
 
     /// [`Ring::reserve_mt`]; with `BIAS` false it never takes a bias (a test's unfinished
@@ -1573,9 +1597,9 @@ impl<T: RingElement> Ring<T> {
         want: u32,
         fixed: bool,
         sync: SyncMode,
+        mut h: u64,
     ) -> (Claim, u32) {
         let (mine, other) = self.side(w);
-        let mut h = mine.head.load(Acquire);
         let mut spins = 0u32;
         loop {
             let (pos, pm, pn) = unpack(h);
@@ -1946,12 +1970,17 @@ impl<T: RingElement> Ring<T> {
             .then(|| &self.side(w).0.busy[(p >> bias::TAG_BITS) as usize % MAX_REVOKES as usize])
     }
 
-    /// The head word of side `w` if it is biased to this thread (the thread's tag is read only
-    /// when the head word is a special one, so the MT path pays one compare).
+    /// Side `w`'s head word now (a reservation starts from it).
     #[inline(always)]
-    fn own_bias(&self, w: Which) -> Option<u64> {
-        let h = self.side(w).0.head.load(Acquire);
-        ((h >> 48) as u16 >= FRESH && h & !GEN_BITS == self.bias_word()).then_some(h)
+    fn head_word(&self, w: Which) -> u64 {
+        self.side(w).0.head.load(Acquire)
+    }
+
+    /// Whether head word `h` says its side is biased to this thread (the thread's tag is read
+    /// only when the head word is a special one, so the MT path pays one compare).
+    #[inline(always)]
+    fn is_own_bias(&self, h: u64) -> bool {
+        (h >> 48) as u16 >= FRESH && h & !GEN_BITS == self.bias_word()
     }
 
     /// A reservation on side `w`, biased to this thread (head word `bw`): flag the operation in
@@ -2447,7 +2476,7 @@ impl<T: RingElement> Ring<T> {
         } else {
             sync
         };
-        let (c, _) = self.reserve::<false, true>(w, n, true, sync);
+        let (c, _) = self.reserve::<false, true>(w, n, true, sync, self.head_word(w));
         c.n
     }
 
