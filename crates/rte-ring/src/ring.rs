@@ -1871,15 +1871,7 @@ impl<T: RingElement> Ring<T> {
     #[inline(always)]
     fn enq_biased(&self, items: &[T], fixed: bool, h: u64) -> Option<Outcome> {
         let (mine, other) = self.side(Which::Prod);
-        let gen = (h as u32) >> bias::TAG_BITS;
-        let busy = &mine.busy[gen as usize % MAX_REVOKES as usize];
-        busy.store(1, Relaxed);
-        bias::light_fence();
-        if mine.head.load(Relaxed) != h {
-            busy.store(0, Release);
-            return None;
-        }
-        let pos = mine.tail.load(Relaxed);
+        let (busy, pos) = Self::begin_biased(mine, h)?;
         let want = items.len() as u32;
         let room = self
             .room_at(Which::Prod, mine, other, pos, want)
@@ -1903,15 +1895,7 @@ impl<T: RingElement> Ring<T> {
     #[inline(always)]
     fn deq_biased(&self, out: &mut [T], fixed: bool, h: u64) -> Option<Outcome> {
         let (mine, other) = self.side(Which::Cons);
-        let gen = (h as u32) >> bias::TAG_BITS;
-        let busy = &mine.busy[gen as usize % MAX_REVOKES as usize];
-        busy.store(1, Relaxed);
-        bias::light_fence();
-        if mine.head.load(Relaxed) != h {
-            busy.store(0, Release);
-            return None;
-        }
-        let pos = mine.tail.load(Relaxed);
+        let (busy, pos) = Self::begin_biased(mine, h)?;
         let want = out.len() as u32;
         let Some(room) = self.room_at(Which::Cons, mine, other, pos, want) else {
             // Abandoned producer ranges to step over: the slow way (it drops the bias).
@@ -1936,15 +1920,7 @@ impl<T: RingElement> Ring<T> {
     #[inline(always)]
     fn deq_one_biased(&self, h: u64) -> Option<Option<T>> {
         let (mine, other) = self.side(Which::Cons);
-        let gen = (h as u32) >> bias::TAG_BITS;
-        let busy = &mine.busy[gen as usize % MAX_REVOKES as usize];
-        busy.store(1, Relaxed);
-        bias::light_fence();
-        if mine.head.load(Relaxed) != h {
-            busy.store(0, Release);
-            return None;
-        }
-        let pos = mine.tail.load(Relaxed);
+        let (busy, pos) = Self::begin_biased(mine, h)?;
         let Some(room) = self.room_at(Which::Cons, mine, other, pos, 1) else {
             busy.store(0, Release);
             let mut v = T::new_zeroed();
@@ -1960,6 +1936,24 @@ impl<T: RingElement> Ring<T> {
         });
         busy.store(0, Release);
         Some(v)
+    }
+
+    /// The start of every operation on a side biased to this thread (head word `h`): raise the
+    /// generation's in-flight flag, then (the holder's half of the asymmetric Dekker pair with
+    /// [`Ring::finish_revoke`]) check that the bias still stands. Returns the flag, to lower
+    /// when done, and the side's position (its tail); `None`, flag lowered, when the bias was
+    /// revoked meanwhile.
+    #[inline(always)]
+    fn begin_biased(mine: &Side, h: u64) -> Option<(&AtomicU32, u32)> {
+        let gen = (h as u32) >> bias::TAG_BITS;
+        let busy = &mine.busy[gen as usize % MAX_REVOKES as usize];
+        busy.store(1, Relaxed);
+        bias::light_fence();
+        if mine.head.load(Relaxed) != h {
+            busy.store(0, Release);
+            return None;
+        }
+        Some((busy, mine.tail.load(Relaxed)))
     }
 
     /// The in-flight flag of a claim made the biased way (its `prev` is the biased head word).
@@ -1997,15 +1991,7 @@ impl<T: RingElement> Ring<T> {
         fixed: bool,
         bw: u64,
     ) -> Option<(Claim, u32)> {
-        let gen = (bw as u32) >> bias::TAG_BITS;
-        let busy = &mine.busy[gen as usize % MAX_REVOKES as usize];
-        busy.store(1, Relaxed);
-        bias::light_fence();
-        if mine.head.load(Relaxed) != bw {
-            busy.store(0, Release);
-            return None;
-        }
-        let pos = mine.tail.load(Relaxed);
+        let (busy, pos) = Self::begin_biased(mine, bw)?;
         let Some(room) = self.room_at(w, mine, other, pos, want) else {
             busy.store(0, Release);
             return Some((Claim::NONE, HOLES));
