@@ -2466,6 +2466,29 @@ impl<T: RingElement> Ring<T> {
         c.n
     }
 
+    /// Start revoking the bias of the producer side (or the consumer side) and never finish:
+    /// what a member killed in the middle of a revocation leaves behind. Returns whether the
+    /// side was biased to another thread (and is now being revoked by this member).
+    #[doc(hidden)]
+    pub fn test_start_revoke_and_vanish(&self, consumer: bool) -> bool {
+        let w = if consumer { Which::Cons } else { Which::Prod };
+        let h = self.head_word(w);
+        let (p, holder, n) = unpack(h);
+        if n != BIASED || h & !GEN_BITS == self.bias_word() {
+            return false;
+        }
+        let rv = pack(
+            self.me as u32 | (p >> bias::TAG_BITS) << 16,
+            holder,
+            REVOKING,
+        );
+        self.side(w)
+            .0
+            .head
+            .compare_exchange(h, rv, AcqRel, Acquire)
+            .is_ok()
+    }
+
     /// Like [`Ring::test_reserve_and_vanish`], through the call that biases an idle side to the
     /// calling thread (so the unfinished reservation is a biased one when the side was idle and
     /// biasable). Returns the number reserved and whether the reservation was biased.

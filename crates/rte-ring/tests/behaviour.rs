@@ -1072,3 +1072,32 @@ fn a_dead_biased_producer_is_revoked_without_waiting_and_its_enqueue_never_seen(
     assert_eq!(r0.abandoned(), (0, 0));
     assert_eq!(r0.info().revokes.0, 1);
 }
+
+#[test]
+fn a_revoker_killed_mid_revocation_is_replaced() {
+    let z0 = LocalZones::new();
+    let r0 = Ring::<u64>::create(&z0, "revoker", 64, RingFlags::empty()).unwrap();
+    let r1 = Ring::<u64>::lookup(&z0.as_member(MemberId(1)), "revoker").unwrap();
+    let r2 = Ring::<u64>::lookup(&z0.as_member(MemberId(2)), "revoker").unwrap();
+    if !membarrier_available() {
+        return;
+    }
+    assert_eq!(r0.enqueue_bulk(&[1, 2]), 2);
+    assert_eq!(r0.info().producer_bias, Some(MemberId(0)));
+    // member 1 starts revoking member 0's bias and dies before it finishes
+    assert!(r1.test_start_revoke_and_vanish(false));
+    z0.set_member_state(MemberId(1), MemberState::Dead);
+    let rep = r0.recover();
+    assert!(rep.producer_busy.is_none() && !rep.pending, "{rep:?}");
+    // member 2 finishes the revocation in its place and goes on; so does member 0
+    assert_eq!(r2.enqueue_bulk(&[3]), 1);
+    assert_eq!(r0.enqueue_bulk(&[4]), 1);
+    assert_eq!(r0.info().producer_bias, Some(MemberId(0)));
+    // again, and this time the next caller takes the revocation over by itself (no recover)
+    let r3 = Ring::<u64>::lookup(&z0.as_member(MemberId(3)), "revoker").unwrap();
+    assert!(r3.test_start_revoke_and_vanish(false));
+    z0.set_member_state(MemberId(3), MemberState::Dead);
+    assert_eq!(r2.enqueue_bulk(&[5]), 1);
+    assert_eq!(drain(&r0), vec![1, 2, 3, 4, 5]);
+    assert_eq!(r0.abandoned(), (0, 0));
+}
