@@ -263,6 +263,8 @@ pub struct Ring<T> {
     htd_max: u32,
     type_id: u64,
     pub(crate) me: u16,
+    /// `pack(0, me, BIASED)`: this handle's biased head word but for the thread's tag.
+    bias_base: u64,
     liveness: Arc<dyn Liveness>,
 }
 
@@ -279,6 +281,7 @@ impl<T> Clone for Ring<T> {
             htd_max: self.htd_max,
             type_id: self.type_id,
             me: self.me,
+            bias_base: self.bias_base,
             liveness: self.liveness.clone(),
         }
     }
@@ -720,6 +723,7 @@ impl<T: RingElement> Ring<T> {
             htd_max: meta.htd_max.max(1),
             type_id: meta.type_id,
             me: zones.member().0,
+            bias_base: pack(0, zones.member().0, BIASED),
             liveness: zones.liveness(),
         }
     }
@@ -765,6 +769,7 @@ impl<T: RingElement> Ring<T> {
             htd_max: meta.htd_max,
             type_id: meta.type_id,
             me: member.0,
+            bias_base: pack(0, member.0, BIASED),
             liveness,
         }
     }
@@ -774,6 +779,7 @@ impl<T: RingElement> Ring<T> {
     pub fn as_member(&self, member: MemberId) -> Self {
         let mut r = self.clone();
         r.me = member.0;
+        r.bias_base = pack(0, member.0, BIASED);
         r
     }
 }
@@ -1788,7 +1794,7 @@ impl<T: RingElement> Ring<T> {
     /// word while the thread has no tag; never matches when it may not hold a bias).
     #[inline(always)]
     fn bias_word(&self) -> u64 {
-        pack(bias::tag(), self.me, BIASED)
+        self.bias_base | bias::tag() as u64
     }
 
     /// An MT call found side `w` fresh (idle, biasable; head word `h`): bias it to this thread
