@@ -193,6 +193,20 @@ fn main() {
             println!("READY stalled member={}", p.member().0);
             hugeshare_agent::wait_for_exit();
         }
+        "stall-biased" => {
+            // The producer side is fresh: this call biases it to this thread and stops in the
+            // middle of the enqueue, its in-flight flag up (what a kill there leaves behind).
+            let (name, n) = (arg(1), num(2) as u32);
+            let ring =
+                Ring::<[u64; 2]>::lookup(&p, &name).unwrap_or_else(|e| fail(&format!("{e}")));
+            if ring.test_reserve_and_vanish_biased(false, n) != (n, true) {
+                fail(&format!(
+                    "could not reserve {n} slots of {name} on a side biased to this thread"
+                ));
+            }
+            println!("READY stalled biased member={}", p.member().0);
+            hugeshare_agent::wait_for_exit();
+        }
         "whoami" => {
             println!("READY member={}", p.member().0);
             hugeshare_agent::wait_for_exit();
