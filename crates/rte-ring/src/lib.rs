@@ -154,9 +154,12 @@
 //!   revokes without waiting, and the side goes on at its tail. As with a dead
 //!   [`SingleProducer`], a producer's unpublished copies are never seen and a consumer's
 //!   unfinished elements stay for the next consumer (its call never returned).
-//! * **Guests** cannot take part in the host's membarrier, so a guest (an outsider) never takes
-//!   a bias, and `ivshmem-meta` calls [`Ring::disable_bias`] on every ring and mempool ring it
-//!   publishes to a VM. A guest that finds a side biased to a live host thread waits for it.
+//! * **Guests** cannot take part in the host's membarrier, so an outsider (a guest, or a
+//!   handle without a member slot) never takes a bias, and `ivshmem-meta` stops biasing
+//!   ([`disable_bias_of`]) every ring zone it publishes to a VM, so no guest meets a biased side.
+//!   An outsider that does meet one revokes it like a member; that is sound from the host's
+//!   kernel, not from a VM's (whose membarrier does not reach the host's CPUs): a ring shared
+//!   with a VM some other way than through `ivshmem-meta` must call [`Ring::disable_bias`].
 //! * HTS and RTS sides are never biased; an HTS call on a biased MT side revokes first. A
 //!   process forked without `exec` must not use its parent's ring handles (its threads would
 //!   carry the parent's tags).
