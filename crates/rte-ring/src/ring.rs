@@ -1199,11 +1199,11 @@ impl<T: RingElement> Ring<T> {
         if n == 0 || n > MAX_OP {
             return 0;
         }
-        let (claim, _) = self.claim_in_place(Which::Prod, n as u32, sync);
+        let (claim, _, busy) = self.claim_in_place(Which::Prod, n as u32, sync);
         if claim.n == 0 {
             return 0;
         }
-        self.run_claim(Which::Prod, &claim, sync, || {
+        self.run_claim(Which::Prod, &claim, sync, busy, || {
             let (a, b) = self.mem.slots_mut(&claim);
             f(a, b);
         });
@@ -1216,7 +1216,7 @@ impl<T: RingElement> Ring<T> {
         if n == 0 || n > MAX_OP {
             return 0;
         }
-        let (claim, avail) = self.claim_in_place(Which::Cons, n as u32, sync);
+        let (claim, avail, busy) = self.claim_in_place(Which::Cons, n as u32, sync);
         if claim.n == 0 {
             if avail == HOLES {
                 // Abandoned ranges ahead: step over them the copying way.
@@ -1228,7 +1228,7 @@ impl<T: RingElement> Ring<T> {
             }
             return 0;
         }
-        self.run_claim(Which::Cons, &claim, sync, || {
+        self.run_claim(Which::Cons, &claim, sync, busy, || {
             let (a, b) = self.mem.slots(&claim);
             f(a, b);
         });
@@ -1240,23 +1240,39 @@ impl<T: RingElement> Ring<T> {
     /// claim out of line).
     #[cfg(not(hugeshare_loom))]
     #[inline(always)]
-    fn claim_in_place(&self, w: Which, n: u32, sync: SyncMode) -> (Claim, u32) {
+    fn claim_in_place(&self, w: Which, n: u32, sync: SyncMode) -> (Claim, u32, Option<&AtomicU32>) {
         let mut h = self.head_word(w);
         if sync == SyncMode::Mt && self.is_own_bias(h) {
             let (mine, other) = self.side(w);
-            if let Some(r) = self.reserve_biased(w, mine, other, n, true, h) {
-                return r;
+            if let Some((busy, pos)) = Self::begin_biased(mine, h) {
+                let Some(room) = self.room_at(w, mine, other, pos, n) else {
+                    busy.store(0, Release);
+                    return (Claim::NONE, HOLES, None);
+                };
+                if room < n {
+                    busy.store(0, Release);
+                    return (Claim::NONE, room, None);
+                }
+                return (Claim::biased(pos, n, h), room, Some(busy));
             }
             h = self.head_word(w);
         }
-        self.reserve::<true, true>(w, n, true, sync, h)
+        let (c, room) = self.reserve::<true, true>(w, n, true, sync, h);
+        (c, room, None)
     }
 
     /// Run `body` on an in-place claim, then publish the claim; if `body` unwinds, the claim is
     /// abandoned instead ([`Ring::abandon_own`]).
     #[cfg(not(hugeshare_loom))]
     #[inline(always)]
-    fn run_claim(&self, w: Which, claim: &Claim, sync: SyncMode, body: impl FnOnce()) {
+    fn run_claim(
+        &self,
+        w: Which,
+        claim: &Claim,
+        sync: SyncMode,
+        busy: Option<&AtomicU32>,
+        body: impl FnOnce(),
+    ) {
         let guard = Unwinding {
             ring: self,
             claim,
@@ -1265,7 +1281,17 @@ impl<T: RingElement> Ring<T> {
         };
         body();
         std::mem::forget(guard);
-        self.publish::<true>(w, claim, sync);
+        match busy {
+            // A biased claim made inline: publish it without looking at it again.
+            Some(busy) => {
+                self.side(w)
+                    .0
+                    .tail
+                    .store(claim.pos.wrapping_add(claim.n), Release);
+                busy.store(0, Release);
+            }
+            None => self.publish::<true>(w, claim, sync),
+        }
     }
 
     /// Give up this member's own claim (a closure given an in-place claim panicked): wait for
