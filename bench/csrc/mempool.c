@@ -4,8 +4,11 @@
  * called through DPDK's public inline API. Our own code; nothing copied from DPDK.
  * Every symbol starts with `mempool_` so the benchmark files do not clash.
  */
+#include <limits.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <rte_eal.h>
 #include <rte_lcore.h>
@@ -16,6 +19,7 @@
 #include <rte_errno.h>
 
 static struct rte_mempool *mempool_pools[2];
+static char mempool_runtime_dir[PATH_MAX];
 
 struct mempool_job {
 	struct rte_mempool *mp;
@@ -42,6 +46,7 @@ int mempool_dpdk_init(void)
 	int argc = (int)(sizeof(argv) / sizeof(argv[0])) - 1;
 	if (rte_eal_init(argc, argv) < 0)
 		return -1;
+	snprintf(mempool_runtime_dir, sizeof(mempool_runtime_dir), "%s", rte_eal_get_runtime_dir());
 	mempool_pools[0] = rte_mempool_create("mpb_nocache", 4095, 2048, 0, 0,
 					      NULL, NULL, NULL, NULL, SOCKET_ID_ANY, 0);
 	mempool_pools[1] = rte_mempool_create("mpb_cache", 4095, 2048, 512, 0,
@@ -118,8 +123,10 @@ double mempool_dpdk_run(int cache, unsigned cores, unsigned bulk, unsigned keep,
 	return (double)tot / sec;
 }
 
-/* Release the EAL's resources at the end of the run. */
+/* Release the EAL's resources at the end of the run and remove its (empty) runtime directory. */
 void mempool_dpdk_cleanup(void)
 {
 	rte_eal_cleanup();
+	if (mempool_runtime_dir[0])
+		rmdir(mempool_runtime_dir);
 }
