@@ -73,6 +73,8 @@ struct Step {
     note: Option<String>,
     capture: Option<Vec<String>>,
     env: Option<Vec<String>>,
+    /// Delete the group's runtime directory (`rm -rf` by a user or a tmp cleaner).
+    remove_rundir: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -192,6 +194,10 @@ impl Ctx<'_> {
         }
         if let Some(ms) = s.sleep_ms {
             std::thread::sleep(Duration::from_millis(ms));
+        }
+        if s.remove_rundir == Some(true) {
+            let d = self.rundir.join(&self.prefix);
+            std::fs::remove_dir_all(&d).with_context(|| format!("removing {}", d.display()))?;
         }
         let timeout = Duration::from_millis(s.timeout_ms.unwrap_or(10_000));
         let Some(name) = s.proc.clone() else {

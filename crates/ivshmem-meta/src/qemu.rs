@@ -67,7 +67,13 @@ impl QemuArgs {
                 first: first_slot,
             });
         }
-        for (name, _, size) in &devices {
+        for (i, (name, _, size)) in devices.iter().enumerate() {
+            if devices[..i].iter().any(|d| d.0 == *name) {
+                return Err(MetaError::BadName {
+                    name: name.clone(),
+                    why: "named twice: each device is given once (QEMU refuses two objects with one id)",
+                });
+            }
             if name.is_empty()
                 || name.len() > 48
                 || !name
@@ -153,6 +159,8 @@ impl QemuArgs {
         segments: &[PathBuf],
     ) -> Result<Self, MetaError> {
         let mut devs = Vec::new();
+        // Sealed only once every device checked out: a refused call changes nothing.
+        let mut to_seal = Vec::new();
         for name in names {
             let r = registered(group, prefix, name)?;
             let file = std::fs::OpenOptions::new()
@@ -217,11 +225,15 @@ impl QemuArgs {
                 }
                 extra.push((format!("{name}_s{}", k + 1), path.clone(), x.len));
             }
-            map.atomic_u32(hdr::SEALED).store(1, Ordering::Release);
+            to_seal.push(map);
             devs.push((name.to_string(), r.path, len));
             devs.extend(extra);
         }
-        Self::new(devs, first_slot)
+        let args = Self::new(devs, first_slot)?;
+        for map in &to_seal {
+            map.atomic_u32(hdr::SEALED).store(1, Ordering::Release);
+        }
+        Ok(args)
     }
 
     /// The devices, in slot order.

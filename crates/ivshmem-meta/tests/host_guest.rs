@@ -406,6 +406,28 @@ fn several_metadata_from_the_group_registry() {
 }
 
 #[test]
+fn a_refused_qemu_args_call_seals_nothing() {
+    let s = Scratch::new("refused");
+    let group = LocalZones::new();
+    let a = Metadata::create_in(&group, &s.info(), "a", &small()).unwrap();
+    // A known name, then an unknown one: refused, and `a` may still grow.
+    let e = QemuArgs::from_group(&group, "t", &["a", "nope"], 0x10).unwrap_err();
+    assert!(matches!(e, MetaError::NotRegistered { .. }), "{e}");
+    assert!(
+        !a.is_sealed(),
+        "a refused call must not seal the devices it checked first"
+    );
+    // The same device twice would give QEMU two objects with one id: refused, nothing sealed.
+    let e = QemuArgs::from_group(&group, "t", &["a", "a"], 0x10).unwrap_err();
+    assert!(e.to_string().contains("named twice"), "{e}");
+    assert!(!a.is_sealed());
+    assert!(Ring::<u32>::create(&a.zones(), "still", 16, RingFlags::empty()).is_ok());
+    // A good call seals.
+    QemuArgs::from_group(&group, "t", &["a"], 0x10).unwrap();
+    assert!(a.is_sealed());
+}
+
+#[test]
 fn two_devices_and_foreign_and_damaged_ones() {
     let s = Scratch::new("devices");
     let group = LocalZones::new();

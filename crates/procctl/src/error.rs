@@ -21,6 +21,17 @@ pub enum ProcError {
         /// The lock file.
         lock: PathBuf,
     },
+    /// A primary of this prefix is alive, but the group's runtime directory was deleted or
+    /// replaced under it: nobody can join its group, and no second primary may start beside it.
+    #[error("a primary of prefix {prefix:?} is still running (pid {pid}) but its runtime directory {dir} was deleted or replaced (rm -rf, a tmp cleaner, a logout?), so no process can join its group and no second primary may start under the same name; stop that primary (kill {pid}) and start the group again")]
+    RuntimeDirGone {
+        /// The prefix.
+        prefix: String,
+        /// The live primary's pid (0 if it could not be asked).
+        pid: u32,
+        /// The group's runtime directory.
+        dir: PathBuf,
+    },
     /// No live primary for a secondary to join.
     #[error("no primary is running for prefix {prefix:?} ({why}); start a primary first (--proc-type=primary), or use --proc-type=auto")]
     NoPrimary {

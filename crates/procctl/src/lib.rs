@@ -17,8 +17,18 @@
 //!   and is never trusted. The next primary removes it, and the stale segment files of its prefix
 //!   (only those nobody holds), without manual clean-up.
 //!
-//! Each member runs a monitor thread (every 10 ms, `HUGESHARE_MONITOR_MS` to change) that reports
+//! Each member runs a monitor thread (every 10 ms; `--monitor-interval MS` to change) that reports
 //! [`Event`]s: members joining, leaving and dying, and the primary dying or exiting.
+//!
+//! # A runtime directory deleted under a live group
+//! Members find the primary through the lock file in the group's runtime directory, which a user
+//! or a cleaner may delete (`rm -rf /var/run/hugeshare/<prefix>`). The primary also holds an
+//! *anchor*, a Unix socket in the abstract namespace named after that directory, which no file
+//! operation can remove: a process that would otherwise start a second primary under the same
+//! name, or a secondary that finds no directory, is refused with
+//! [`ProcError::RuntimeDirGone`], naming the live primary's pid. A member leaving removes files
+//! only while the directory still holds the lock file it opened, so the old primary's exit never
+//! removes another group's files.
 //!
 //! # A new primary while an orphaned secondary still runs
 //! When the primary dies, its secondaries are told ([`Event::PrimaryDied`]) and keep their
@@ -35,6 +45,7 @@
 //! broadcast, or as requests with replies and timeouts; a dead peer never blocks a sender.
 #![deny(unsafe_code)]
 
+mod anchor;
 pub mod channel;
 pub mod error;
 pub mod lcores;

@@ -23,6 +23,8 @@ use crate::lcores::LcoreMap;
 pub const DEFAULT_PREFIX: &str = "hugeshare";
 /// Memory a primary takes when neither `-m` nor `--socket-mem` is given, in MiB.
 pub const DEFAULT_MEMORY_MB: u64 = 64;
+/// The most memory a group may ask for (`-m`, or `--socket-mem` in all), in MiB: 64 TiB.
+pub const MAX_MEMORY_MB: u64 = 64 << 20;
 /// How long a secondary waits for the primary to be ready, by default.
 pub const DEFAULT_ATTACH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -383,6 +385,25 @@ impl Options {
                 why: "a group needs some memory".into(),
             });
         }
+        // Megabytes become bytes by a shift: refuse what would overflow it (or exceed any
+        // machine's address space) rather than wrap to a small or absurd amount.
+        if let Some(m) = self.memory_mb.filter(|&m| m > MAX_MEMORY_MB) {
+            return Err(OptionsError::Invalid {
+                option: "-m",
+                value: m.to_string(),
+                why: format!("at most {MAX_MEMORY_MB} MiB (64 TiB)"),
+            });
+        }
+        if let Some(v) = &self.socket_mem {
+            let total = v.iter().try_fold(0u64, |a, &m| a.checked_add(m));
+            if total.is_none_or(|t| t > MAX_MEMORY_MB) {
+                return Err(OptionsError::Invalid {
+                    option: "--socket-mem",
+                    value: v.iter().map(u64::to_string).collect::<Vec<_>>().join(","),
+                    why: format!("at most {MAX_MEMORY_MB} MiB (64 TiB) in all"),
+                });
+            }
+        }
         Ok(())
     }
 
@@ -529,6 +550,31 @@ mod tests {
             parse(&["--proc-type"]),
             Err(OptionsError::MissingValue("--proc-type"))
         ));
+    }
+
+    #[test]
+    fn memory_that_would_overflow_is_refused() {
+        // 2^44 MiB << 20 wraps to 0, 2^44 + 1 to 1 MiB: both must be refused, naming the option.
+        for m in ["17592186044416", "17592186044417", "99999999999999"] {
+            let e = parse(&["-m", m]).unwrap_err();
+            assert!(
+                matches!(e, OptionsError::Invalid { option: "-m", .. }),
+                "{m}: {e}"
+            );
+        }
+        let e = parse(&["--socket-mem", "17592186044416,1"]).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                OptionsError::Invalid {
+                    option: "--socket-mem",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let max = MAX_MEMORY_MB.to_string();
+        assert!(parse(&["-m", &max]).is_ok());
     }
 
     #[test]

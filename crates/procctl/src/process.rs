@@ -167,6 +167,10 @@ struct Shared {
     notices: Vec<String>,
     stop: AtomicBool,
     primary_pid: u32,
+    /// The primary's anchor (see [`crate::anchor`]); `None` in secondaries.
+    anchor: Option<UnixListener>,
+    /// How often the monitor thread looks at the other members (`--monitor-interval`).
+    monitor_interval: Duration,
     clock: std::sync::OnceLock<Box<dyn tsc_hpet::Clock>>,
     clock_notice: Mutex<Option<String>>,
 }
@@ -198,6 +202,19 @@ pub struct Process {
     receiver: Option<JoinHandle<()>>,
 }
 
+/// Files a starting primary created: removed on drop unless the start succeeded (and emptied
+/// the list), so that a start failing part-way leaves no segment holding hugepages.
+#[derive(Default)]
+struct StartGuard(Vec<PathBuf>);
+
+impl Drop for StartGuard {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
 fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -215,6 +232,14 @@ fn same_inode(f: &File, path: &Path) -> bool {
     match (f.metadata(), std::fs::symlink_metadata(path)) {
         (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
         _ => false,
+    }
+}
+
+/// Whether `path` is still the file open as `fd` (not one created later under its name).
+fn same_file(fd: std::os::fd::BorrowedFd<'_>, path: &Path) -> bool {
+    match fd.try_clone_to_owned() {
+        Ok(o) => same_inode(&File::from(o), path),
+        Err(_) => false,
     }
 }
 
@@ -320,6 +345,22 @@ impl Process {
 
     fn init_primary_locked(opts: &Options, dir: &Path, lock: File) -> Result<Process> {
         let prefix = opts.file_prefix.clone();
+        // Holding the lock file's primary byte is not enough if the runtime directory was
+        // deleted under a live primary (its lock file went with it): its anchor says so.
+        let anchor = match crate::anchor::hold(dir) {
+            crate::anchor::Hold::Held(l) => Some(l),
+            crate::anchor::Hold::Taken(pid) => {
+                return Err(ProcError::RuntimeDirGone {
+                    prefix,
+                    pid,
+                    dir: dir.into(),
+                })
+            }
+            crate::anchor::Hold::Unavailable => None,
+        };
+        // Until the group is up, a failure removes the files this start created (its segments
+        // would otherwise keep their hugepages until the next primary of this prefix).
+        let mut created = StartGuard::default();
         let mut notices = Vec::new();
         // We hold the primary byte: whatever is here was left by a dead primary of this prefix.
         for name in ["config", "socket"] {
@@ -467,6 +508,9 @@ impl Process {
             } else {
                 source.create_on_node(&spec, node)?
             };
+            if let Some(p) = seg.path() {
+                created.0.push(p.to_path_buf());
+            }
             seg_bases.push((seg.as_ptr() as usize, seg.len()));
             entries.push((
                 node,
@@ -598,6 +642,7 @@ impl Process {
             let final_path = dir.join("config");
             std::fs::rename(tmp, &final_path)
                 .map_err(|e| cleanup_tmp(ProcError::io("publishing config", &final_path, e)))?;
+            created.0.push(final_path.clone());
             Some(final_path)
         } else {
             None
@@ -626,6 +671,7 @@ impl Process {
             page_size,
             same_address: true,
             notices,
+            anchor,
         })?;
         shared
             .mem
@@ -646,14 +692,23 @@ impl Process {
         if opts.in_memory {
             p.server = Some(start_server(p.shared.clone())?);
         }
+        created.0.clear();
         Ok(p)
     }
 
     fn init_secondary(opts: &Options, dir: &Path, lock: Option<File>) -> Result<Process> {
         let prefix = &opts.file_prefix;
-        let no_primary = |why: String| ProcError::NoPrimary {
-            prefix: prefix.clone(),
-            why,
+        let no_primary = |why: String| match crate::anchor::holder(dir) {
+            // The directory (and its lock file) went away under a live primary.
+            Some(pid) => ProcError::RuntimeDirGone {
+                prefix: prefix.clone(),
+                pid,
+                dir: dir.into(),
+            },
+            None => ProcError::NoPrimary {
+                prefix: prefix.clone(),
+                why,
+            },
         };
         let lock = match lock {
             Some(l) => l,
@@ -828,6 +883,7 @@ impl Process {
             page_size,
             same_address,
             notices,
+            anchor: None,
         })?;
         let _ = probe;
         Self::start(shared)
@@ -935,6 +991,8 @@ impl Process {
             notices: a.notices,
             stop: AtomicBool::new(false),
             primary_pid,
+            anchor: a.anchor,
+            monitor_interval: a.opts.monitor_interval,
             clock: std::sync::OnceLock::new(),
             clock_notice: Mutex::new(None),
         });
@@ -944,7 +1002,6 @@ impl Process {
             let _ = sys::set_affinity(cpus);
         }
         CURRENT_LCORE.with(|c| c.set(Some(main)));
-        let _ = a.opts.monitor_interval;
         Ok(shared)
     }
 
@@ -962,12 +1019,7 @@ impl Process {
             .spawn(move || c2.run())
             .map_err(|e| ProcError::io("spawning the channel thread", PathBuf::new(), e))?;
         let (tx, rx) = mpsc::channel();
-        let interval = Duration::from_millis(
-            std::env::var("HUGESHARE_MONITOR_MS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(10),
-        );
+        let interval = shared.monitor_interval;
         let s2 = shared.clone();
         let monitor = std::thread::Builder::new()
             .name("hugeshare-monitor".into())
@@ -1311,6 +1363,7 @@ struct JoinArgs<'a> {
     page_size: u64,
     same_address: bool,
     notices: Vec<String>,
+    anchor: Option<UnixListener>,
 }
 
 fn count_nodes() -> usize {
@@ -1400,6 +1453,9 @@ fn monitor_loop(s: Arc<Shared>, tx: Sender<Event>, interval: Duration) {
     let mut first = true;
     let mut primary_reported = s.role == Role::Primary;
     while !s.stop.load(Ordering::Acquire) {
+        if let Some(a) = &s.anchor {
+            crate::anchor::drain(a);
+        }
         if !primary_reported {
             let alive = sys::ofd_is_locked(&s.liveness.probe, PRIMARY_BYTE).unwrap_or(true);
             if !alive {
@@ -1618,7 +1674,13 @@ impl Drop for Process {
         if let Some(t) = self.receiver.take() {
             let _ = t.join();
         }
-        let _ = std::fs::remove_file(channel::socket_path(&s.dir, s.slot));
+        // Files are removed by path only while the runtime directory is still this group's (the
+        // lock file we hold is the one there): one deleted and re-created under us may hold
+        // another group's files of the same names.
+        let dir_ours = same_inode(&s.lock_file, &s.dir.join("lock"));
+        if dir_ours {
+            let _ = std::fs::remove_file(channel::socket_path(&s.dir, s.slot));
+        }
         if let Some(t) = self.server.take() {
             let _ = UnixStream::connect(s.dir.join("socket")); // wake the accept loop
             let _ = t.join();
@@ -1635,13 +1697,17 @@ impl Drop for Process {
             h.state.store(ConfigState::Closed as u32, Ordering::Release);
             for seg in &s.mem.segments {
                 if let Some(p) = seg.path() {
-                    let _ = std::fs::remove_file(p);
+                    if same_file(seg.fd(), p) {
+                        let _ = std::fs::remove_file(p);
+                    }
                 }
             }
-            if let Some(p) = &s.config_path {
-                let _ = std::fs::remove_file(p);
+            if dir_ours {
+                if let Some(p) = &s.config_path {
+                    let _ = std::fs::remove_file(p);
+                }
+                let _ = std::fs::remove_file(s.dir.join("socket"));
             }
-            let _ = std::fs::remove_file(s.dir.join("socket"));
         }
         let _ = sys::ofd_unlock(&s.lock_file, 1 + s.slot.0 as u64);
         if s.role == Role::Primary {

@@ -420,3 +420,25 @@ pub(crate) fn occupy_forever(addr: usize, len: usize) -> bool {
     };
     p != libc::MAP_FAILED && p as usize == addr
 }
+
+/// The pid of the process at the other end of a connected Unix stream socket (`SO_PEERCRED`).
+pub(crate) fn peer_pid(sock: &UnixStream) -> io::Result<u32> {
+    // SAFETY: `ucred` is a plain C struct for which all-zero bytes are a valid value.
+    let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: a valid socket descriptor, and a pointer to a `ucred` of the length we pass, which
+    // the kernel fills in.
+    let r = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(cred.pid as u32)
+}

@@ -218,7 +218,7 @@ fn assert_delivered_clean(zones: &FileZones, what: &str) {
 
 fn exactly_once(tag: &str, flags: RingFlags, producers: u16, consumers: u16, per: u64) {
     let path = shm_path(tag);
-    FileZones::remove_files(&path);
+    let _files = FileZones::removed_at_end(&path);
     let zones = FileZones::create(&path);
     let ring = Ring::<Elem>::create(&zones, "mp", 512, flags).unwrap();
     let mut cons: Vec<Child> = (0..consumers)
@@ -324,7 +324,7 @@ fn lone_producer_killed(tag: &str, flags: RingFlags) {
     let mut rng = Rng::seeded();
     for round in 0..rounds {
         let path = shm_path(&format!("{tag}{round}"));
-        FileZones::remove_files(&path);
+        let _files = FileZones::removed_at_end(&path);
         let zones = FileZones::create(&path);
         let ring = Ring::<Elem>::create(&zones, "mp", 64, flags).unwrap();
         let strict = [("RTE_RING_MP_STRICT", "1".to_string())];
@@ -413,7 +413,7 @@ fn producers_killed_at_random_points() {
         // plays the hook with `recover` once the survivors are done.
         let rts = flags == RingFlags::MP_RTS_ENQ;
         let path = shm_path(&format!("kill{round}"));
-        FileZones::remove_files(&path);
+        let _files = FileZones::removed_at_end(&path);
         let zones = FileZones::create(&path);
         let ring = Ring::<Elem>::create(&zones, "mp", 64, flags).unwrap();
         let mut cons = vec![spawn(

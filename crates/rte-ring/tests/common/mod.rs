@@ -151,6 +151,13 @@ impl FileZones {
         self.map.u64_at(512 + 8 * i)
     }
 
+    /// Remove the file and lock files now, and again when the returned guard drops (also when
+    /// the test fails), so that a failed run leaves nothing in `/dev/shm`.
+    pub fn removed_at_end(path: &str) -> RemoveOnDrop {
+        Self::remove_files(path);
+        RemoveOnDrop(path.to_string())
+    }
+
     /// Remove the file and lock files.
     pub fn remove_files(path: &str) {
         let _ = std::fs::remove_file(path);
@@ -320,5 +327,14 @@ impl Rng {
     /// A value in `0..n`.
     pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n
+    }
+}
+
+/// Removes a [`FileZones`] file and its lock files when dropped.
+pub struct RemoveOnDrop(String);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        FileZones::remove_files(&self.0);
     }
 }
