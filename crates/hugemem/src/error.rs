@@ -81,7 +81,7 @@ pub enum HugememError {
 
     /// Too few free hugepages for a request (the pre-flight check, or the kernel refusing a
     /// mapping).
-    #[error("not enough free {} hugepages{}: {needed} needed, {free} free; reserve more as root with {command}", fmt_size(*page_size), node.map(|n| format!(" on NUMA node {n}")).unwrap_or_default())]
+    #[error("not enough free {} hugepages{}: {needed} needed, {free} free; reserve more as root with {command}. (Segment files that a dead group left in a hugetlbfs mount, named <prefix>map_<n>, hold pages until that prefix's next primary starts; `cargo xtask hugepages --remove-stale <prefix>` frees them now.)", fmt_size(*page_size), node.map(|n| format!(" on NUMA node {n}")).unwrap_or_default())]
     NotEnoughPages {
         /// The page size, in bytes.
         page_size: u64,

@@ -125,9 +125,16 @@ impl Tables {
                 return Ok(TableGuard { word, mine });
             }
             if start.elapsed() > timeout {
-                return Err(ZoneError::Corrupt(format!(
-                    "the table lock has been held by {holder} for over {timeout:?}"
-                )));
+                let pid = self
+                    .header()
+                    .members
+                    .get(usize::from(holder.0))
+                    .map_or(0, |m| m.pid.load(Ordering::Relaxed));
+                return Err(ZoneError::LockHeld {
+                    holder,
+                    pid,
+                    waited: timeout,
+                });
             }
             std::thread::sleep(Duration::from_micros(50));
         }
@@ -514,10 +521,23 @@ mod tests {
         let live = lz.liveness();
         let g = t.lock(MemberId(3), &*live, Duration::from_secs(1)).unwrap();
         std::mem::forget(g); // member 3 "dies" holding the lock
-                             // alive: a waiter times out instead of hanging
-        assert!(t
+        t.header().members[3].pid.store(4242, Ordering::Relaxed);
+        // Alive: a waiter times out instead of hanging, and is told who holds the lock.
+        let e = t
             .lock(MemberId(0), &*live, Duration::from_millis(50))
-            .is_err());
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ZoneError::LockHeld {
+                    holder: MemberId(3),
+                    pid: 4242,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("member 3 (pid 4242)"), "{e}");
         lz.set_member_state(MemberId(3), MemberState::Dead);
         let g = t.lock(MemberId(0), &*live, Duration::from_secs(1)).unwrap();
         drop(g);

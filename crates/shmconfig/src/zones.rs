@@ -316,6 +316,17 @@ pub enum ZoneError {
     /// The shared tables are damaged.
     #[error("the shared zone table is corrupt: {0}")]
     Corrupt(String),
+    /// A live member has held the group's table lock for too long (a member that dies holding
+    /// it is replaced at once; this one is alive but not letting go).
+    #[error("the group's zone table lock has been held for over {waited:?} by {holder} (pid {pid}), which is alive but not letting go: is it stopped (SIGSTOP, a debugger)? Resume it and try again, or kill it and its lock is taken over")]
+    LockHeld {
+        /// The member holding the lock.
+        holder: MemberId,
+        /// Its pid (0 if not known).
+        pid: u32,
+        /// How long this caller waited.
+        waited: std::time::Duration,
+    },
 }
 
 /// Checks a zone name as every [`Zones`] implementation does.
