@@ -87,8 +87,17 @@ impl LcoreMap {
     /// `-c 0xf`: a hexadecimal mask of lcores, lcore i on CPU i.
     pub fn parse_mask(v: &str) -> Result<Self, OptionsError> {
         let digits = v.trim_start_matches("0x").trim_start_matches("0X");
-        let mask = u128::from_str_radix(digits, 16)
-            .map_err(|_| bad("-c", v, "expected a hexadecimal mask such as 0x3"))?;
+        let mask = u128::from_str_radix(digits, 16).map_err(|_| {
+            if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+                bad(
+                    "-c",
+                    v,
+                    "at most 128 lcores: a mask of up to 32 hexadecimal digits",
+                )
+            } else {
+                bad("-c", v, "expected a hexadecimal mask such as 0x3")
+            }
+        })?;
         let ids: Vec<u32> = (0..128).filter(|i| mask & (1u128 << i) != 0).collect();
         Self::new(ids.into_iter().map(|l| (l, vec![l as usize])).collect())
     }
@@ -164,9 +173,9 @@ impl LcoreMap {
         for (l, cpus) in &self.entries {
             if let Some(c) = cpus.iter().find(|&&c| c >= ncpus) {
                 return Err(bad(
-                    "--lcores",
-                    &format!("{l}@{c}"),
-                    format!("CPU {c} does not exist (this machine has {ncpus}); map lcores to CPUs with --lcores '(0-7)@0'"),
+                    "-l/-c/--lcores",
+                    &format!("lcore {l} on CPU {c}"),
+                    format!("CPU {c} does not exist (this machine has {ncpus}, 0-{}); -l and -c put lcore i on CPU i: give fewer lcores, or map them to CPUs with --lcores '(0-7)@0'", ncpus.saturating_sub(1)),
                 ));
             }
         }

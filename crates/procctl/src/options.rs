@@ -268,11 +268,17 @@ impl Options {
                 }
                 "-l" => {
                     let v = value!("-l");
-                    set_lcores("-l", LcoreMap::parse_list(&v)?)?;
+                    set_lcores(
+                        "-l",
+                        LcoreMap::parse_list(&v).map_err(|e| as_given(e, "-l", &v))?,
+                    )?;
                 }
                 "-c" => {
                     let v = value!("-c");
-                    set_lcores("-c", LcoreMap::parse_mask(&v)?)?;
+                    set_lcores(
+                        "-c",
+                        LcoreMap::parse_mask(&v).map_err(|e| as_given(e, "-c", &v))?,
+                    )?;
                 }
                 "--lcores" => {
                     let v = value!("--lcores");
@@ -376,6 +382,17 @@ impl Options {
                 a: "--no-huge",
                 b: "--huge-dir",
                 why: "--no-huge uses /dev/shm",
+            });
+        }
+        if self
+            .runtime_dir
+            .as_ref()
+            .is_some_and(|d| d.as_os_str().is_empty())
+        {
+            return Err(OptionsError::Invalid {
+                option: "--runtime-dir",
+                value: String::new(),
+                why: "an empty path would put the group's files in the working directory; name a directory, or leave the option out for the default".into(),
             });
         }
         if self.memory_mb == Some(0) {
@@ -509,7 +526,54 @@ impl Options {
         if let Some(v) = f.monitor_interval_ms {
             args.push(format!("--monitor-interval={v}"));
         }
-        Ok(Self::parse_args(args)?.0)
+        // Errors name the file's keys, not the command-line options they became.
+        Self::parse_args(args).map(|r| r.0).map_err(|e| {
+            let why = match e {
+                OptionsError::Invalid { option, value, why } => {
+                    format!("{} = {value:?}: {why}", toml_key(option))
+                }
+                OptionsError::Conflict { a, b, why } => {
+                    format!(
+                        "{} cannot be combined with {}: {why}",
+                        toml_key(a),
+                        toml_key(b)
+                    )
+                }
+                other => other.to_string(),
+            };
+            OptionsError::File {
+                path: "<text>".into(),
+                why,
+            }
+        })
+    }
+}
+
+/// An error of the `--lcores` parser, which `-l` and `-c` go through, told in the terms of the
+/// option and value the user gave.
+fn as_given(e: OptionsError, option: &'static str, value: &str) -> OptionsError {
+    match e {
+        OptionsError::Invalid {
+            option: "--lcores",
+            why,
+            ..
+        } => OptionsError::Invalid {
+            option,
+            value: value.into(),
+            why,
+        },
+        other => other,
+    }
+}
+
+/// The options-file key of command-line option `option`.
+fn toml_key(option: &str) -> String {
+    match option {
+        "-m" => "memory_mb".into(),
+        "--lcores" | "-l" | "-c" => "lcores".into(),
+        "--attach-timeout" => "attach_timeout_ms".into(),
+        "--monitor-interval" => "monitor_interval_ms".into(),
+        o => o.trim_start_matches('-').replace('-', "_"),
     }
 }
 
@@ -550,6 +614,31 @@ mod tests {
             parse(&["--proc-type"]),
             Err(OptionsError::MissingValue("--proc-type"))
         ));
+    }
+
+    #[test]
+    fn file_errors_name_the_key() {
+        let e = Options::from_toml_str("memory_mb = 0").unwrap_err();
+        assert!(e.to_string().contains("memory_mb = \"0\""), "{e}");
+        let e = Options::from_toml_str("memory_mb = 8\nsocket_mem = [8]").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("memory_mb cannot be combined with socket_mem"),
+            "{e}"
+        );
+        let e = Options::from_toml_str("runtime_dir = \"\"").unwrap_err();
+        assert!(e.to_string().contains("runtime_dir"), "{e}");
+        assert!(parse(&["--runtime-dir", ""]).is_err());
+    }
+
+    #[test]
+    fn lcore_errors_name_the_option_and_value_given() {
+        for (opt, v) in [("-l", "5000"), ("-l", "3-1"), ("-c", "0x0")] {
+            let e = parse(&[opt, v]).unwrap_err().to_string();
+            assert!(e.contains(&format!("{v:?} for {opt}")), "{opt} {v}: {e}");
+        }
+        let e = parse(&["-c", &format!("0x1{}", "0".repeat(33))]).unwrap_err();
+        assert!(e.to_string().contains("at most 128 lcores"), "{e}");
     }
 
     #[test]
@@ -680,7 +769,7 @@ mod tests {
         ));
         assert!(matches!(
             Options::from_toml_str("memory_mb = 1\nsocket_mem = [1]"),
-            Err(OptionsError::Conflict { .. })
+            Err(OptionsError::File { .. })
         ));
     }
 }
