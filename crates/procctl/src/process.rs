@@ -202,8 +202,9 @@ pub struct Process {
     receiver: Option<JoinHandle<()>>,
 }
 
-/// Files a starting primary created: removed on drop unless the start succeeded (and emptied
-/// the list), so that a start failing part-way leaves no segment holding hugepages.
+/// Files a starting primary created (segments, its configuration under its temporary and then
+/// its published name): removed on drop unless the start succeeded (and emptied the list), so
+/// that a start failing part-way leaves no segment holding hugepages and no half-made config.
 #[derive(Default)]
 struct StartGuard(Vec<PathBuf>);
 
@@ -534,21 +535,16 @@ impl Process {
         } else {
             let tmp = dir.join(format!("config.tmp.{}", std::process::id()));
             let f = rundir::create_new(&tmp).map_err(|e| ProcError::io("creating", &tmp, e))?;
+            created.0.push(tmp.clone());
             (f, Some(tmp))
-        };
-        let cleanup_tmp = |e: ProcError| {
-            if let Some(t) = &tmp_path {
-                let _ = std::fs::remove_file(t);
-            }
-            e
         };
         cfg_file
             .set_len(cfg_len as u64)
-            .map_err(|e| cleanup_tmp(ProcError::io("sizing config", dir, e)))?;
+            .map_err(|e| ProcError::io("sizing config", dir, e))?;
         sys::ofd_try_lock(&cfg_file, 0, LockKind::Write)
-            .map_err(|e| cleanup_tmp(ProcError::io("locking config", dir, e)))?;
+            .map_err(|e| ProcError::io("locking config", dir, e))?;
         let map = SharedMap::new(cfg_file.as_raw_fd(), cfg_len)
-            .map_err(|e| cleanup_tmp(ProcError::io("mapping config", dir, e)))?;
+            .map_err(|e| ProcError::io("mapping config", dir, e))?;
         let generation = now_ns() ^ (u64::from(std::process::id()) << 32);
         {
             use std::mem::offset_of as off_of;
@@ -598,11 +594,9 @@ impl Process {
             map.write_at(off_of!(H, prefix), &pf);
             if let Some(d) = &seg_dir {
                 let sd: [u8; layout::PATH_LEN] = layout::to_fixed(&d.to_string_lossy())
-                    .ok_or_else(|| {
-                        cleanup_tmp(ProcError::RuntimeDir {
-                            path: d.clone(),
-                            why: "path is too long".into(),
-                        })
+                    .ok_or_else(|| ProcError::RuntimeDir {
+                        path: d.clone(),
+                        why: "path is too long".into(),
                     })?;
                 map.write_at(off_of!(H, seg_dir), &sd);
             }
@@ -623,11 +617,9 @@ impl Process {
                 map.write_at(base + off_of!(S, file_index), &index.to_ne_bytes());
                 if let Some(p) = path {
                     let pb: [u8; layout::PATH_LEN] = layout::to_fixed(&p.to_string_lossy())
-                        .ok_or_else(|| {
-                            cleanup_tmp(ProcError::RuntimeDir {
-                                path: p.clone(),
-                                why: "path is too long".into(),
-                            })
+                        .ok_or_else(|| ProcError::RuntimeDir {
+                            path: p.clone(),
+                            why: "path is too long".into(),
                         })?;
                     map.write_at(base + off_of!(S, path), &pb);
                 }
@@ -637,11 +629,13 @@ impl Process {
                 &(entries.len() as u32).to_ne_bytes(),
             );
         }
-        let tables = sys::tables_over(&map, max_zones).map_err(|e| cleanup_tmp(e.into()))?;
+        let tables = sys::tables_over(&map, max_zones)?;
         let config_path = if let Some(tmp) = &tmp_path {
             let final_path = dir.join("config");
             std::fs::rename(tmp, &final_path)
-                .map_err(|e| cleanup_tmp(ProcError::io("publishing config", &final_path, e)))?;
+                .map_err(|e| ProcError::io("publishing config", &final_path, e))?;
+            // Renamed: the guard now removes the published name (the temporary one is gone).
+            created.0.retain(|p| p != tmp);
             created.0.push(final_path.clone());
             Some(final_path)
         } else {
