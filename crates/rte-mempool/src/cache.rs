@@ -13,7 +13,9 @@ use crate::obj::{Conv, Obj};
 use crate::sync::{yield_now, Ordering::*};
 
 #[cfg(not(hugeshare_loom))]
-use crate::raw::{handles_of_runs, load_h, load_objs, objs_of_runs, store_h, store_objs};
+use crate::raw::{
+    handles_of_runs, load_h, load_objs, objs_of_handles, objs_of_runs, store_h, store_objs,
+};
 
 /// Largest request the cache serves (larger ones go straight to the ring).
 pub(crate) const CACHE_REQ_MAX: usize = CACHE_OBJS / 2;
@@ -21,10 +23,14 @@ pub(crate) const CACHE_REQ_MAX: usize = CACHE_OBJS / 2;
 // The copies in and out of a cache: plain copies over the owner's cache in the normal build
 // (`raw`), atomic loops in the model build.
 #[cfg(hugeshare_loom)]
-fn load_objs(c: &CacheSlot, from: usize, out: &mut [Obj], conv: Conv) {
+fn load_objs(c: &CacheSlot, from: usize, out: &mut [Obj], conv: Conv) -> bool {
+    let mut ok = true;
     for (k, o) in out.iter_mut().enumerate() {
-        *o = conv.obj_at(c.objs[from + k].load(Relaxed));
+        let off = c.objs[from + k].load(Relaxed);
+        ok &= conv.offset_ok(off);
+        *o = conv.obj_at(off);
     }
+    ok
 }
 #[cfg(hugeshare_loom)]
 fn store_objs(c: &CacheSlot, at: usize, objs: &[Obj], conv: Conv) {
@@ -45,10 +51,13 @@ fn store_h(c: &CacheSlot, at: usize, src: &[u32], conv: Conv) {
     }
 }
 #[cfg(hugeshare_loom)]
-fn objs_of_handles(out: &mut [Obj], src: &[u32], conv: Conv) {
+fn objs_of_handles(out: &mut [Obj], src: &[u32], conv: Conv) -> bool {
+    let mut ok = true;
     for (o, &h) in out.iter_mut().zip(src) {
+        ok &= conv.checked_obj(h).is_some();
         *o = conv.obj(h);
     }
+    ok
 }
 #[cfg(hugeshare_loom)]
 fn handles_of_objs(out: &mut [u32], objs: &[Obj], conv: Conv) {
@@ -57,14 +66,29 @@ fn handles_of_objs(out: &mut [u32], objs: &[Obj], conv: Conv) {
     }
 }
 
+/// How a get ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub(crate) enum Got {
+    /// `out` is filled.
+    All,
+    /// Too few objects: nothing was taken.
+    Short,
+    /// Values read from shared memory (the free ring or the cache) named no object: they were
+    /// dropped, and this many objects are lost (those, and any the ring refused back), to be
+    /// counted as violations. Nothing was handed out (`out` is cleared); the valid objects of
+    /// the same claim are back in the pool (the ring, or the cache they came from).
+    Dropped(usize),
+}
+
 /// Take `out.len()` objects for the caller: the top of the cache (a stack); when it holds too
 /// few, it is refilled from the ring with `size + remaining` objects in one bulk; if that
 /// fails, the remainder comes straight from the ring; if that fails too, nothing is taken (all
 /// or nothing). `scratch` has at least `CACHE_OBJS` entries.
 ///
 /// `mirror` is the owner's private copy of the cache's length (the shared `len` is written
-/// after every change, for counts and for recovery, but never read on the fast path: the owner
-/// is its only writer).
+/// after every change, for counts and for recovery, but never read here: the owner is its only
+/// writer, and a value a peer wrote there must not size a copy).
 #[inline(always)]
 pub(crate) fn get(
     c: &CacheSlot,
@@ -74,56 +98,134 @@ pub(crate) fn get(
     out: &mut [Obj],
     scratch: &mut [u32],
     conv: Conv,
-) -> bool {
+) -> Got {
     let n = out.len();
     let len = *mirror as usize;
     if n <= len {
         let rest = len - n;
-        load_objs(c, rest, out, conv);
+        if !load_objs(c, rest, out, conv) {
+            return scrub(c, mirror, out, conv);
+        }
         *mirror = rest as u32;
         c.len.store(rest as u32, Relaxed);
-        return true;
+        return Got::All;
     }
-    let ok = get_refill(c, ring, size, out, len, scratch, conv);
-    *mirror = c.len.load(Relaxed);
-    ok
+    get_refill(c, mirror, ring, size, out, scratch, conv)
 }
 
 #[inline(never)]
 fn get_refill(
     c: &CacheSlot,
+    mirror: &mut u32,
     ring: &Ring<u32>,
     size: u32,
     out: &mut [Obj],
-    len: usize,
     scratch: &mut [u32],
     conv: Conv,
-) -> bool {
+) -> Got {
     let n = out.len();
+    let len = *mirror as usize;
     if n > CACHE_REQ_MAX {
         return get_direct(ring, out, scratch, &conv);
     }
     let remaining = n - len;
     let want = size as usize + remaining;
     if ring.dequeue_bulk(&mut scratch[..want]) == want {
+        // The new handles enter the cache unchecked: every offset is checked as it leaves it.
         store_h(c, len, &scratch[..want], conv);
         let total = len + want;
-        load_objs(c, total - n, out, conv);
+        *mirror = total as u32;
+        if !load_objs(c, total - n, out, conv) {
+            return scrub(c, mirror, out, conv);
+        }
+        *mirror = (total - n) as u32;
         c.len.store((total - n) as u32, Relaxed);
-        return true;
+        return Got::All;
     }
     if ring.dequeue_bulk(&mut scratch[..remaining]) != remaining {
-        return false;
+        return Got::Short;
     }
-    load_objs(c, 0, &mut out[..len], conv);
+    let (from_cache, from_ring) = out.split_at_mut(len);
+    let cache_ok = load_objs(c, 0, from_cache, conv);
+    if !objs_of_handles(from_ring, &scratch[..remaining], conv) {
+        // The cache is left as it was (`len` unchanged): only the ring's claim is dropped or
+        // put back.
+        out.fill(Obj::empty());
+        return Got::Dropped(put_back_valid(ring, &scratch[..remaining], conv));
+    }
+    if !cache_ok {
+        let refused = put_direct(ring, from_ring, scratch, &conv);
+        return match scrub(c, mirror, out, conv) {
+            Got::Dropped(k) => Got::Dropped(k + refused),
+            g => g,
+        };
+    }
+    *mirror = 0;
     c.len.store(0, Relaxed);
-    for (o, &h) in out[len..].iter_mut().zip(&scratch[..remaining]) {
-        *o = conv.obj(h);
-    }
-    true
+    Got::All
 }
 
-/// Take `out.len()` objects straight from the ring, all or nothing.
+/// The cache's first `*mirror` entries held an offset naming no object (only a peer writing
+/// into this member's cache puts one there): keep the valid entries (in order), drop the
+/// others, clear `out` (the caller hands nothing out). Returns [`Got::Dropped`] with the
+/// number dropped (at least 1).
+#[cold]
+#[inline(never)]
+pub(crate) fn scrub(c: &CacheSlot, mirror: &mut u32, out: &mut [Obj], conv: Conv) -> Got {
+    let len = (*mirror as usize).min(CACHE_OBJS);
+    let mut kept = 0;
+    for k in 0..len {
+        let off = c.objs[k].load(Relaxed);
+        if off <= conv.max_off as u64 {
+            c.objs[kept].store(off, Relaxed);
+            kept += 1;
+        }
+    }
+    *mirror = kept as u32;
+    c.len.store(kept as u32, Relaxed);
+    out.fill(Obj::empty());
+    Got::Dropped((len - kept).max(1))
+}
+
+/// A claim from the ring held handles naming no object: put the valid ones back, drop the
+/// others. Returns how many objects are lost (dropped, or refused by the ring).
+#[cold]
+#[inline(never)]
+fn put_back_valid(ring: &Ring<u32>, handles: &[u32], conv: Conv) -> usize {
+    let valid: Vec<u32> = handles
+        .iter()
+        .copied()
+        .filter(|&h| conv.checked_obj(h).is_some())
+        .collect();
+    let mut lost = handles.len() - valid.len();
+    for chunk in valid.chunks(rte_ring::MAX_OP) {
+        lost += chunk.len() - ring.enqueue_bulk(chunk);
+    }
+    lost.max(1)
+}
+
+/// [`put_back_valid`] for a claim already converted into `out` (the in-place get): the
+/// objects inside the objects area go back to the ring, `out` is cleared.
+#[cold]
+#[inline(never)]
+fn put_back_valid_objs(ring: &Ring<u32>, out: &mut [Obj], conv: Conv) -> Got {
+    let valid: Vec<u32> = out
+        .iter()
+        .filter(|o| conv.contains(**o))
+        .map(|o| conv.handle(*o))
+        .collect();
+    let mut lost = out.len() - valid.len();
+    for chunk in valid.chunks(rte_ring::MAX_OP) {
+        lost += chunk.len() - ring.enqueue_bulk(chunk);
+    }
+    out.fill(Obj::empty());
+    Got::Dropped(lost.max(1))
+}
+
+/// Take `out.len()` objects straight from the ring, all or nothing. A handle read from the
+/// ring that names no object is never handed out: the get takes nothing and returns
+/// [`Got::Dropped`] (the claim's valid objects go back to the ring). Requests above the ring's
+/// [`rte_ring::MAX_OP`] are taken in several claims ([`get_direct_large`]).
 ///
 /// `conv` is taken by reference so that its fields are read where the handles are converted,
 /// after the ring's CAS: by value, the compiler copied them to the stack before the CAS, two
@@ -134,32 +236,74 @@ pub(crate) fn get_direct(
     out: &mut [Obj],
     scratch: &mut [u32],
     conv: &Conv,
-) -> bool {
+) -> Got {
     if let [o] = out {
         // One object: the ring's single dequeue, by value (no buffer, no copy loop).
         return match ring.dequeue() {
-            Some(h) => {
-                *o = conv.obj(h);
-                true
-            }
-            None => false,
+            Some(h) => match conv.checked_obj(h) {
+                Some(x) => {
+                    *o = x;
+                    Got::All
+                }
+                None => Got::Dropped(1),
+            },
+            None => Got::Short,
         };
+    }
+    if out.len() > rte_ring::MAX_OP {
+        return get_direct_large(ring, out, scratch, conv);
     }
     get_direct_bulk(ring, out, scratch, conv)
 }
 
+/// A get of more than [`rte_ring::MAX_OP`] objects (more than one claim of the ring can move):
+/// claims of up to `MAX_OP` in a row; if one fails, the objects of the earlier ones go back to
+/// the ring and nothing is taken. Other members may meanwhile see the ring emptier than the
+/// pool is (it is not one atomic step), and a member killed in the middle loses what it held,
+/// as for any move.
+#[cold]
+#[inline(never)]
+fn get_direct_large(ring: &Ring<u32>, out: &mut [Obj], scratch: &mut [u32], conv: &Conv) -> Got {
+    let n = out.len();
+    let mut done = 0;
+    while done < n {
+        let m = (n - done).min(rte_ring::MAX_OP);
+        match get_direct_bulk(ring, &mut out[done..done + m], scratch, conv) {
+            Got::All => done += m,
+            failed => {
+                let refused = put_direct(ring, &out[..done], scratch, conv);
+                out[..done].fill(Obj::empty());
+                return match failed {
+                    Got::Dropped(k) => Got::Dropped(k + refused),
+                    _ if refused > 0 => Got::Dropped(refused),
+                    g => g,
+                };
+            }
+        }
+    }
+    Got::All
+}
+
 /// Without the loom build: the handles are converted in place, straight out of the ring's
-/// slots (no buffer between the ring and `out`).
+/// slots (no buffer between the ring and `out`), and checked on the way (`out.len() ≤
+/// MAX_OP`).
 #[cfg(not(hugeshare_loom))]
 #[inline(always)]
-fn get_direct_bulk(ring: &Ring<u32>, out: &mut [Obj], _scratch: &mut [u32], conv: &Conv) -> bool {
+fn get_direct_bulk(ring: &Ring<u32>, out: &mut [Obj], _scratch: &mut [u32], conv: &Conv) -> Got {
     let n = out.len();
-    ring.dequeue_bulk_in_place(n, |a, b| objs_of_runs(out, a, b, *conv)) == n
+    let mut ok = true;
+    if ring.dequeue_bulk_in_place(n, |a, b| ok = objs_of_runs(out, a, b, *conv)) != n {
+        return Got::Short;
+    }
+    if !ok {
+        return put_back_valid_objs(ring, out, *conv);
+    }
+    Got::All
 }
 
 #[cfg(hugeshare_loom)]
 #[inline(always)]
-fn get_direct_bulk(ring: &Ring<u32>, out: &mut [Obj], scratch: &mut [u32], conv: &Conv) -> bool {
+fn get_direct_bulk(ring: &Ring<u32>, out: &mut [Obj], scratch: &mut [u32], conv: &Conv) -> Got {
     let n = out.len();
     let mut big;
     let buf = if n <= scratch.len() {
@@ -169,10 +313,12 @@ fn get_direct_bulk(ring: &Ring<u32>, out: &mut [Obj], scratch: &mut [u32], conv:
         &mut big[..]
     };
     if ring.dequeue_bulk(buf) != n {
-        return false;
+        return Got::Short;
     }
-    objs_of_handles(out, buf, *conv);
-    true
+    if !objs_of_handles(out, buf, *conv) {
+        return put_back_valid_objs(ring, out, *conv);
+    }
+    Got::All
 }
 
 /// Give objects back: appended to the cache while it stays at or under `flushthresh`;
@@ -197,22 +343,21 @@ pub(crate) fn put(
         c.len.store((len + n) as u32, Relaxed);
         return 0;
     }
-    let refused = put_flush(c, ring, flushthresh, objs, len, scratch, conv);
-    *mirror = c.len.load(Relaxed);
-    refused
+    put_flush(c, mirror, ring, flushthresh, objs, scratch, conv)
 }
 
 #[inline(never)]
 fn put_flush(
     c: &CacheSlot,
+    mirror: &mut u32,
     ring: &Ring<u32>,
     flushthresh: u32,
     objs: &[Obj],
-    len: usize,
     scratch: &mut [u32],
     conv: Conv,
 ) -> usize {
     let n = objs.len();
+    let len = *mirror as usize;
     if n > flushthresh as usize {
         return put_direct(ring, objs, scratch, &conv);
     }
@@ -222,6 +367,7 @@ fn put_flush(
     c.len.store(0, Release);
     let refused = len - ring.enqueue_bulk(&scratch[..len]);
     store_objs(c, 0, objs, conv);
+    *mirror = n as u32;
     c.len.store(n as u32, Relaxed);
     refused
 }
@@ -285,21 +431,33 @@ pub(crate) fn flush_all(
     (len, len - done)
 }
 
+/// How many times [`claim`] yields to a live recoverer holding the cache's lock before giving
+/// up (a flush takes microseconds; about a second of yields).
+const CLAIM_YIELDS: u32 = 1 << 20;
+
 /// Make `me` the owner of the cache: the caller runs as the cache's lcore, which the group gives
 /// to one live member at a time, so whoever the word names no longer uses the cache; its objects
-/// (free objects) are adopted. Waits while a live recoverer flushes it.
-pub(crate) fn claim(c: &CacheSlot, me: u64, alive: impl Fn(u16) -> bool) {
+/// (free objects) are adopted. Waits while a live recoverer flushes it, but not forever: returns
+/// false if the lock is still held after [`CLAIM_YIELDS`] yields (no flush takes that long: the
+/// word was written by a peer, or the recoverer is stopped), and the caller does without the
+/// cache.
+pub(crate) fn claim(c: &CacheSlot, me: u64, alive: impl Fn(u16) -> bool) -> bool {
+    let mut yields = 0;
     loop {
         let w = c.owner.load(Acquire);
         if w == me {
-            return;
+            return true;
         }
         if kind_of(w) == KIND_LOCKED && alive(member_of(w)) {
+            if yields == CLAIM_YIELDS {
+                return false;
+            }
+            yields += 1;
             yield_now();
             continue;
         }
         if c.owner.compare_exchange(w, me, AcqRel, Acquire).is_ok() {
-            return;
+            return true;
         }
     }
 }

@@ -82,9 +82,13 @@ pub enum MempoolError {
         #[source]
         source: rte_ring::RingError,
     },
-    /// A header does not match what this build expects.
-    #[error("mempool zone {zone:?}: {field} is {found}, expected {expected} (another build or layout version created it, or it is not a mempool)")]
+    /// A pool's header (or one of its zones) is not what `create` writes: it was written by
+    /// another build or layout version, overwritten (by a peer or a guest: the header is shared
+    /// memory), or the zone is not a mempool's. Nothing of the pool was used.
+    #[error("mempool {name:?}: zone {zone:?}: {field} is {found}, expected {expected}; the pool was created by another build or layout version, or its header was overwritten: use one build everywhere, or free the pool's zones (MP_<name>, MP_<name>_0, RG_MP_<name>) and create it again")]
     BadHeader {
+        /// The pool's name.
+        name: String,
         /// The zone.
         zone: String,
         /// The field that differs.

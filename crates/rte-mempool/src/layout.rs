@@ -71,7 +71,8 @@ pub(crate) struct Counters {
     /// Objects found by an audit in no place at all and returned with `repair`.
     pub repaired: std::sync::atomic::AtomicU64,
     /// Times a tracked get found an object not marked free, or a put found one the putter did
-    /// not hold: a broken ownership rule (must stay 0).
+    /// not hold: a broken ownership rule; and values read from the free ring, a cache or a
+    /// transfer ring that named no object, dropped (must stay 0).
     pub violations: std::sync::atomic::AtomicU64,
     pub _more: [std::sync::atomic::AtomicU64; 26],
 }

@@ -1,5 +1,8 @@
 //! Shared pools of fixed-size objects with per-lcore caches, as DPDK's `rte_mempool`, where a
-//! member that dies loses nothing.
+//! member that dies never makes an object be handed out twice: its caches come back to the
+//! pool; in pools with [`MempoolFlags::TRACK`] the objects it held come back too, and those it
+//! was moving when it died (see the limits under *Dead members*) come back through an
+//! [`Mempool::audit`] with `repair`; in untracked pools both are lost.
 //!
 //! A [`Mempool`] lives in zones reserved through [`shmconfig::Zones`]: a header zone
 //! `MP_<name>` (header, statistics, one cache per lcore), an object zone `MP_<name>_0`, and an
@@ -90,10 +93,37 @@
 //! dies too (leaked for a while, never handed out twice). If a recoverer dies in the middle of a
 //! flush, the objects it was moving are orphans.
 //!
+//! # Shared memory written by others
+//!
+//! A peer process or a QEMU guest can write anything into a pool's zones. What this process
+//! reads from them never makes it touch memory outside the pool, panic or loop:
+//!
+//! * [`Mempool::lookup`] checks every field of the header against what [`Mempool::create`]
+//!   writes (count, sizes, stride, cache size, flags, name, where the objects start, the
+//!   zones' lengths and alignment, the ring's capacity) and refuses a pool that differs with
+//!   [`MempoolError::BadHeader`], naming the pool, the field and the value found.
+//! * A handle read from the free ring, or an offset read from a per-lcore cache, becomes an
+//!   [`Obj`] only if the object it names lies whole inside the pool's objects area (one
+//!   compare per object, folded into the conversion). One that does not is dropped and counted
+//!   in [`MempoolStats::violations`]; the get that met it takes nothing (returns 0 or `None`),
+//!   and the other objects of the same ring operation go back to the ring (or stay in the
+//!   cache). A value inside the area but not at an object's start is let through: it is still
+//!   pool memory (a corrupt pool, not a memory-safety hole), and [`Mempool::index_of`] refuses
+//!   it.
+//! * [`Mempool::receive`] drops an index that names no object (counted the same way) and
+//!   returns only the objects it received.
+//! * [`Mempool::local`] waits for a live recoverer that holds a cache's lock, but gives the
+//!   cache up (the [`LocalPool`] goes straight to the ring) if the lock outlasts any flush.
+//! * A value that names a real object twice (a peer enqueueing a handle it does not own) cannot
+//!   be told from a sound one: the pool then hands that object out twice, as a peer that
+//!   writes into objects it does not hold corrupts them.
+//!
 //! # Checking it
 //!
 //! * `tests/behaviour.rs`: DPDK's `test_mempool.c` behaviours that apply; recovery of dead
 //!   members over `LocalZones`; the audit.
+//! * `tests/hostile.rs`: bad handles in the free ring and in caches, corrupt headers and zones,
+//!   gets larger than one ring operation.
 //! * `tests/threads.rs`: threaded stress (caches, ring, transfers, a member declared dead).
 //! * `tests/loom.rs`: a loom model of a dead owner's cache flush racing a new owner's get:
 //!   `LOOM_MAX_PREEMPTIONS=2 RUSTFLAGS="--cfg hugeshare_loom" cargo test -p rte-mempool --release --test loom`.

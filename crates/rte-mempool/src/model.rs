@@ -8,7 +8,11 @@ use crate::layout::{holder, locked, CacheSlot, CACHE_OBJS};
 use crate::obj::{Conv, Obj};
 use crate::sync::Ordering::*;
 
-const CONV: Conv = Conv { base: 0, shift: 0 };
+const CONV: Conv = Conv {
+    base: 0,
+    shift: 0,
+    max_off: usize::MAX,
+};
 
 /// One per-lcore cache, as the pool keeps it in its header zone.
 #[derive(Debug)]
@@ -43,8 +47,8 @@ impl ModelCache {
         let mut scratch = [0u32; CACHE_OBJS];
         cache::recover(&self.0, ring, locked(me, 1), &mut scratch, CONV, alive).map(|f| f.moved)
     }
-    /// What the lcore's new owner does first.
-    pub fn claim(&self, me: u16, alive: impl Fn(u16) -> bool) {
+    /// What the lcore's new owner does first (false: it gave up waiting for a recoverer).
+    pub fn claim(&self, me: u16, alive: impl Fn(u16) -> bool) -> bool {
         cache::claim(&self.0, holder(me, 1), alive)
     }
     /// A get of `n` objects through the cache (refilled with `size + remaining` from `ring`).
@@ -52,7 +56,7 @@ impl ModelCache {
         let mut scratch = [0u32; CACHE_OBJS];
         let mut out = vec![Obj::empty(); n];
         let mut len = self.0.len.load(Relaxed);
-        cache::get(&self.0, &mut len, ring, size, &mut out, &mut scratch, CONV)
+        (cache::get(&self.0, &mut len, ring, size, &mut out, &mut scratch, CONV) == cache::Got::All)
             .then(|| out.iter().map(|o| CONV.handle(*o)).collect())
     }
     /// A put of `objs` through the cache (flushed to `ring` above `flushthresh`).

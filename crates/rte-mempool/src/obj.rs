@@ -50,18 +50,45 @@ impl fmt::Debug for Obj {
 }
 
 /// Object ↔ handle: `addr = base + (handle << shift)`.
+///
+/// `max_off` is the byte offset of the pool's last object, `(n - 1) × stride`. A handle or
+/// byte offset read from shared memory becomes an [`Obj`] only if its offset is at most
+/// `max_off` ([`Conv::checked_obj`], and the checked copies of `raw`): the object then lies
+/// whole inside the pool's objects area (`n × stride` bytes from `base`, which the lookup
+/// checked against the zone's length), whatever a peer wrote. A *misaligned* value in that
+/// range (not a multiple of the stride) passes: rejecting it would cost a multiply per object
+/// on the hot paths, and it is still memory-safe (its `stride` bytes lie inside the objects
+/// area); it only names bytes of one or two objects, as a corrupt pool would anyway, and
+/// [`crate::Mempool::index_of`] refuses it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Conv {
     pub base: usize,
     pub shift: u32,
+    pub max_off: usize,
 }
 
 impl Conv {
+    /// The object of a handle this process computed itself from an index below `n`; a handle
+    /// read from shared memory goes through [`Conv::checked_obj`].
     #[inline(always)]
     pub fn obj(self, h: u32) -> Obj {
         Obj {
             addr: self.base.wrapping_add((h as usize) << self.shift),
         }
+    }
+    /// The object of a handle read from shared memory, or `None` if it names no place inside
+    /// the objects area (see [`Conv`]).
+    #[inline(always)]
+    pub fn checked_obj(self, h: u32) -> Option<Obj> {
+        let off = (h as usize) << self.shift;
+        (off <= self.max_off).then_some(Obj {
+            addr: self.base.wrapping_add(off),
+        })
+    }
+    /// Whether `o` lies inside the objects area (what [`Conv::checked_obj`] lets through).
+    #[inline(always)]
+    pub fn contains(self, o: Obj) -> bool {
+        o.addr.wrapping_sub(self.base) <= self.max_off
     }
     #[inline(always)]
     pub fn handle(self, o: Obj) -> u32 {
@@ -74,6 +101,12 @@ impl Conv {
         Obj {
             addr: self.base.wrapping_add(off as usize),
         }
+    }
+    /// Whether a byte offset read from a cache names a place inside the objects area.
+    #[cfg(hugeshare_loom)]
+    #[inline(always)]
+    pub fn offset_ok(self, off: u64) -> bool {
+        off <= self.max_off as u64
     }
     /// The byte offset of `o` from the first object.
     #[cfg(hugeshare_loom)]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use rte_ring::{Dequeue, Enqueue, Ring, RingError, RingFlags};
 use shmconfig::{Liveness, MemberId, MemberState, Zone, ZoneError, ZoneKind, ZoneRequest, Zones};
 
-use crate::cache;
+use crate::cache::{self, Got};
 use crate::error::MempoolError;
 use crate::layout::{
     fingerprint, holder, kind_of, locked, member_of, word, CacheSlot, Meta, CACHE_OBJS, FREE,
@@ -222,6 +222,36 @@ fn owners_len(n: u32, tracked: bool) -> usize {
     }
 }
 
+/// Where a pool's objects go, as [`Mempool::create`] lays them out (and [`Mempool::lookup`]
+/// expects them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Layout {
+    /// Bytes from one object to the next.
+    stride: usize,
+    /// Where the first object starts in the object zone (after the owner words).
+    objects_offset: usize,
+    /// Bytes of the object zone.
+    obj_len: usize,
+}
+
+/// The layout of a pool of `p` (whose `n` and flags are valid), or `None` if its objects do not
+/// fit: one zone below 1 TiB, a stride that fits in 32 bits, and every handle (`n` times the
+/// stride's odd part) in 32 bits.
+fn layout_of(p: &MempoolParams) -> Option<Layout> {
+    let stride = stride_of(p);
+    let objects_offset = owners_len(p.n, p.flags.contains(MempoolFlags::TRACK));
+    let obj_len = (p.n as usize)
+        .checked_mul(stride)?
+        .checked_add(objects_offset)?;
+    let units = (stride >> stride.trailing_zeros()) as u64;
+    (obj_len < 1 << 40 && stride <= u32::MAX as usize && p.n as u64 * units <= u32::MAX as u64)
+        .then_some(Layout {
+            stride,
+            objects_offset,
+            obj_len,
+        })
+}
+
 impl Mempool {
     /// The zone of a pool's header (`MP_<name>`, as in DPDK).
     pub fn zone_name(name: &str) -> String {
@@ -267,25 +297,15 @@ impl Mempool {
                 valid: MempoolFlags::all().bits(),
             });
         }
-        let tracked = p.flags.contains(MempoolFlags::TRACK);
-        let stride = stride_of(&p);
-        let objects_offset = owners_len(p.n, tracked);
-        let obj_len = (p.n as usize)
-            .checked_mul(stride)
-            .and_then(|l| l.checked_add(objects_offset))
-            .filter(|&l| l < (1usize << 40))
-            .ok_or(MempoolError::TooLarge {
-                name: name.into(),
-                n: p.n,
-                stride,
-            })?;
-        if (p.n as u64) * ((stride >> stride.trailing_zeros()) as u64) > u32::MAX as u64 {
-            return Err(MempoolError::TooLarge {
-                name: name.into(),
-                n: p.n,
-                stride,
-            });
-        }
+        let Layout {
+            stride,
+            objects_offset,
+            obj_len,
+        } = layout_of(&p).ok_or(MempoolError::TooLarge {
+            name: name.into(),
+            n: p.n,
+            stride: stride_of(&p),
+        })?;
         let ncaches = if p.cache_size > 0 {
             shmconfig::layout::MAX_LCORES
         } else {
@@ -355,7 +375,15 @@ impl Mempool {
             _reserved: [0; 160],
         };
         raw::write_meta(&header, &meta);
-        let mp = Self::from_parts(zones, name, &meta, header, objects, ring);
+        let mp = match Self::from_parts(zones, name, &meta, header, objects, ring) {
+            Ok(mp) => mp,
+            Err(e) => {
+                let _ = zones.free(&Ring::<u32>::zone_name(&Self::ring_name(name)));
+                let _ = zones.free(&oname);
+                let _ = zones.free(&hname);
+                return Err(e);
+            }
+        };
         // Populate: every object starts free, in the ring.
         let mut buf = Vec::with_capacity(4096);
         let mut i = 0u32;
@@ -377,6 +405,11 @@ impl Mempool {
 
     /// Find the pool named `name`, check its header, and finish any clean-up of dead members
     /// that is still due (see [`Mempool::recover_dead_members`]).
+    ///
+    /// The header is shared memory that a peer or a guest may have written: every field is
+    /// checked against what [`Mempool::create`] writes (object count, sizes and stride, cache
+    /// size, flags, name, where the objects start, the zones' lengths and alignment, the free
+    /// ring's capacity), and a pool that differs is refused with [`MempoolError::BadHeader`].
     pub fn lookup(zones: &impl Zones, name: &str) -> Result<Mempool, MempoolError> {
         let mp = Self::open(zones, name, true)?;
         mp.recover_dead_members();
@@ -394,6 +427,7 @@ impl Mempool {
                 e => zone_err(name, &hname, e),
             })?;
         let bad = |field: &'static str, found: String, expected: String| MempoolError::BadHeader {
+            name: name.into(),
             zone: hname.clone(),
             field,
             found,
@@ -414,6 +448,8 @@ impl Mempool {
             std::thread::sleep(Duration::from_millis(1));
         }
         let meta = raw::read_meta(&header).expect("length checked by ready_word");
+        // Every field is checked against what `create` writes: the header is shared memory,
+        // which a peer or a guest may have overwritten, and its values size every access.
         if meta.magic != MAGIC {
             return Err(bad(
                 "magic",
@@ -435,11 +471,93 @@ impl Mempool {
                 format!("{:#x}", fingerprint()),
             ));
         }
+        let stored_name = meta
+            .name
+            .get(..meta.name_len as usize)
+            .map(String::from_utf8_lossy);
+        if stored_name.as_deref() != Some(name) {
+            return Err(bad(
+                "name",
+                stored_name.map_or_else(
+                    || format!("{} bytes long", meta.name_len),
+                    |s| format!("{s:?}"),
+                ),
+                format!("{name:?}"),
+            ));
+        }
+        if meta.n == 0 || meta.n > MEMPOOL_COUNT_MAX {
+            return Err(bad(
+                "object count n",
+                meta.n.to_string(),
+                format!("1..={MEMPOOL_COUNT_MAX}"),
+            ));
+        }
+        let flags = MempoolFlags::from_bits(meta.flags).ok_or_else(|| {
+            bad(
+                "flags",
+                format!("{:#x}", meta.flags),
+                format!("bits of {:#x} only", MempoolFlags::all().bits()),
+            )
+        })?;
+        if meta.cache_size > CACHE_MAX_SIZE || meta.cache_size as u64 * 3 / 2 > meta.n as u64 {
+            return Err(bad(
+                "cache size",
+                meta.cache_size.to_string(),
+                format!(
+                    "0..={CACHE_MAX_SIZE} with 1.5 × cache size ≤ n ({})",
+                    meta.n
+                ),
+            ));
+        }
+        let params = MempoolParams {
+            n: meta.n,
+            elt_size: meta.elt_size,
+            cache_size: meta.cache_size,
+            priv_size: meta.priv_size,
+            flags,
+        };
+        let layout = layout_of(&params).ok_or_else(|| {
+            bad(
+                "elt_size/priv_size",
+                format!("{}/{}", meta.elt_size, meta.priv_size),
+                format!(
+                    "sizes create accepts for {} objects (a stride below 4 GiB, all below 1 TiB)",
+                    meta.n
+                ),
+            )
+        })?;
+        if meta.stride as usize != layout.stride {
+            return Err(bad(
+                "stride",
+                meta.stride.to_string(),
+                format!(
+                    "{} (for elt_size {}, priv_size {}, flags {flags:?})",
+                    layout.stride, meta.elt_size, meta.priv_size
+                ),
+            ));
+        }
+        if meta.objects_offset != layout.objects_offset as u64 {
+            return Err(bad(
+                "objects offset",
+                meta.objects_offset.to_string(),
+                format!(
+                    "{} (for n {}, flags {flags:?})",
+                    layout.objects_offset, meta.n
+                ),
+            ));
+        }
         let ncaches = if meta.cache_size > 0 {
             shmconfig::layout::MAX_LCORES
         } else {
             0
         };
+        if meta.header_len as usize != raw::header_len(ncaches) {
+            return Err(bad(
+                "header length",
+                meta.header_len.to_string(),
+                raw::header_len(ncaches).to_string(),
+            ));
+        }
         if header.len() < raw::header_len(ncaches) {
             return Err(bad(
                 "zone length",
@@ -451,14 +569,27 @@ impl Mempool {
         let objects = zones
             .lookup_kind(&oname, ZoneKind::MempoolObjects)
             .map_err(|e| zone_err(name, &oname, e))?;
-        let need = meta.objects_offset as usize + meta.n as usize * meta.stride as usize;
-        if objects.len() < need {
-            return Err(MempoolError::BadHeader {
-                zone: oname,
-                field: "zone length",
-                found: objects.len().to_string(),
-                expected: need.to_string(),
-            });
+        let bad_obj =
+            |field: &'static str, found: String, expected: String| MempoolError::BadHeader {
+                name: name.into(),
+                zone: oname.clone(),
+                field,
+                found,
+                expected,
+            };
+        if objects.len() < layout.obj_len {
+            return Err(bad_obj(
+                "zone length",
+                objects.len().to_string(),
+                format!("at least {}", layout.obj_len),
+            ));
+        }
+        if objects.as_ptr() as usize % 64 != 0 {
+            return Err(bad_obj(
+                "zone alignment",
+                format!("{:p}", objects.as_ptr()),
+                "a multiple of 64".into(),
+            ));
         }
         let ring = Ring::<u32>::lookup(zones, &Self::ring_name(name)).map_err(|source| {
             MempoolError::Ring {
@@ -466,9 +597,19 @@ impl Mempool {
                 source,
             }
         })?;
-        Ok(Self::from_parts(zones, name, &meta, header, objects, ring))
+        if ring.capacity() != meta.n {
+            return Err(MempoolError::BadHeader {
+                name: name.into(),
+                zone: Ring::<u32>::zone_name(&Self::ring_name(name)),
+                field: "ring capacity",
+                found: ring.capacity().to_string(),
+                expected: format!("{} (the pool's object count)", meta.n),
+            });
+        }
+        Self::from_parts(zones, name, &meta, header, objects, ring)
     }
 
+    /// A handle on a pool whose header `meta` was written by `create` or checked by `open`.
     fn from_parts(
         zones: &impl Zones,
         name: &str,
@@ -476,7 +617,7 @@ impl Mempool {
         header: Zone,
         objects: Zone,
         ring: Ring<u32>,
-    ) -> Mempool {
+    ) -> Result<Mempool, MempoolError> {
         let flags = MempoolFlags::from_bits_truncate(meta.flags);
         let tracked = flags.contains(MempoolFlags::TRACK);
         let ncaches = if meta.cache_size > 0 {
@@ -484,7 +625,15 @@ impl Mempool {
         } else {
             0
         };
-        let obj_base = raw::exposed_addr(&objects, meta.objects_offset as usize);
+        let bad_zone = |zone: &Zone| MempoolError::BadHeader {
+            name: name.into(),
+            zone: zone.name().into(),
+            field: "zone length/alignment",
+            found: format!("{} bytes at {:p}", zone.len(), zone.as_ptr()),
+            expected: "room for the pool, 64-aligned".into(),
+        };
+        let obj_base = raw::exposed_addr(&objects, meta.objects_offset as usize)
+            .ok_or_else(|| bad_zone(&objects))?;
         let obj_end = obj_base + meta.n as usize * meta.stride as usize;
         let shift = meta.stride.trailing_zeros();
         let stride_units = meta.stride >> shift;
@@ -494,7 +643,21 @@ impl Mempool {
             inv = inv.wrapping_mul(2u32.wrapping_sub(stride_units.wrapping_mul(inv)));
         }
         debug_assert_eq!(stride_units.wrapping_mul(inv), 1);
-        let mem = PoolMem::new(header, objects, ncaches, meta.n as usize, tracked);
+        let mem = match PoolMem::new(
+            header.clone(),
+            objects.clone(),
+            ncaches,
+            meta.n as usize,
+            tracked,
+        ) {
+            Some(mem) => mem,
+            None if header.len() < raw::header_len(ncaches)
+                || header.as_ptr() as usize % 64 != 0 =>
+            {
+                return Err(bad_zone(&header))
+            }
+            None => return Err(bad_zone(&objects)),
+        };
         let inner = Arc::new(Inner {
             name: name.into(),
             mem,
@@ -510,6 +673,7 @@ impl Mempool {
             conv: Conv {
                 base: obj_base,
                 shift,
+                max_off: (meta.n as usize - 1) * meta.stride as usize,
             },
             stride_units,
             inv,
@@ -522,7 +686,7 @@ impl Mempool {
         let mut reg = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
         reg.retain(|(_, _, w)| w.strong_count() > 0);
         reg.push((obj_base, obj_end, Arc::downgrade(&inner)));
-        Mempool { inner }
+        Ok(Mempool { inner })
     }
 
     /// The names of the pools of the group, in creation order (DPDK's `rte_mempool_walk`).
@@ -689,29 +853,42 @@ impl Mempool {
 
     // ----- get and put (straight to the ring) -----
 
-    /// Get one object from the ring of free objects.
+    /// Get one object from the ring of free objects (`None`: the ring is empty, or held a value
+    /// naming no object, see [`Mempool::get_bulk`]).
     #[inline]
     pub fn get(&self) -> Option<Obj> {
         let mut o = [Obj::empty()];
         (self.get_bulk(&mut o) == 1).then_some(o[0])
     }
     /// Fill all of `out` from the ring of free objects, or nothing; returns `out.len()` or 0.
+    ///
+    /// Any size works: more than [`rte_ring::MAX_OP`] objects (65,531, what one operation of
+    /// the ring moves) are taken in several operations, all or nothing (if a later one fails,
+    /// the objects of the earlier ones go back); meanwhile other members may find the ring
+    /// emptier than the pool is.
+    ///
+    /// A value in the ring that names no object of the pool (a peer or a guest wrote it) is
+    /// never handed out: it is dropped and counted in [`MempoolStats::violations`], the other
+    /// objects of the same ring operation go back to the ring, and the get returns 0.
     #[inline]
     pub fn get_bulk(&self, out: &mut [Obj]) -> usize {
         let mut scratch = [0u32; 64];
         let i = &self.inner;
-        if !cache::get_direct(&i.ring, out, &mut scratch, &i.conv) {
-            return 0;
+        match cache::get_direct(&i.ring, out, &mut scratch, &i.conv) {
+            Got::All => {
+                i.mark_got(out);
+                out.len()
+            }
+            g => i.failed(g),
         }
-        i.mark_got(out);
-        out.len()
     }
     /// Put one object back into the ring of free objects.
     #[inline]
     pub fn put(&self, obj: Obj) {
         self.put_bulk(std::slice::from_ref(&obj))
     }
-    /// Put objects back into the ring of free objects.
+    /// Put objects back into the ring of free objects (any number: more than
+    /// [`rte_ring::MAX_OP`] go in several ring operations).
     #[inline]
     pub fn put_bulk(&self, objs: &[Obj]) {
         let mut scratch = [0u32; 64];
@@ -749,8 +926,17 @@ impl Mempool {
         let mut len = 0;
         if let Some(c) = cache {
             let liveness = i.liveness.clone();
-            cache::claim(c, holder(i.me, i.token), |m| alive(&*liveness, m));
-            len = c.len.load(Acquire).min(CACHE_OBJS as u32);
+            if cache::claim(c, holder(i.me, i.token), |m| alive(&*liveness, m)) {
+                len = c.len.load(Acquire).min(CACHE_OBJS as u32);
+            } else {
+                // Locked by a live member for far longer than a flush takes: do without it.
+                let key = c as *const CacheSlot as usize;
+                CLAIMED
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .retain(|&k| k != key);
+                cache = None;
+            }
         }
         LocalPool {
             fast: cache.filter(|_| !i.tracked).map(std::ptr::NonNull::from),
@@ -807,7 +993,9 @@ impl Mempool {
     }
 
     /// Receive up to `out.len()` objects from `ring` (of object indexes) and adopt them (a
-    /// tracked pool records this member as their holder). Returns how many.
+    /// tracked pool records this member as their holder). Returns how many, at the front of
+    /// `out`. An index that names no object (a peer wrote it) is dropped and counted in
+    /// [`MempoolStats::violations`], and the call returns what it has received so far.
     pub fn receive(&self, mut ring: impl Dequeue<u32>, out: &mut [Obj]) -> usize {
         let i = &self.inner;
         let mut idx = [0u32; 64];
@@ -815,12 +1003,16 @@ impl Mempool {
         while done < out.len() {
             let m = (out.len() - done).min(64);
             let got = ring.dequeue_burst(&mut idx[..m]);
-            for (k, &v) in idx[..got].iter().enumerate() {
+            // An index out of range (a peer wrote it) is dropped and counted; the objects
+            // received are packed at the front of `out`.
+            let mut kept = 0;
+            for &v in &idx[..got] {
                 if v >= i.n {
                     i.mem.counters().violations.fetch_add(1, Relaxed);
                     continue;
                 }
-                out[done + k] = i.obj(v);
+                out[done + kept] = i.obj(v);
+                kept += 1;
                 if i.tracked {
                     let old = i
                         .mem
@@ -831,8 +1023,10 @@ impl Mempool {
                     }
                 }
             }
-            done += got;
-            if got < m {
+            done += kept;
+            // Stop at an empty ring, and after dropping anything (a peer feeding the ring
+            // garbage must not keep this call going).
+            if got < m || kept < got {
                 break;
             }
         }
@@ -1081,20 +1275,27 @@ impl Inner {
         }
     }
 
+    /// A get that did not fill its output: 0, after counting the objects it dropped (values
+    /// in shared memory that named no object, or objects the ring refused back) as violations.
+    #[inline(always)]
+    fn failed(&self, g: Got) -> usize {
+        if let Got::Dropped(k) = g {
+            self.count_violations(k);
+        }
+        0
+    }
+
     #[inline(always)]
     fn note_refused(&self, refused: usize) {
         if refused != 0 {
-            self.count_refused(refused);
+            self.count_violations(refused);
         }
     }
 
     #[cold]
     #[inline(never)]
-    fn count_refused(&self, refused: usize) {
-        self.mem
-            .counters()
-            .violations
-            .fetch_add(refused as u64, Relaxed);
+    fn count_violations(&self, k: usize) {
+        self.mem.counters().violations.fetch_add(k as u64, Relaxed);
     }
 }
 
@@ -1153,7 +1354,8 @@ impl LocalPool {
             .and_then(|_| self.pool.inner.mem.cache(self.lcore? as usize))
     }
 
-    /// Get one object.
+    /// Get one object (`None`: the pool is empty, or a value naming no object was met, see
+    /// [`LocalPool::get_bulk`]).
     #[inline]
     pub fn get(&mut self) -> Option<Obj> {
         let mut o = [Obj::empty()];
@@ -1161,6 +1363,12 @@ impl LocalPool {
     }
 
     /// Fill all of `out`, or nothing; returns `out.len()` or 0.
+    ///
+    /// Any size works: requests above 512 objects bypass the cache, and above
+    /// [`rte_ring::MAX_OP`] they take several ring operations (see [`Mempool::get_bulk`]). A
+    /// value in the cache or the ring that names no object of the pool (a peer or a guest wrote
+    /// it) is never handed out: it is dropped and counted in [`MempoolStats::violations`], the
+    /// other objects stay in (or go back to) the pool, and the get returns 0.
     #[inline]
     pub fn get_bulk(&mut self, out: &mut [Obj]) -> usize {
         let n = out.len();
@@ -1170,20 +1378,32 @@ impl LocalPool {
             if n <= len {
                 let c = slot_ref(p, &self.pool.inner);
                 let rest = len - n;
-                raw::load_objs(c, rest, out, self.conv);
+                if !raw::load_objs(c, rest, out, self.conv) {
+                    return self.get_scrub(out);
+                }
                 self.len = rest as u32;
                 c.len.store(rest as u32, Relaxed);
                 return n;
             }
         } else if self.direct {
             let i = &*self.pool.inner;
-            return if cache::get_direct(&i.ring, out, &mut self.scratch, &self.conv) {
-                n
-            } else {
-                0
+            return match cache::get_direct(&i.ring, out, &mut self.scratch, &self.conv) {
+                Got::All => n,
+                g => i.failed(g),
             };
         }
         self.get_bulk_slow(out)
+    }
+
+    /// The cache held an offset that names no object: drop it (see [`cache::scrub`]).
+    #[cold]
+    #[inline(never)]
+    fn get_scrub(&mut self, out: &mut [Obj]) -> usize {
+        let i = &*self.pool.inner;
+        match self.cache {
+            Some(p) => i.failed(cache::scrub(slot_ref(p, i), &mut self.len, out, self.conv)),
+            None => 0,
+        }
     }
 
     /// Every other get: refills, tracked pools.
@@ -1208,7 +1428,8 @@ impl LocalPool {
         self.put_bulk(std::slice::from_ref(&obj))
     }
 
-    /// Put objects back.
+    /// Put objects back (any number: above the flush threshold they go straight to the ring,
+    /// in several ring operations above [`rte_ring::MAX_OP`]).
     #[inline]
     pub fn put_bulk(&mut self, objs: &[Obj]) {
         let n = objs.len();
@@ -1298,7 +1519,7 @@ fn get_slow(
     scratch: &mut [u32],
     conv: Conv,
 ) -> (usize, u32) {
-    let ok = match cache {
+    let got = match cache {
         Some(p) => cache::get(
             slot_ref(p, i),
             &mut len,
@@ -1310,8 +1531,8 @@ fn get_slow(
         ),
         None => cache::get_direct(&i.ring, out, scratch, &conv),
     };
-    if !ok {
-        return (0, len);
+    if got != Got::All {
+        return (i.failed(got), len);
     }
     i.mark_got(out);
     (out.len(), len)
@@ -1401,7 +1622,8 @@ pub struct MempoolStats {
     /// Orphans put back by [`Mempool::audit`] with `repair`.
     pub repaired: u64,
     /// Broken ownership rules seen (a tracked get of an object not free, a put or send of one
-    /// the caller did not hold, an object the ring refused): must stay 0.
+    /// the caller did not hold, an object the ring refused), and values found in the free ring,
+    /// a cache or a transfer ring that name no object (dropped): must stay 0.
     pub violations: u64,
     /// Objects the free ring abandoned because a member died in the middle of putting them.
     pub ring_abandoned_put: u64,

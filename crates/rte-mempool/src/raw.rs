@@ -37,17 +37,22 @@ pub(crate) fn header_len(ncaches: usize) -> usize {
 
 impl PoolMem {
     /// A view of `header` (with `ncaches` caches) and `objects` (with `nobjs` owner words at its
-    /// start when `tracked`). The caller checked both zones are long enough and 64-aligned.
+    /// start when `tracked`); `None` unless both zones are long enough and 64-aligned (zones
+    /// found through a guest's metadata may be anywhere: the caller reports it).
     pub(crate) fn new(
         header: Zone,
         objects: Zone,
         ncaches: usize,
         nobjs: usize,
         tracked: bool,
-    ) -> Self {
-        assert!(header.len() >= header_len(ncaches) && header.as_ptr() as usize % 64 == 0);
-        assert!(!tracked || objects.len() >= nobjs * 8);
-        assert!(objects.as_ptr() as usize % 64 == 0);
+    ) -> Option<Self> {
+        if header.len() < header_len(ncaches)
+            || header.as_ptr() as usize % 64 != 0
+            || (tracked && nobjs.checked_mul(8).is_none_or(|l| objects.len() < l))
+            || objects.as_ptr() as usize % 64 != 0
+        {
+            return None;
+        }
         // SAFETY: the header zone is at least CACHES_OFFSET bytes (checked), so the counters lie
         // inside it; zones are 64-aligned (checked), as `Counters` requires.
         let counters = unsafe { NonNull::new_unchecked(header.as_ptr().add(COUNTERS_OFFSET)) };
@@ -59,7 +64,7 @@ impl PoolMem {
             // SAFETY: the zone pointer is non-null; the owner words start the object zone.
             unsafe { NonNull::new_unchecked(objects.as_ptr()) }.cast()
         });
-        Self {
+        Some(Self {
             counters: counters.cast(),
             caches,
             ncaches,
@@ -67,7 +72,7 @@ impl PoolMem {
             nobjs,
             _header: header,
             _objects: objects,
-        }
+        })
     }
 
     /// The shared counters.
@@ -140,10 +145,9 @@ pub(crate) fn write_meta(zone: &Zone, meta: &Meta) {
 }
 
 /// The address of byte `off` of `zone`, exposed so that object handles can turn it back into a
-/// pointer ([`std::ptr::with_exposed_provenance_mut`]).
-pub(crate) fn exposed_addr(zone: &Zone, off: usize) -> usize {
-    assert!(off <= zone.len());
-    zone.as_ptr().wrapping_add(off).expose_provenance()
+/// pointer ([`std::ptr::with_exposed_provenance_mut`]); `None` if `off` is past the zone.
+pub(crate) fn exposed_addr(zone: &Zone, off: usize) -> Option<usize> {
+    (off <= zone.len()).then(|| zone.as_ptr().wrapping_add(off).expose_provenance())
 }
 
 /// The cache slot `p` points to, which [`PoolMem::cache`] gave out for `mem`.
@@ -166,9 +170,12 @@ pub(crate) fn slot_ref(p: NonNull<CacheSlot>, mem: &PoolMem) -> &CacheSlot {
 // plain (vectorisable) reads and writes of the `AtomicU32` array, which has `u32`'s layout; they
 // never race with another access.
 
-/// `out[k] = the object at c.objs[from + k]`.
+/// `out[k] = the object at c.objs[from + k]`. Returns false if an offset read is above
+/// `conv.max_off` (a peer wrote into the cache): `out` then holds addresses that are no objects,
+/// which the caller must not hand out.
 #[inline(always)]
-pub(crate) fn load_objs(c: &CacheSlot, from: usize, out: &mut [Obj], conv: Conv) {
+#[must_use]
+pub(crate) fn load_objs(c: &CacheSlot, from: usize, out: &mut [Obj], conv: Conv) -> bool {
     let n = out.len();
     assert!(from + n <= CACHE_OBJS);
     // SAFETY: [from, from + n) lies inside the array (asserted) and is read by this thread
@@ -180,6 +187,7 @@ pub(crate) fn load_objs(c: &CacheSlot, from: usize, out: &mut [Obj], conv: Conv)
             c.objs.as_ptr().cast::<u64>().add(from),
             n,
             conv.base,
+            conv.max_off,
         )
     }
 }
@@ -207,7 +215,7 @@ pub(crate) fn store_objs(c: &CacheSlot, at: usize, objs: &[Obj], conv: Conv) {
 /// to 8.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn pairs(n: usize, pair: impl Fn(usize)) {
+fn pairs(n: usize, mut pair: impl FnMut(usize)) {
     debug_assert!(n >= 2);
     if n <= 4 {
         pair(0);
@@ -245,42 +253,68 @@ fn pairs(n: usize, pair: impl Fn(usize)) {
 
 /// `dst[k] = base + src[k]` for `k < n`: two objects per SSE2 instruction on x86-64 (the
 /// baseline of the target), the last pair overlapping the one before it when `n` is odd (so no
-/// single-object tail), one scalar for `n == 1`.
+/// single-object tail), one scalar for `n == 1`. Returns whether every `src[k] ≤ max_off`
+/// (`max_off < 2^63`), checked on the very value converted (the cache is shared memory: a
+/// second read could differ).
+///
+/// The check costs two vector operations per pair (no branch in the loop): `max_off - v` has
+/// its sign bit set when `max_off < v < 2^63`, and `v` has it when `v ≥ 2^63`; their OR is
+/// accumulated and its sign bits tested once at the end.
 ///
 /// # Safety
 /// `src..src+n` readable, `dst..dst+n` writable, not overlapping; no other thread writes them.
 #[inline(always)]
-unsafe fn offsets_to_addrs(dst: *mut usize, src: *const u64, n: usize, base: usize) {
+unsafe fn offsets_to_addrs(
+    dst: *mut usize,
+    src: *const u64,
+    n: usize,
+    base: usize,
+    max_off: usize,
+) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{
-            _mm_add_epi64, _mm_loadu_si128, _mm_set1_epi64x, _mm_storeu_si128,
+            _mm_add_epi64, _mm_castsi128_pd, _mm_loadu_si128, _mm_movemask_pd, _mm_or_si128,
+            _mm_set1_epi64x, _mm_setzero_si128, _mm_storeu_si128, _mm_sub_epi64,
         };
         if n >= 2 {
-            // SAFETY: SSE2 is part of the x86-64 baseline, always present.
-            let b = unsafe { _mm_set1_epi64x(base as i64) };
+            // SAFETY: SSE2 is part of the x86-64 baseline, always present; these take no
+            // pointer.
+            let (b, m, mut bad) = unsafe {
+                (
+                    _mm_set1_epi64x(base as i64),
+                    _mm_set1_epi64x(max_off as i64),
+                    _mm_setzero_si128(),
+                )
+            };
             // SAFETY: `pairs` calls this with k + 2 ≤ n only: both 16-byte accesses lie inside
             // the caller's ranges (unaligned accesses allowed).
             let pair = |k: usize| unsafe {
                 let v = _mm_loadu_si128(src.add(k).cast());
+                bad = _mm_or_si128(bad, _mm_or_si128(_mm_sub_epi64(m, v), v));
                 _mm_storeu_si128(dst.add(k).cast(), _mm_add_epi64(v, b));
             };
             pairs(n, pair);
-            return;
+            // SAFETY: SSE2 (baseline); no pointer.
+            return unsafe { _mm_movemask_pd(_mm_castsi128_pd(bad)) } == 0;
         }
     }
     if n == 1 {
         // SAFETY: n == 1: one element inside the caller's ranges.
-        unsafe { dst.write(base.wrapping_add(src.read() as usize)) };
-        return;
+        let off = unsafe { src.read() } as usize;
+        // SAFETY: as above.
+        unsafe { dst.write(base.wrapping_add(off)) };
+        return off <= max_off;
     }
+    let mut ok = true;
     for k in 0..n {
         // SAFETY: k < n: inside the caller's ranges.
-        unsafe {
-            dst.add(k)
-                .write(base.wrapping_add(src.add(k).read() as usize))
-        };
+        let off = unsafe { src.add(k).read() } as usize;
+        ok &= off <= max_off;
+        // SAFETY: as above.
+        unsafe { dst.add(k).write(base.wrapping_add(off)) };
     }
+    ok
 }
 
 /// `dst[k] = src[k] - base` for `k < n` (see [`offsets_to_addrs`]).
@@ -331,15 +365,13 @@ pub(crate) fn load_h(c: &CacheSlot, from: usize, out: &mut [u32], conv: Conv) {
             out.as_mut_ptr(),
             c.objs.as_ptr().cast::<usize>().add(from),
             n,
-            Conv {
-                base: 0,
-                shift: conv.shift,
-            },
+            Conv { base: 0, ..conv },
         )
     }
 }
 
-/// `c.objs[at + k] = the offset of handle src[k]` (from the ring).
+/// `c.objs[at + k] = the offset of handle src[k]` (from the ring). Not checked here: every
+/// offset is checked when it leaves the cache ([`load_objs`]), which a peer can write anyway.
 pub(crate) fn store_h(c: &CacheSlot, at: usize, src: &[u32], conv: Conv) {
     let n = src.len();
     assert!(at <= CACHE_OBJS && n <= CACHE_OBJS - at);
@@ -350,17 +382,17 @@ pub(crate) fn store_h(c: &CacheSlot, at: usize, src: &[u32], conv: Conv) {
             c.objs.as_ptr().cast::<usize>().cast_mut().add(at),
             src.as_ptr(),
             n,
-            Conv {
-                base: 0,
-                shift: conv.shift,
-            },
+            Conv { base: 0, ..conv },
         )
-    }
+    };
 }
 
-/// `out[k] = the object of handle src[k]` (`out.len() == src.len()`, checked).
+/// `out[k] = the object of handle src[k]` (`out.len() == src.len()`, checked). Returns false
+/// if a handle names no place in the objects area (see [`Conv`]): `out` must then not be handed
+/// out.
 #[inline(always)]
-pub(crate) fn objs_of_handles(out: &mut [Obj], src: &[u32], conv: Conv) {
+#[must_use]
+pub(crate) fn objs_of_handles(out: &mut [Obj], src: &[u32], conv: Conv) -> bool {
     assert!(out.len() == src.len());
     // SAFETY: both are n elements long (asserted), distinct borrows (one `&mut`).
     unsafe {
@@ -394,26 +426,35 @@ pub(crate) fn handles_of_objs(out: &mut [u32], objs: &[Obj], conv: Conv) {
 // earlier store of the other (a load spanning several smaller in-flight stores cannot be
 // forwarded and waits for them to reach the cache: that stall cost more than the copy).
 
-/// `dst[k] = base + (src[k] << shift)` for `k < n`.
+/// `dst[k] = base + (src[k] << shift)` for `k < n`. Returns whether every offset
+/// `src[k] << shift` is at most `conv.max_off` (`< 2^63`), checked on the value converted.
+///
+/// The offsets are below 2^63 (a handle is 32 bits, `shift < 32`), so `max_off - off` has its
+/// sign bit set exactly when `off > max_off`: one subtract and one OR per two objects, the
+/// sign bits tested once at the end.
 ///
 /// # Safety
 /// `src..src+n` readable, `dst..dst+n` writable, not overlapping; no other thread writes them.
 #[inline(always)]
-unsafe fn handles_to_addrs(dst: *mut usize, src: *const u32, n: usize, conv: Conv) {
+unsafe fn handles_to_addrs(dst: *mut usize, src: *const u32, n: usize, conv: Conv) -> bool {
     let mut k = 0;
+    let mut ok = true;
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{
-            _mm_add_epi64, _mm_cvtsi32_si128, _mm_loadu_si128, _mm_set1_epi64x, _mm_setzero_si128,
-            _mm_sll_epi64, _mm_storeu_si128, _mm_unpackhi_epi32, _mm_unpacklo_epi32,
+            _mm_add_epi64, _mm_castsi128_pd, _mm_cvtsi32_si128, _mm_loadu_si128, _mm_movemask_pd,
+            _mm_or_si128, _mm_set1_epi64x, _mm_setzero_si128, _mm_sll_epi64, _mm_storeu_si128,
+            _mm_sub_epi64, _mm_unpackhi_epi32, _mm_unpacklo_epi32,
         };
         if n >= 4 {
             // SAFETY: SSE2 is part of the x86-64 baseline, always present; these take no
             // pointer.
-            let (b, sh, z) = unsafe {
+            let (b, sh, z, m, mut bad) = unsafe {
                 (
                     _mm_set1_epi64x(conv.base as i64),
                     _mm_cvtsi32_si128(conv.shift as i32),
+                    _mm_setzero_si128(),
+                    _mm_set1_epi64x(conv.max_off as i64),
                     _mm_setzero_si128(),
                 )
             };
@@ -422,20 +463,30 @@ unsafe fn handles_to_addrs(dst: *mut usize, src: *const u32, n: usize, conv: Con
                 // stores dst[k..k+4], inside the caller's ranges (unaligned accesses allowed).
                 unsafe {
                     let h = _mm_loadu_si128(src.add(k).cast());
-                    let lo = _mm_add_epi64(_mm_sll_epi64(_mm_unpacklo_epi32(h, z), sh), b);
-                    let hi = _mm_add_epi64(_mm_sll_epi64(_mm_unpackhi_epi32(h, z), sh), b);
-                    _mm_storeu_si128(dst.add(k).cast(), lo);
-                    _mm_storeu_si128(dst.add(k + 2).cast(), hi);
+                    let lo = _mm_sll_epi64(_mm_unpacklo_epi32(h, z), sh);
+                    let hi = _mm_sll_epi64(_mm_unpackhi_epi32(h, z), sh);
+                    bad = _mm_or_si128(
+                        bad,
+                        _mm_or_si128(_mm_sub_epi64(m, lo), _mm_sub_epi64(m, hi)),
+                    );
+                    _mm_storeu_si128(dst.add(k).cast(), _mm_add_epi64(lo, b));
+                    _mm_storeu_si128(dst.add(k + 2).cast(), _mm_add_epi64(hi, b));
                 }
                 k += 4;
             }
+            // SAFETY: SSE2 (baseline); no pointer.
+            ok = unsafe { _mm_movemask_pd(_mm_castsi128_pd(bad)) } == 0;
         }
     }
     while k < n {
         // SAFETY: k < n: inside the caller's ranges.
-        unsafe { dst.add(k).write(conv.obj(src.add(k).read()).addr) };
+        let h = unsafe { src.add(k).read() };
+        ok &= ((h as usize) << conv.shift) <= conv.max_off;
+        // SAFETY: as above.
+        unsafe { dst.add(k).write(conv.obj(h).addr) };
         k += 1;
     }
+    ok
 }
 
 /// `dst[k] = (src[k] - base) >> shift` for `k < n`.
@@ -500,9 +551,11 @@ unsafe fn addrs_to_handles(dst: *mut u32, src: *const usize, n: usize, conv: Con
 // store before the next CAS counts).
 
 /// `out[k] = the object of handle k` of the runs `a` then `b` (`a.len() + b.len() ==
-/// out.len()`, checked).
+/// out.len()`, checked). Returns false if a handle names no place in the objects area (see
+/// [`handles_to_addrs`]): `out` must then not be handed out.
 #[inline(always)]
-pub(crate) fn objs_of_runs(out: &mut [Obj], a: &[u32], b: &[u32], conv: Conv) {
+#[must_use]
+pub(crate) fn objs_of_runs(out: &mut [Obj], a: &[u32], b: &[u32], conv: Conv) -> bool {
     let n = a.len();
     assert!(n + b.len() == out.len());
     #[cfg(target_arch = "x86_64")]
@@ -511,16 +564,15 @@ pub(crate) fn objs_of_runs(out: &mut [Obj], a: &[u32], b: &[u32], conv: Conv) {
         // `out` (n elements each, distinct borrows).
         unsafe {
             let (dst, src) = (out.as_mut_ptr().cast::<usize>(), a.as_ptr());
-            four_to_addrs(dst, src, conv);
+            let ok = four_to_addrs(dst, src, conv);
             if n > 4 {
-                four_to_addrs(dst.add(n - 4), src.add(n - 4), conv);
+                return four_to_addrs(dst.add(n - 4), src.add(n - 4), conv) & ok;
             }
+            return ok;
         }
-        return;
     }
     let (x, y) = out.split_at_mut(n);
-    objs_of_handles(x, a, conv);
-    objs_of_handles(y, b, conv);
+    objs_of_handles(x, a, conv) & objs_of_handles(y, b, conv)
 }
 
 /// The handles of `objs` into the runs `a` then `b` (`a.len() + b.len() == objs.len()`,
@@ -552,26 +604,33 @@ pub(crate) fn handles_of_runs(a: &mut [u32], b: &mut [u32], objs: &[Obj], conv: 
 /// measured 12% slower on cache bulk 32, so the two stay apart. The same for
 /// [`four_to_handles`].)
 ///
+/// Returns whether the four offsets are at most `conv.max_off` (checked as in
+/// [`handles_to_addrs`]).
+///
 /// # Safety
 /// `src..src+4` readable, `dst..dst+4` writable, not overlapping.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn four_to_addrs(dst: *mut usize, src: *const u32, conv: Conv) {
+unsafe fn four_to_addrs(dst: *mut usize, src: *const u32, conv: Conv) -> bool {
     use std::arch::x86_64::{
-        _mm_add_epi64, _mm_cvtsi32_si128, _mm_loadu_si128, _mm_set1_epi64x, _mm_setzero_si128,
-        _mm_sll_epi64, _mm_storeu_si128, _mm_unpackhi_epi32, _mm_unpacklo_epi32,
+        _mm_add_epi64, _mm_castsi128_pd, _mm_cvtsi32_si128, _mm_loadu_si128, _mm_movemask_pd,
+        _mm_or_si128, _mm_set1_epi64x, _mm_setzero_si128, _mm_sll_epi64, _mm_storeu_si128,
+        _mm_sub_epi64, _mm_unpackhi_epi32, _mm_unpacklo_epi32,
     };
     // SAFETY: SSE2 is part of the x86-64 baseline; the 16-byte load covers src[0..4] and the
     // two 16-byte stores dst[0..4], inside the caller's ranges (unaligned accesses allowed).
     unsafe {
         let b = _mm_set1_epi64x(conv.base as i64);
         let sh = _mm_cvtsi32_si128(conv.shift as i32);
+        let m = _mm_set1_epi64x(conv.max_off as i64);
         let z = _mm_setzero_si128();
         let h = _mm_loadu_si128(src.cast());
-        let lo = _mm_add_epi64(_mm_sll_epi64(_mm_unpacklo_epi32(h, z), sh), b);
-        let hi = _mm_add_epi64(_mm_sll_epi64(_mm_unpackhi_epi32(h, z), sh), b);
-        _mm_storeu_si128(dst.cast(), lo);
-        _mm_storeu_si128(dst.add(2).cast(), hi);
+        let lo = _mm_sll_epi64(_mm_unpacklo_epi32(h, z), sh);
+        let hi = _mm_sll_epi64(_mm_unpackhi_epi32(h, z), sh);
+        let bad = _mm_or_si128(_mm_sub_epi64(m, lo), _mm_sub_epi64(m, hi));
+        _mm_storeu_si128(dst.cast(), _mm_add_epi64(lo, b));
+        _mm_storeu_si128(dst.add(2).cast(), _mm_add_epi64(hi, b));
+        _mm_movemask_pd(_mm_castsi128_pd(bad)) == 0
     }
 }
 

@@ -2,6 +2,7 @@
 //! recovery of dead members, over `LocalZones`.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use rte_mempool::{
     Mempool, MempoolError, MempoolFlags, MempoolParams, Obj, OrphanReason, CACHE_MAX_SIZE,
@@ -497,8 +498,14 @@ fn untracked_audit_counts_places() {
     assert_eq!(a.in_caches + a.in_free_ring, 193);
 }
 
+/// DPDK's `test_mempool_sp_sc`: on a pool whose free ring is single-producer and
+/// single-consumer, one thread gets (the only consumer) and hands each object to another thread
+/// that puts it back (the only producer), concurrently; every object is handed out to one
+/// holder at a time, keeps what was written into it, and comes back.
 #[test]
 fn sp_sc_pool_works_and_destroy_frees_zones() {
+    use std::sync::{mpsc, Mutex};
+    const ROUNDS: u32 = 200_000;
     let zones = LocalZones::new();
     let mp = Mempool::create(
         &zones,
@@ -508,23 +515,50 @@ fn sp_sc_pool_works_and_destroy_frees_zones() {
     )
     .unwrap();
     assert_eq!(mp.stride(), ELT as usize);
-    let producer = {
-        let mp = mp.clone();
+    // Objects between the getter and the putter: a get of one already out is a double hand-out.
+    let out: Arc<Mutex<HashSet<Obj>>> = Arc::default();
+    let (tx, rx) = mpsc::sync_channel::<(Obj, u32)>(64);
+    let getter = {
+        let (mp, out) = (mp.clone(), out.clone());
         std::thread::spawn(move || {
-            let mut n = 0u32;
-            let until = std::time::Instant::now() + std::time::Duration::from_millis(125);
-            while std::time::Instant::now() < until {
-                if let Some(o) = mp.get() {
-                    assert_eq!(Mempool::from_ptr(o.as_ptr()).unwrap().name(), "spsc");
-                    mp.put(o);
-                    n += 1;
-                }
+            let mut got = 0u32;
+            while got < ROUNDS {
+                let Some(o) = mp.get() else {
+                    std::thread::yield_now();
+                    continue;
+                };
+                assert_eq!(Mempool::from_ptr(o.as_ptr()).unwrap().name(), "spsc");
+                assert!(out.lock().unwrap().insert(o), "{o:?} handed out twice");
+                write_u32(o, got);
+                tx.send((o, got)).unwrap();
+                got += 1;
             }
-            n
+            got
         })
     };
-    assert!(producer.join().unwrap() > 0);
+    let putter = {
+        let (mp, out) = (mp.clone(), out.clone());
+        std::thread::spawn(move || {
+            let mut put = 0u32;
+            let mut max_out = 0;
+            for (o, v) in rx {
+                assert_eq!(read_u32(o), v, "contents kept");
+                max_out = max_out.max(out.lock().unwrap().len());
+                assert!(out.lock().unwrap().remove(&o));
+                mp.put(o);
+                put += 1;
+            }
+            (put, max_out)
+        })
+    };
+    let got = getter.join().unwrap();
+    let (put, max_out) = putter.join().unwrap();
+    assert_eq!((got, put), (ROUNDS, ROUNDS));
+    assert!(max_out > 1, "the two threads overlapped");
+    assert!(out.lock().unwrap().is_empty());
     assert!(mp.is_full());
+    assert_eq!(mp.stats().violations, 0);
+    assert!(mp.audit(&[], false).is_sound());
     mp.destroy(&zones).unwrap();
     assert!(zones.list().is_empty(), "{:?}", zones.list());
 }
