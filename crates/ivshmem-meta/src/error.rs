@@ -86,6 +86,19 @@ pub enum MetaError {
         /// Why.
         why: String,
     },
+    /// A ring offered for a VM could not be made unbiasable: its zone (of kind ring, named
+    /// `RG_<ring>`) is not a valid ring, or its header could not be read. Nothing was added: a
+    /// guest must never meet a side biased to a host thread (see `rte_ring`'s "Biased sides").
+    #[error("cannot disable the bias of ring zone {zone:?} for metadata {name:?} (a guest must never meet a biased side): {source}")]
+    Bias {
+        /// The metadata name.
+        name: String,
+        /// The ring's zone.
+        zone: String,
+        /// What `rte_ring::disable_bias_of` said (boxed: a ring error is large).
+        #[source]
+        source: Box<rte_ring::RingError>,
+    },
     /// An object offered no zone at all.
     #[error("the object offered to metadata {name:?} occupies no zone (a ring built with Ring::model, for example); only objects in shared memory can be added")]
     NoZones {

@@ -504,6 +504,11 @@ impl<'g> Metadata<'g> {
     /// ([`MetaError::NotInDevice`]: memory of the group's general segments is exposed only by
     /// [`Metadata::add_exposing_segment`]), or if a zone was added before
     /// ([`MetaError::AlreadyAdded`]).
+    ///
+    /// The sides of every ring among the zones are first made never to be biased again
+    /// ([`rte_ring::disable_bias_of`]: a guest must never meet a side biased to a host
+    /// thread); if that fails (a zone of kind ring that holds no valid ring), nothing is added
+    /// ([`MetaError::Bias`]).
     pub fn add(&self, obj: &(impl Occupant + ?Sized)) -> Result<(), MetaError> {
         self.add_inner(obj, false)
     }
@@ -514,8 +519,10 @@ impl<'g> Metadata<'g> {
     /// other process's zones included. Only for callers who mean it.
     ///
     /// Refused when the segment has no file (`--in-memory`), when its size is not a power of
-    /// two (QEMU aborts on such a BAR; start the group with a power-of-two `-m`), or past
-    /// [`layout::MAX_EXPOSED`] segments per metadata.
+    /// two (QEMU aborts on such a BAR; start the group with a power-of-two `-m`), past
+    /// [`layout::MAX_EXPOSED`] segments per metadata, or when a zone is less aligned in its
+    /// segment than guests accept ([`layout::min_align`]). A ring of the group is made never
+    /// to be biased again, as by [`Metadata::add`], through the group's zones.
     pub fn add_exposing_segment(&self, obj: &(impl Occupant + ?Sized)) -> Result<(), MetaError> {
         self.add_inner(obj, true)
     }
@@ -537,12 +544,32 @@ impl<'g> Metadata<'g> {
             });
         }
         // A ring a guest may use must not stay biased to a host thread: a guest's membarrier
-        // does not reach the host's CPUs (see rte-ring's "Biased sides"). Before the lock (the
-        // lookup takes it); harmless if the add is refused below.
+        // does not reach the host's CPUs (see rte-ring's "Biased sides"). Through the zones
+        // that hold it: this device's, or (when its segment is to be exposed) the group's.
+        // Before the lock (a lookup in this device takes it); harmless if the add is refused
+        // below. A failure refuses the add: the ring could be biased later.
         for z in &zones {
-            if let (ZoneKind::Ring, Some(ring)) = (z.kind(), z.name().strip_prefix("RG_")) {
-                // A zone of kind Ring that is not a valid ring has no bias to disable.
-                let _ = rte_ring::disable_bias_of(&self.zones(), ring);
+            let (ZoneKind::Ring, Some(ring)) = (z.kind(), z.name().strip_prefix("RG_")) else {
+                continue;
+            };
+            let done = if self.in_device(z) {
+                rte_ring::disable_bias_of(&self.zones(), ring)
+            } else if expose && self.is_group_zone(z) {
+                rte_ring::disable_bias_of(&self.group, ring)
+            } else {
+                // Refused below (not in this device, nor a zone of the group).
+                continue;
+            };
+            match done {
+                // Not this device's zone of that name: refused below.
+                Ok(()) | Err(rte_ring::RingError::NotFound(_)) => {}
+                Err(source) => {
+                    return Err(MetaError::Bias {
+                        name: self.name.clone(),
+                        zone: z.name().into(),
+                        source: Box::new(source),
+                    })
+                }
             }
         }
         let mut local = self.lock();
@@ -564,10 +591,8 @@ impl<'g> Metadata<'g> {
                 name: self.name.clone(),
                 zone: z.name().into(),
             };
-            let base = self.map.base() as usize;
-            let p = z.as_ptr() as usize;
-            if p >= base + META_LEN && p < base + self.map.len() {
-                let off = (p - base) as u64;
+            if self.in_device(z) {
+                let off = (z.as_ptr() as usize - self.map.base() as usize) as u64;
                 let i = local
                     .slots
                     .iter()
@@ -590,12 +615,8 @@ impl<'g> Metadata<'g> {
                 return Err(not_in());
             }
             // It must be a zone of the group (not of another metadata's device, say).
-            match self.group.lookup(z.name()) {
-                Ok(g)
-                    if g.as_ptr() == z.as_ptr()
-                        && g.len() == z.len()
-                        && g.offset() == z.offset() => {}
-                _ => return Err(not_in()),
+            if !self.is_group_zone(z) {
+                return Err(not_in());
             }
             let seg = z.offset().segment;
             let path = self
@@ -649,17 +670,30 @@ impl<'g> Metadata<'g> {
             if local.slots.iter().flatten().any(|e| dup(&e.info)) || new_entries.iter().any(dup) {
                 return Err(already(z));
             }
+            let align = if off == 0 {
+                4096
+            } else {
+                (1u64 << off.trailing_zeros()).min(4096)
+            };
+            // Guests refuse a block with a less aligned entry (layout::validate).
+            if align < layout::min_align(z.kind()) {
+                return Err(MetaError::CannotExpose {
+                    name: self.name.clone(),
+                    zone: z.name().into(),
+                    why: format!(
+                        "it is at offset {off} of its segment, and a zone of kind {} must be {}-aligned",
+                        z.kind(),
+                        layout::min_align(z.kind())
+                    ),
+                });
+            }
             new_entries.push(EntryInfo {
                 name: z.name().into(),
                 device,
                 kind: z.kind(),
                 offset: off,
                 len: z.len() as u64,
-                align: if off == 0 {
-                    4096
-                } else {
-                    (1u64 << off.trailing_zeros()).min(4096)
-                },
+                align,
                 elem: ElementInfo::default(),
             });
         }
@@ -719,6 +753,20 @@ impl<'g> Metadata<'g> {
     /// metadata. Use [`QemuArgs::for_metadata`] for several devices in one VM.
     pub fn qemu_args(&self) -> Result<QemuArgs, MetaError> {
         QemuArgs::for_metadata(&[self])
+    }
+
+    /// Whether `z` lives in this metadata's data area.
+    fn in_device(&self, z: &Zone) -> bool {
+        let base = self.map.base() as usize;
+        let p = z.as_ptr() as usize;
+        p >= base + META_LEN && p < base + self.map.len()
+    }
+
+    /// Whether `z` is the group's zone of its name (not another metadata's, say).
+    fn is_group_zone(&self, z: &Zone) -> bool {
+        self.group.lookup(z.name()).is_ok_and(|g| {
+            g.as_ptr() == z.as_ptr() && g.len() == z.len() && g.offset() == z.offset()
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Local> {
@@ -821,7 +869,8 @@ impl Zones for MetaZones<'_> {
             .iter()
             .position(Option::is_none)
             .ok_or(ZoneError::TableFull(MAX_ENTRIES))?;
-        let align = req.align.max(64) as u64;
+        // Never less than guests accept (layout::validate).
+        let align = (req.align as u64).max(layout::min_align(req.kind));
         let len = req.len as u64;
         let mut live: Vec<(u64, u64)> = local.own().map(|e| (e.info.offset, e.info.len)).collect();
         live.sort_unstable();

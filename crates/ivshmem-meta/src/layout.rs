@@ -54,6 +54,9 @@ pub const META_NAME_MAX: usize = 31;
 pub const MIN_DEVICE_LEN: u64 = 2 * META_LEN as u64;
 /// Largest alignment an entry may claim (a 1 GiB page).
 pub const MAX_ALIGN: u64 = 1 << 30;
+/// Smallest alignment an entry may claim: a cache line, on which every zone of a group starts
+/// and which the objects in them rely on (a mempool's header and objects, for one).
+pub const MIN_ALIGN: u64 = 64;
 /// Most group segments one metadata may expose whole (see `Metadata::add_exposing_segment`).
 pub const MAX_EXPOSED: usize = 4;
 /// Largest device (1 TiB).
@@ -125,6 +128,23 @@ pub const fn fingerprint() -> u64 {
         i += 1;
     }
     h
+}
+
+/// The smallest alignment an entry of `kind` may claim: [`MIN_ALIGN`], and for a ring what
+/// `Ring::lookup` requires of its zone ([`rte_ring::RING_ZONE_ALIGN`], 128). The host never
+/// records less, and [`validate`] refuses less.
+///
+/// ```
+/// use ivshmem_meta::layout::min_align;
+/// use shmconfig::ZoneKind;
+/// assert_eq!(min_align(ZoneKind::Ring), 128);
+/// assert_eq!(min_align(ZoneKind::MempoolObjects), 64);
+/// ```
+pub fn min_align(kind: ZoneKind) -> u64 {
+    match kind {
+        ZoneKind::Ring => (rte_ring::RING_ZONE_ALIGN as u64).max(MIN_ALIGN),
+        _ => MIN_ALIGN,
+    }
 }
 
 /// What an object says about its elements (recorded in its entry, for tools and checks).
@@ -308,7 +328,8 @@ fn name_of(
 /// `bytes` must hold at least [`META_LEN`] bytes (the start of the device). Every field is
 /// checked before use: the constants of the layout, the device length (equal to the real one, a
 /// power of two), the entry count, and for each published entry its name (UTF-8, no NUL, unique),
-/// kind, alignment, and range (inside the data area, no overflow, no overlap with another
+/// kind, alignment (a power of two from [`min_align`] of its kind to [`MAX_ALIGN`], which the
+/// offset honours), and range (inside the data area, no overflow, no overlap with another
 /// entry). Any failure is an error naming the field; nothing here panics or trusts a value it has
 /// not checked, whatever the bytes.
 ///
@@ -499,6 +520,14 @@ pub fn validate(device: &str, bytes: &[u8], device_len: u64) -> Result<BlockInfo
                 "entry alignment",
                 align,
                 "must be a power of two of at most 1 GiB",
+            ));
+        }
+        let need = min_align(kind);
+        if align < need {
+            return Err(at(
+                "entry alignment",
+                align,
+                &format!("must be at least {need} for a zone of kind {kind}"),
             ));
         }
         if len == 0 {

@@ -622,6 +622,83 @@ fn a_general_segment_is_exposed_only_when_asked() {
     drop(primary);
 }
 
+/// Whether this kernel lets a process bias a ring's sides (expedited global membarrier).
+fn membarrier_available() -> bool {
+    use rustix::thread::{membarrier_query, MembarrierQuery};
+    membarrier_query()
+        .contains(MembarrierQuery::GLOBAL_EXPEDITED | MembarrierQuery::REGISTER_GLOBAL_EXPEDITED)
+}
+
+#[test]
+fn exposing_a_segment_ends_the_bias_of_a_group_ring_on_it() {
+    let rt = Scratch::new("expose-bias");
+    let prefix = format!("ivb{}", std::process::id());
+    let (primary, _) = procctl::Process::from_args([
+        "--proc-type=primary".to_string(),
+        format!("--file-prefix={prefix}"),
+        "--no-huge".into(),
+        "-m".into(),
+        "8".into(),
+        format!("--runtime-dir={}", rt.0.display()),
+    ])
+    .unwrap();
+    let m = Metadata::create_with(&primary, "vm0", &small()).unwrap();
+    let grp = Ring::<u64>::create(&primary, "grp", 64, RingFlags::empty()).unwrap();
+    // Used by this thread before it is offered: both sides biased to it.
+    assert_eq!(grp.enqueue_bulk(&[1, 2]), 2);
+    assert_eq!(grp.dequeue(), Some(1));
+    let i = grp.info();
+    if !membarrier_available() {
+        assert_eq!((i.producer_bias, i.consumer_bias), (None, None), "{i}");
+        eprintln!("NOTICE: no expedited membarrier here: rings are never biased, nothing to test");
+        return;
+    }
+    assert!(
+        i.producer_bias.is_some() && i.consumer_bias.is_some(),
+        "{i}"
+    );
+    let seg_len = std::fs::metadata(&primary.segment_paths()[0])
+        .unwrap()
+        .len();
+    if !seg_len.is_power_of_two() {
+        eprintln!("NOTICE: the group's segment is {seg_len} bytes (not a power of two): cannot be exposed");
+        return;
+    }
+    m.add_exposing_segment(&grp).unwrap();
+    // A guest (whose membarrier does not reach the host's CPUs) never meets a biased side.
+    let i = grp.info();
+    assert_eq!((i.producer_bias, i.consumer_bias), (None, None), "{i}");
+    assert_eq!(grp.enqueue_bulk(&[3]), 1);
+    assert_eq!(grp.dequeue_burst(&mut [0; 4]), 2);
+    let i = grp.info();
+    assert_eq!(
+        (i.producer_bias, i.consumer_bias),
+        (None, None),
+        "never biased again\n{i}"
+    );
+    drop(m);
+    drop(grp);
+    drop(primary);
+}
+
+#[test]
+fn a_ring_zone_whose_bias_cannot_be_ended_is_not_added() {
+    let s = Scratch::new("not-a-ring");
+    let group = LocalZones::new();
+    let m = Metadata::create_in(&group, &s.info(), "vm0", &small()).unwrap();
+    // A zone of kind ring that holds no ring: its bias, if it had one, could not be ended.
+    let z = m
+        .zones()
+        .reserve(&ZoneRequest::new("RG_fake", 4096, ZoneKind::Ring).align(128))
+        .unwrap();
+    let e = m.add_memzone(&z).unwrap_err();
+    assert!(matches!(e, MetaError::Bias { .. }), "{e}");
+    assert!(e.to_string().contains("RG_fake"), "{e}");
+    assert!(m.entries().is_empty(), "nothing was published");
+    let guest = GuestZones::scan_dir(&s.sysfs(&[m.path()])).unwrap();
+    assert!(guest.list().is_empty(), "a guest sees nothing");
+}
+
 #[test]
 fn the_metadata_of_a_dead_member_are_retired_and_removed() {
     let s = Scratch::new("dead");

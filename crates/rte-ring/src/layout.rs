@@ -33,6 +33,10 @@ pub(crate) const SHARED_OFFSET: usize = 128;
 pub(crate) const SLOTS_OFFSET: usize = SHARED_OFFSET + core::mem::size_of::<SharedLayout>();
 /// Longest ring name: the zone is called `RG_<name>` and zone names have at most 63 bytes.
 pub const RING_NAME_MAX: usize = shmconfig::ZONE_NAME_MAX - 3;
+/// The alignment of a ring's zone: [`Ring::create`](crate::Ring::create) reserves it so
+/// aligned, and [`Ring::lookup`](crate::Ring::lookup) refuses a zone that is not (its shared
+/// counters sit on lines of their own, 128 bytes apart).
+pub const RING_ZONE_ALIGN: usize = 128;
 
 /// The read-only header at offset 0, written by the creator before it publishes the magic.
 #[derive(Debug, Clone, Copy)]
@@ -55,6 +59,8 @@ pub(crate) struct Meta {
 }
 
 const _: () = assert!(core::mem::size_of::<Meta>() == SHARED_OFFSET);
+const _: () = assert!(SHARED_OFFSET % core::mem::align_of::<SharedLayout>() == 0);
+const _: () = assert!(core::mem::align_of::<SharedLayout>() <= RING_ZONE_ALIGN);
 
 /// One side (producers or consumers) of the ring. The head and the cached copy of the other
 /// side's tail sit on one cache line that only this side's members touch; the tail (what the

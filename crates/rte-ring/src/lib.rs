@@ -167,6 +167,33 @@
 //! `cargo xtask bench ring` shows both: the MP/MC rows are a ring whose sides are biased to the
 //! thread using each, the "bias off" rows the MT protocol itself.
 //!
+//! # Untrusted peers
+//!
+//! Every member of the group, and every guest a ring is shared with, can write anything into
+//! its zone. Whatever they write, a call of this process reads and writes only inside the
+//! zone and does not panic: the header is checked once, by [`Ring::lookup`], and every count
+//! a call computes from a word the other side writes is brought within bounds before it sizes
+//! a reservation.
+//!
+//! * **Tails.** The room of a producer (from the consumer tail, or the producers' copy of it
+//!   beside their head word, which is shared memory too) and the entries of a consumer (from
+//!   the producer tail) are clamped to `0..=capacity`, in the shared calls and in the
+//!   single-member handles alike. A value above the capacity, which no ring can have, counts
+//!   as the capacity: a consumer then takes up to a full ring of whatever the slots hold (any
+//!   bytes are a valid [`RingElement`]), a producer writes over slots it takes for free. A
+//!   tail behind this side's position counts as nothing: the ring looks full to producers and
+//!   empty to consumers. The clamp is a `max` and a `min` on a value every call computes anyway
+//!   (conditional moves, or a branch that always goes the same way where the compiler prefers
+//!   one; no load of shared memory). It is not counted in [`RingInfo`]: that would cost a
+//!   branch and a store on the fastest path. [`Ring::count`] was clamped to the capacity
+//!   already, and [`RingInfo`] shows the raw tails.
+//! * **Abandoned ranges.** An entry of the table that runs past the producer tail, or overlaps
+//!   another, is cut there: consumers never take a span longer than what is published.
+//! * **What is not prevented.** Damaged shared words damage the data: elements lost, delivered
+//!   twice or made of garbage. And a peer can stall a side, as a stopped one does: a waiter
+//!   (an MT member publishing after an earlier reservation, an HTS or RTS member waiting for
+//!   its turn) waits until the tail it watches moves.
+//!
 //! # Checking the protocol
 //!
 //! * Model tests run the same code over loom's atomics (module `sync` switches them); the
@@ -175,7 +202,9 @@
 //! * Threaded tests shrink under Miri: `cargo +nightly miri test -p rte-ring --test threads`;
 //!   the behaviour tests run under Miri too, but for the 4096-slot sweeps and the sweep of
 //!   every copy length and offset (too slow there):
-//!   `cargo +nightly miri test -p rte-ring --test behaviour -- --skip behaviours_ --skip long_bursts --skip every_length`.
+//!   `cargo +nightly miri test -p rte-ring --test behaviour -- --skip behaviours_ --skip long_bursts --skip every_length`;
+//!   the tests of damaged shared words ("Untrusted peers") run there whole:
+//!   `cargo +nightly miri test -p rte-ring --test untrusted`.
 //! * `tests/processes.rs` runs producers and consumers as real processes over a file in
 //!   `/dev/shm`, and kills producers with SIGKILL at random points (a lone producer on a side
 //!   biased to it among them).
@@ -193,7 +222,7 @@ mod sync;
 
 pub use element::{type_id_of, RingElement};
 pub use error::RingError;
-pub use layout::RING_NAME_MAX;
+pub use layout::{RING_NAME_MAX, RING_ZONE_ALIGN};
 pub use ring::{
     disable_bias_of, Behavior, Outcome, RecoveryReport, Ring, RingFlags, RingInfo, SyncMode,
     MAX_OP, RING_COUNT_MAX,

@@ -10,7 +10,7 @@ use crate::element::RingElement;
 use crate::error::RingError;
 use crate::layout::{
     fingerprint, pack, unpack, zone_len, Meta, Shared, Side, MAGIC, MAX_REVOKES, NHOLES,
-    RING_NAME_MAX, SLOTS_OFFSET, VERSION,
+    RING_NAME_MAX, RING_ZONE_ALIGN, SLOTS_OFFSET, VERSION,
 };
 use crate::raw::{self, Claim, Mem, WIDE_HELD, WIDE_SHARED};
 use crate::single::{SingleConsumer, SingleProducer};
@@ -306,6 +306,18 @@ const HOLES: u32 = u32::MAX;
 /// the caller goes the biased way (never a real count).
 const OWN_BIAS: u32 = u32::MAX - 1;
 
+/// A room (free slots for producers, entries for consumers) computed from the other side's
+/// tail, brought within `0..=capacity`. Below 0 is a stale view (a copy of the other side's tail
+/// older than this side's head): nothing, and the caller reads the tail itself. Above
+/// `capacity` is a stale head (its CAS will fail) or a tail that a peer wrote and no ring can
+/// have: at most `capacity`, so no reservation runs past the slot array or the
+/// [`HOLES`]/[`OWN_BIAS`] codes (see the crate docs, "Untrusted peers"). A `max` and a `min`
+/// (`capacity` is below 2^31): conditional moves, or a branch that always goes the same way.
+#[inline(always)]
+pub(crate) fn clamp_room(r: u32, capacity: u32) -> u32 {
+    (r as i32).max(0).min(capacity as i32) as u32
+}
+
 /// Which side of the ring an internal routine works on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Which {
@@ -443,11 +455,11 @@ fn check_header(zone: &Zone, zname: &str, name: &str) -> Result<Meta, RingError>
     if zone.kind() != ZoneKind::Ring {
         return Err(bad("zone kind", zone.kind().to_string(), "ring".into()));
     }
-    if zone.len() < SLOTS_OFFSET || zone.as_ptr() as usize % 128 != 0 {
+    if zone.len() < SLOTS_OFFSET || zone.as_ptr() as usize % RING_ZONE_ALIGN != 0 {
         return Err(bad(
             "zone length/alignment",
             format!("{} bytes at {:p}", zone.len(), zone.as_ptr()),
-            format!("at least {SLOTS_OFFSET} bytes, 128-aligned"),
+            format!("at least {SLOTS_OFFSET} bytes, {RING_ZONE_ALIGN}-aligned"),
         ));
     }
     // The creator writes the header right after reserving the zone: give it a moment.
@@ -634,7 +646,7 @@ impl<T: RingElement> Ring<T> {
         let (len, records) = zone_len(size, esize);
         let zname = Self::zone_name(name);
         let zone = zones
-            .reserve(&ZoneRequest::new(&zname, len, ZoneKind::Ring).align(128))
+            .reserve(&ZoneRequest::new(&zname, len, ZoneKind::Ring).align(RING_ZONE_ALIGN))
             .map_err(|e| match e {
                 ZoneError::Exists(_) => RingError::Exists(name.into()),
                 source => RingError::Zone {
@@ -1537,18 +1549,15 @@ impl<T: RingElement> Ring<T> {
         }
     }
 
-    /// Room for this side at head position `pos` given the other side's tail `other`.
+    /// Room for this side at head position `pos` given the other side's tail `other` (or a
+    /// copy of it), within `0..=capacity` whatever `other` is ([`clamp_room`]).
     #[inline(always)]
-    fn room(&self, w: Which, pos: u32, other: u32) -> u32 {
+    pub(crate) fn room(&self, w: Which, pos: u32, other: u32) -> u32 {
         let r = match w {
             Which::Prod => self.capacity.wrapping_add(other).wrapping_sub(pos),
             Which::Cons => other.wrapping_sub(pos),
         };
-        if (r as i32) < 0 {
-            0
-        } else {
-            r
-        }
+        clamp_room(r, self.capacity)
     }
 
     /// Room at `pos`. Producers use their cached copy of the consumer tail when it is enough,
@@ -2408,7 +2417,10 @@ impl<T: RingElement> Ring<T> {
             let (hs, hn) = (v as u32, (v >> 32) as u32);
             let rel = hs.wrapping_sub(pos);
             if rel < avail && !holes[..nh].iter().any(|x| x.0 == rel) {
-                holes[nh] = (rel, hn);
+                // A range ends before the producer tail (it is entered before the tail moves
+                // over it); a longer one was written by a peer: cut it there, so that no span
+                // runs past what is published.
+                holes[nh] = (rel, hn.min(avail - rel));
                 nh += 1;
             }
         }
@@ -2419,7 +2431,8 @@ impl<T: RingElement> Ring<T> {
         let mut cur = 0u32;
         let mut got = 0u32;
         for &(rel, hn) in &holes[..nh] {
-            if got == want || cur == limit {
+            // Ranges never overlap (`rel < cur`), unless a peer wrote them: stop there.
+            if got == want || cur == limit || rel < cur {
                 break;
             }
             let take = (rel - cur).min(want - got).min(limit - cur);

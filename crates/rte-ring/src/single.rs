@@ -20,7 +20,7 @@ use std::fmt;
 
 use crate::element::RingElement;
 use crate::raw::{Claim, View, WIDE_HELD};
-use crate::ring::{Outcome, Ring, Which};
+use crate::ring::{clamp_room, Outcome, Ring, Which};
 use crate::sync::Ordering::{Acquire, Release};
 
 /// The producer side of a ring, held by this handle alone (see [`Ring::single_producer`]).
@@ -31,7 +31,8 @@ pub struct SingleProducer<T: RingElement> {
     capacity: u32,
     /// Where the next element goes (this side's tail, kept here: only the holder moves it).
     pos: u32,
-    /// The consumer tail as last read: room is computed from it until it looks too small.
+    /// The consumer tail as last read (or the position that gives the room it was clamped to,
+    /// see [`SingleProducer::room`]): room is computed from it until it looks too small.
     cons_tail: u32,
     /// Keeps the zone behind `view` mapped. Boxed: the cold paths borrow it, and a borrow of the
     /// heap does not make the handle's own fields look shared to the optimiser.
@@ -45,6 +46,8 @@ pub struct SingleConsumer<T: RingElement> {
     view: View<T>,
     /// The next element to take (this side's tail, kept here: only the holder moves it).
     pos: u32,
+    /// The ring's capacity: what is available is never more (whatever a peer wrote).
+    capacity: u32,
     /// Keeps the zone behind `view` mapped (see [`SingleProducer`]).
     ring: Box<Ring<T>>,
 }
@@ -69,14 +72,27 @@ impl<T: RingElement> fmt::Debug for SingleConsumer<T> {
 
 impl<T: RingElement> SingleProducer<T> {
     pub(crate) fn new(ring: Ring<T>, pos: u32) -> Self {
-        let cons_tail = ring.mem.shared().cons.tail.load(Acquire);
+        let t = ring.mem.shared().cons.tail.load(Acquire);
+        let capacity = ring.capacity;
+        let (_, cons_tail) = Self::room_from(capacity, pos, t);
         Self {
             view: ring.mem.view(),
-            capacity: ring.capacity,
+            capacity,
             pos,
             cons_tail,
             ring: Box::new(ring),
         }
+    }
+
+    /// The room at position `pos` given consumer tail `t`, clamped to `0..=capacity`
+    /// ([`clamp_room`]), and the copy of the tail to keep: `t` itself, unless a peer wrote a
+    /// tail no ring can have; then the position that gives the clamped room. From a copy kept
+    /// this way the room stays within `0..=capacity` as the handle moves on (by at most the
+    /// room each time), so the fast path, which computes from the copy, needs no clamp.
+    #[inline(always)]
+    fn room_from(capacity: u32, pos: u32, t: u32) -> (u32, u32) {
+        let room = clamp_room(capacity.wrapping_add(t).wrapping_sub(pos), capacity);
+        (room, pos.wrapping_add(room).wrapping_sub(capacity))
     }
 
     /// The ring this handle produces into.
@@ -215,7 +231,8 @@ impl<T: RingElement> Reserved<'_, T> {
 
 impl<T: RingElement> SingleProducer<T> {
     /// Free slots, from the cached consumer tail while it shows at least `want`, else from the
-    /// consumer tail itself (which then becomes the cached one).
+    /// consumer tail itself (which then becomes the cached one, as [`SingleProducer::room_from`]
+    /// keeps it: the room is within `0..=capacity` either way).
     #[inline(always)]
     fn room(&mut self, v: View<T>, want: u32) -> u32 {
         let mut room = self
@@ -224,8 +241,7 @@ impl<T: RingElement> SingleProducer<T> {
             .wrapping_sub(self.pos);
         if room < want {
             let t = v.shared().cons.tail.load(Acquire);
-            self.cons_tail = t;
-            room = self.capacity.wrapping_add(t).wrapping_sub(self.pos);
+            (room, self.cons_tail) = Self::room_from(self.capacity, self.pos, t);
         }
         room
     }
@@ -249,6 +265,7 @@ impl<T: RingElement> SingleConsumer<T> {
         Self {
             view: ring.mem.view(),
             pos,
+            capacity: ring.capacity,
             ring: Box::new(ring),
         }
     }
@@ -264,7 +281,8 @@ impl<T: RingElement> SingleConsumer<T> {
         let view = self.view;
         let sh = view.shared();
         let t = sh.prod.tail.load(Acquire);
-        if t == self.pos {
+        // Nothing, or a tail behind this position (which a peer wrote): nothing to take.
+        if (t.wrapping_sub(self.pos) as i32) <= 0 {
             return None;
         }
         if sh.prod.holes.load(Acquire) != 0 {
@@ -308,7 +326,7 @@ impl<T: RingElement> SingleConsumer<T> {
         let view = self.view;
         let sh = view.shared();
         let t = sh.prod.tail.load(Acquire);
-        let avail = t.wrapping_sub(self.pos);
+        let avail = clamp_room(t.wrapping_sub(self.pos), self.capacity);
         if avail != 0 && sh.prod.holes.load(Acquire) != 0 {
             let (o, pos) = deq_holes(&self.ring, self.pos, out, fixed, t);
             self.pos = pos;
@@ -339,7 +357,8 @@ impl<T: RingElement> SingleConsumer<T> {
     /// them).
     pub fn peek(&mut self, n: usize, how: crate::Behavior) -> Option<Peeked<'_, T>> {
         let sh = self.view.shared();
-        let avail = sh.prod.tail.load(Acquire).wrapping_sub(self.pos);
+        let t = sh.prod.tail.load(Acquire);
+        let avail = clamp_room(t.wrapping_sub(self.pos), self.capacity);
         if avail != 0 && sh.prod.holes.load(Acquire) != 0 {
             return None;
         }
@@ -412,7 +431,7 @@ fn deq_holes<T: RingElement>(
     fixed: bool,
     tail: u32,
 ) -> (Outcome, u32) {
-    let avail = tail.wrapping_sub(pos);
+    let avail = r.room(Which::Cons, pos, tail);
     let want = out.len().min(u32::MAX as usize) as u32;
     let plan = r.plan(pos, tail, want, fixed);
     if plan.span == 0 {
@@ -426,7 +445,7 @@ fn deq_holes<T: RingElement>(
     (
         Outcome {
             n: got,
-            left: avail - plan.span,
+            left: avail.saturating_sub(plan.span),
         },
         pos,
     )

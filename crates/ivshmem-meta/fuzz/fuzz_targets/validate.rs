@@ -1,5 +1,5 @@
 //! Feed arbitrary bytes to the guest's validation of a metadata block: it must never panic, and
-//! whatever it accepts must lie inside its device.
+//! whatever it accepts must lie inside its device, aligned as its kind needs.
 //!
 //! Input: byte 0 picks the mode. Mode 0: the rest is a raw block (first 8 bytes: the device
 //! length). Otherwise: a valid header ([`empty_block`]) with the entry count from bytes 1..5,
@@ -7,7 +7,7 @@
 //! fuzzer spends its time past the header checks.
 #![no_main]
 
-use ivshmem_meta::layout::{empty_block, validate, HEADER_LEN, META_LEN};
+use ivshmem_meta::layout::{empty_block, min_align, validate, HEADER_LEN, META_LEN};
 use libfuzzer_sys::fuzz_target;
 
 const DEV: u64 = 1 << 20;
@@ -41,6 +41,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(info) = validate("fuzz", &block, device_len) {
         for e in &info.entries {
             let end = e.offset.checked_add(e.len).expect("accepted an overflowing range");
+            assert!(e.align >= min_align(e.kind) && e.offset % e.align == 0);
             if e.device == 0 {
                 assert!(e.offset >= META_LEN as u64 && end <= device_len);
             } else {
