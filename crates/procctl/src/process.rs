@@ -144,6 +144,18 @@ impl Liveness for GroupLiveness {
             Ok(false) => MemberState::Dead,
         }
     }
+
+    /// The slot's generation, raised by each process that takes the slot (before it marks the
+    /// slot alive): a live member's stays what it was when it joined.
+    fn incarnation(&self, member: MemberId) -> Option<u32> {
+        let m = self
+            .mem
+            .tables
+            .header()
+            .members
+            .get(usize::from(member.0))?;
+        Some(m.generation.load(Ordering::Acquire)).filter(|&g| g != 0)
+    }
 }
 
 /// What a member is made of; shared with the monitor thread.

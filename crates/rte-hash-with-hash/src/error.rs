@@ -67,6 +67,24 @@ pub enum HashError {
         /// Size of the caller's type.
         given: usize,
     },
+    /// The key or value type is another type than the table's, of the same size (their
+    /// [`crate::Plain::TYPE_ID`]s differ).
+    #[error("hash table {name:?} holds {what} of type {table} (type id {table_id:#018x}), but this program uses {given} (type id {given_id:#018x}); open it with the same key and value types as its creator")]
+    WrongType {
+        /// Table name.
+        name: String,
+        /// `"keys"` or `"values"`.
+        what: &'static str,
+        /// The name of the type recorded in the table (as its creator's build spelled it, at
+        /// most 32 bytes).
+        table: String,
+        /// The identifier recorded in the table.
+        table_id: u64,
+        /// The name of the caller's type.
+        given: String,
+        /// The caller's type's identifier.
+        given_id: u64,
+    },
     /// The table was built with another hash function (or seed) than the one given.
     #[error("hash table {name:?} was built with hash function {table}, but lookup was given {given}; open it with the same function and seed, or its keys will not be found")]
     WrongHashFunction {

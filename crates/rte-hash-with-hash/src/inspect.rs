@@ -40,8 +40,13 @@ pub struct HashInfo {
 /// assert_eq!((info.count, info.entries, info.key_size, info.value_size), (1, 64, 4, 8));
 /// ```
 pub fn inspect(zone: &Zone) -> Result<HashInfo, HashError> {
-    let (mem, key_size, value_size, hash_fn) =
-        crate::table::open_header(zone.name(), zone.clone())?;
+    let crate::table::Header {
+        mem,
+        key_size,
+        value_size,
+        hash_fn,
+        ..
+    } = crate::table::open_header(zone.name(), zone.clone())?;
     Ok(HashInfo {
         name: zone.name().to_string(),
         entries: mem.w(H_ENTRIES).load(Relaxed) as u32,

@@ -1,9 +1,10 @@
 //! Where everything lives in the table's zone, in 64-bit words.
 //!
 //! ```text
-//! header  (HEADER_WORDS)   magic, version+fingerprint, sizes, hash-function id,
-//!                          lock word (own cache line), change counter (own cache line),
-//!                          count and free-stack tops (own cache line)
+//! header  (HEADER_WORDS)   magic, version+fingerprint, sizes, hash-function id, key and value
+//!                          type ids, lock word (own cache line), change counter (own cache
+//!                          line), count and free-stack tops (own cache line), key and value
+//!                          type names (for messages)
 //! buckets (nb × 8)         one 64-byte bucket per cache line
 //! ext     (n_ext × 8)      extendable buckets, indexes 1..=n_ext (0 means "none")
 //! slots   (slots × sw)     key slots; slot 0 is a dummy so that entry index 0 means "empty"
@@ -23,12 +24,13 @@
 
 /// `"HSHASH01"`: the first word of every table.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"HSHASH01");
-/// Bumped when the meaning of any word changes.
-pub(crate) const VERSION: u32 = 2;
+/// Bumped when the meaning of any word changes (3: the lock word records the holder's
+/// incarnation; the key and value types are recorded).
+pub(crate) const VERSION: u32 = 3;
 /// FNV-1a of the description of the layout, so that two builds with different layouts cannot
 /// open each other's tables even if someone forgets to bump `VERSION`.
 pub(crate) const FINGERPRINT: u32 = fnv1a(
-    b"hdr:magic,ver+fp,ksz+vsz,entries+nb,next+flags,fn[4],seed+check;lock@16;chng@24;count,freetop,exttop@32;\
+    b"hdr:magic,ver+fp,ksz+vsz,entries+nb,next+flags,fn[4],seed+check,ktype,vtype;lock(member+1|inc<<32)@16;chng@24;count,freetop,exttop@32;kname[4]@40,vname[4]@44;\
       bucket:sig[2]x4x16,idx[4]x2x32,next,pad;slot:state(hash32,fill,live,buf,gen29),key[kw],val[2][vw];free:idx32|state32;freed-slot:state-kept",
 );
 
@@ -50,12 +52,23 @@ pub(crate) const H_ENTRIES: usize = 3;
 pub(crate) const H_EXT: usize = 4;
 pub(crate) const H_FN_NAME: usize = 5; // 4 words
 pub(crate) const H_FN_SEED: usize = 9;
+/// The key type's [`crate::Plain::TYPE_ID`].
+pub(crate) const H_KEY_TYPE: usize = 10;
+/// The value type's [`crate::Plain::TYPE_ID`].
+pub(crate) const H_VAL_TYPE: usize = 11;
+/// The writer lock: 0 when free; `LOCK_REPAIR` (in `table::write`) when free but to be repaired;
+/// held: the holder's member id + 1 in the low half, its incarnation
+/// ([`shmconfig::Liveness::incarnation`], 0 if unknown) in the high half.
 pub(crate) const H_LOCK: usize = 16;
 pub(crate) const H_CHNG: usize = 24;
 pub(crate) const H_COUNT: usize = 32;
 pub(crate) const H_FREE_TOP: usize = 33;
 pub(crate) const H_EXT_TOP: usize = 34;
-pub(crate) const HEADER_WORDS: usize = 40;
+/// The key type's name (4 words, NUL-padded; for messages only).
+pub(crate) const H_KEY_NAME: usize = 40;
+/// The value type's name (4 words).
+pub(crate) const H_VAL_NAME: usize = 44;
+pub(crate) const HEADER_WORDS: usize = 48;
 
 /// Flag in `H_EXT`'s high half: extendable buckets are enabled.
 pub(crate) const FLAG_EXT: u32 = 1;

@@ -19,9 +19,12 @@
 //! matches signatures and prefetches each key's first candidate slot, then compares keys,
 //! under one counter check. Every word of the table is read and written through atomics.
 //!
-//! Writers hold a lock word in shared memory recording the holder's `MemberId`: each
-//! `add_with_hash`/`delete_with_hash` takes it for one operation, [`Hash::writer`] for a batch.
-//! A waiter that finds the holder dead (per [`shmconfig::Liveness`]) takes the lock over and
+//! Writers hold a lock word in shared memory recording the holder's `MemberId` and incarnation
+//! ([`shmconfig::Liveness::incarnation`]: which process occupies that member slot; procctl's
+//! slot generation): each `add_with_hash`/`delete_with_hash` takes it for one operation,
+//! [`Hash::writer`] for a batch. A waiter that finds the holder dead (per
+//! [`shmconfig::Liveness`]: its member is not alive, or its slot now holds another incarnation,
+//! a newcomer the group gave the dead holder's cleaned-up slot) takes the lock over and
 //! **repairs** the table before its own operation. The write protocol keeps one rule that makes
 //! every state a dying writer can leave repairable and invisible to readers:
 //!
@@ -53,9 +56,13 @@
 //! never matches a half-written key or returns a torn value. The generation counter has 29 bits:
 //! a reader stalled for 2^29 changes of one slot could be fooled, which is not a practical risk.
 //!
-//! A member id that is reused by a new process before anyone takes over a dead holder's lock
-//! would look alive; the group's process table must not reuse a dead member's slot before its
-//! clean-up (procctl's job).
+//! With a [`shmconfig::Liveness`] that cannot tell incarnations apart (its `incarnation` is
+//! `None`: [`shmconfig::LocalZones`], custom ones), a member slot reused by a new process before
+//! anyone took over a dead holder's lock looks like the holder, alive: writers then wait until
+//! that process leaves. procctl's liveness tells them apart.
+//!
+//! Keys and values are [`Plain`] types; the table records their sizes and [`Plain::TYPE_ID`]s,
+//! and [`Hash::lookup`] refuses other types, naming both ([`HashError::WrongType`]).
 //!
 //! ```
 //! use rte_hash_with_hash::{Crc32c, Hash, Murmur3, Params, HashError};
@@ -83,6 +90,7 @@ mod error;
 mod hashfn;
 mod inspect;
 mod layout;
+mod plain;
 mod sync;
 mod table;
 
@@ -90,6 +98,7 @@ pub use error::{HashError, TableFull};
 pub use hashfn::{Crc32c, HashFn, HashFnId, Murmur3, CHECK_VECTORS, HASH_NAME_MAX};
 pub use inspect::{inspect, HashInfo};
 pub use layout::{BUCKET_ENTRIES, ENTRIES_MAX};
+pub use plain::{type_id_of, Plain};
 #[doc(hidden)]
 pub use table::StopAt;
-pub use table::{Hash, Iter, Params, Plain, Writer, LOOKUP_BULK_MAX};
+pub use table::{Hash, Iter, Params, Writer, LOOKUP_BULK_MAX};

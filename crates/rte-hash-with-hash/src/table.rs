@@ -9,23 +9,17 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use shmconfig::{Liveness, MemberId, MemberState, Zone, ZoneKind, ZoneRequest, Zones};
-use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 use crate::error::{HashError, TableFull};
 use crate::hashfn::{HashFn, HashFnId, HASH_NAME_MAX};
 use crate::layout::*;
+use crate::plain::{short_type_name, Plain, TYPE_NAME_MAX};
 use crate::raw::Mem;
 use crate::sync::{fence, spin_loop, yield_now, Ordering::*};
 
 /// Most keys one bulk lookup handles at once (as DPDK's `RTE_HASH_LOOKUP_BULK_MAX`); longer
 /// slices are processed in chunks of this size.
 pub const LOOKUP_BULK_MAX: usize = 64;
-
-/// Plain fixed-size data that can live in shared memory: no pointers, no padding, any bit
-/// pattern valid. Implemented for every type with zerocopy's `FromBytes + IntoBytes + Immutable`
-/// (integers, arrays of them, and `#[repr(C)]` structs deriving those traits).
-pub trait Plain: FromBytes + IntoBytes + Immutable + Copy {}
-impl<T: FromBytes + IntoBytes + Immutable + Copy> Plain for T {}
 
 /// Creation parameters of a table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +67,8 @@ pub enum StopAt {
 
 /// A cuckoo hash table in shared memory, used with precomputed hashes.
 ///
-/// * Keys `K` and values `V` are fixed-size plain data ([`Plain`]), compared by bytes.
+/// * Keys `K` and values `V` are fixed-size plain data ([`Plain`]), compared by bytes. The table
+///   records their sizes and [`Plain::TYPE_ID`]s; [`Hash::lookup`] refuses other types.
 /// * Buckets of 8 entries with 16-bit signatures, a primary and an alternate bucket per key,
 ///   cuckoo displacement on insert, optional extendable buckets ([`Params::extendable`]).
 /// * The hash function `H` is a type parameter, never a pointer in shared memory: the table
@@ -87,9 +82,10 @@ pub enum StopAt {
 /// adds, moves and deletes. A key present for the whole of a lookup is always found, even while
 /// a displacement moves it; a lookup that races with a move retries (DPDK's `tbl_chng_cnt`).
 /// Writers (`add`, `delete`, `reset`) are serialised by a lock word in shared memory holding
-/// the holder's [`MemberId`]; a waiter that finds the holder dead takes the lock over and
-/// repairs whatever the dead writer left half-done (see the crate documentation for the rule
-/// that makes every half-done step repairable).
+/// the holder's [`MemberId`] and incarnation ([`Liveness::incarnation`]); a waiter that finds
+/// the holder dead (even once a newcomer has its slot) takes the lock over and repairs whatever
+/// the dead writer left half-done (see the crate documentation for the rule that makes every
+/// half-done step repairable).
 ///
 /// ```
 /// use rte_hash_with_hash::{Crc32c, Hash, Params};
@@ -114,6 +110,8 @@ pub struct Hash<K, V, H> {
     hasher: H,
     liveness: Arc<dyn Liveness>,
     me: MemberId,
+    /// What this handle stores in the lock word while it holds the lock (see [`H_LOCK`]).
+    lock_word: u64,
     _kv: PhantomData<fn() -> (K, V)>,
 }
 
@@ -137,7 +135,7 @@ mod write;
 use read::read_words;
 pub use read::Iter;
 pub use write::Writer;
-use write::{write_words, Outcome, LOCK_REPAIR};
+use write::{lock_word_of, write_words, Outcome};
 
 impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
     /// Words of a key (the geometry's `key_words`, known at compile time).
@@ -201,16 +199,24 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
             name: name.into(),
             why: "the zone is not 8-byte aligned".into(),
         })?;
-        let t = Self {
+        let t = Self::handle(zones, mem, g, hasher);
+        t.init_header(params.extendable);
+        Ok(t)
+    }
+
+    /// A handle on a table whose zone and geometry are known.
+    fn handle(zones: &impl Zones, mem: Mem, g: Geometry, hasher: H) -> Self {
+        let liveness = zones.liveness();
+        let me = zones.member();
+        Self {
             mem,
             g,
             hasher,
-            liveness: zones.liveness(),
-            me: zones.member(),
+            lock_word: lock_word_of(me, &*liveness),
+            liveness,
+            me,
             _kv: PhantomData,
-        };
-        t.init_header(params.extendable);
-        Ok(t)
+        }
     }
 
     fn init_header(&self, extendable: bool) {
@@ -231,6 +237,16 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
         write_words(m, H_FN_NAME, 4, &name);
         m.w(H_FN_SEED)
             .store(u64::from(id.seed) | u64::from(id.check) << 32, Relaxed);
+        m.w(H_KEY_TYPE).store(K::TYPE_ID, Relaxed);
+        m.w(H_VAL_TYPE).store(V::TYPE_ID, Relaxed);
+        for (at, tn) in [
+            (H_KEY_NAME, short_type_name::<K>()),
+            (H_VAL_NAME, short_type_name::<V>()),
+        ] {
+            let mut n = [0u8; TYPE_NAME_MAX];
+            n[..tn.len()].copy_from_slice(tn.as_bytes());
+            write_words(m, at, TYPE_NAME_MAX / 8, &n);
+        }
         self.rebuild_free_lists(&vec![false; g.entries as usize + 1], &[]);
         // Publish: whoever sees the magic (acquire) sees everything above.
         m.w(H_MAGIC).store(MAGIC, Release);
@@ -240,10 +256,19 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
     ///
     /// Refused, with a message naming both functions, when the table was built with another
     /// hash function or seed ([`HashError::WrongHashFunction`]); refused when the key or value
-    /// size differs, or the zone holds something else.
+    /// size differs ([`HashError::TypeMismatch`]), when the key or value type is another type
+    /// ([`HashError::WrongType`], naming both: [`Plain::TYPE_ID`] differs), or when the zone
+    /// holds something else.
     pub fn lookup(zones: &impl Zones, name: &str, hasher: H) -> Result<Self, HashError> {
         let zone = zones.lookup_kind(name, ZoneKind::Hash)?;
-        let (mem, ks, vs, stored) = open_header(name, zone)?;
+        let Header {
+            mem,
+            key_size: ks,
+            value_size: vs,
+            hash_fn: stored,
+            key_type,
+            value_type,
+        } = open_header(name, zone)?;
         if ks != size_of::<K>() {
             return Err(HashError::TypeMismatch {
                 name: name.into(),
@@ -259,6 +284,21 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
                 stored: vs,
                 given: size_of::<V>(),
             });
+        }
+        for (what, (stored_id, stored_name), given_id, given_name) in [
+            ("keys", key_type, K::TYPE_ID, std::any::type_name::<K>()),
+            ("values", value_type, V::TYPE_ID, std::any::type_name::<V>()),
+        ] {
+            if stored_id != given_id {
+                return Err(HashError::WrongType {
+                    name: name.into(),
+                    what,
+                    table: stored_name,
+                    table_id: stored_id,
+                    given: given_name.into(),
+                    given_id,
+                });
+            }
         }
         let given = hasher.id();
         if stored != given {
@@ -292,14 +332,7 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
                 mem.len() * 8
             )));
         }
-        Ok(Self {
-            mem,
-            g,
-            hasher,
-            liveness: zones.liveness(),
-            me: zones.member(),
-            _kv: PhantomData,
-        })
+        Ok(Self::handle(zones, mem, g, hasher))
     }
 
     /// Free the table's zone. Every handle (in every process) must be gone or unused.
@@ -521,8 +554,16 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
     /// Test hook: the member recorded in the lock word, if the lock is held.
     #[doc(hidden)]
     pub fn debug_lock_holder(&self) -> Option<MemberId> {
+        let w = self.mem.w(H_LOCK).load(Relaxed) as u32;
+        (w != 0).then(|| MemberId((w - 1) as u16))
+    }
+
+    /// Test hook: the incarnation recorded in the lock word, if the lock is held (0 when the
+    /// holder's liveness could not tell).
+    #[doc(hidden)]
+    pub fn debug_lock_incarnation(&self) -> Option<u32> {
         let w = self.mem.w(H_LOCK).load(Relaxed);
-        (w != 0 && w != LOCK_REPAIR).then(|| MemberId(((w & 0xffff_ffff) - 1) as u16))
+        (w as u32 != 0).then_some((w >> 32) as u32)
     }
 
     /// Test hook: the change counter (how many times readers were told a key moved).
@@ -532,12 +573,22 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
     }
 }
 
+/// What a table's header records about its contents, from [`open_header`].
+pub(crate) struct Header {
+    pub mem: Mem,
+    pub key_size: usize,
+    pub value_size: usize,
+    pub hash_fn: HashFnId,
+    /// The key type's [`Plain::TYPE_ID`] and name.
+    pub key_type: (u64, String),
+    /// The value type's [`Plain::TYPE_ID`] and name.
+    pub value_type: (u64, String),
+}
+
 /// Check a table's header (magic, layout version and fingerprint) and read what it records:
-/// key size, value size and hash function. Shared by [`Hash::lookup`] and [`crate::inspect`].
-pub(crate) fn open_header(
-    name: &str,
-    zone: Zone,
-) -> Result<(Mem, usize, usize, HashFnId), HashError> {
+/// key and value sizes and types, and the hash function. Shared by [`Hash::lookup`] and
+/// [`crate::inspect`].
+pub(crate) fn open_header(name: &str, zone: Zone) -> Result<Header, HashError> {
     let bad = |why: String| HashError::BadHeader {
         name: name.into(),
         why,
@@ -585,5 +636,23 @@ pub(crate) fn open_header(
         seed: seedw as u32,
         check: (seedw >> 32) as u32,
     };
-    Ok((mem, ks, vs, stored))
+    let type_at = |id: usize, at: usize| {
+        let mut n = [0u8; TYPE_NAME_MAX];
+        read_words(&mem, at, &mut n);
+        let end = n.iter().position(|&b| b == 0).unwrap_or(TYPE_NAME_MAX);
+        (
+            mem.w(id).load(Relaxed),
+            String::from_utf8_lossy(&n[..end]).into_owned(),
+        )
+    };
+    let key_type = type_at(H_KEY_TYPE, H_KEY_NAME);
+    let value_type = type_at(H_VAL_TYPE, H_VAL_NAME);
+    Ok(Header {
+        mem,
+        key_size: ks,
+        value_size: vs,
+        hash_fn: stored,
+        key_type,
+        value_type,
+    })
 }

@@ -2,9 +2,16 @@
 //! the hash-function identity check and the lock take-over of a dead writer.
 
 use rte_hash_with_hash::{
-    Crc32c, Hash, HashError, HashFn, Murmur3, Params, StopAt, TableFull, ENTRIES_MAX,
+    type_id_of, Crc32c, Hash, HashError, HashFn, Murmur3, Params, Plain, StopAt, TableFull,
+    ENTRIES_MAX,
 };
-use shmconfig::{LocalZones, MemberId, MemberState, ZoneError, Zones};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use shmconfig::{
+    Liveness, LocalZones, MemberId, MemberState, Zone, ZoneError, ZoneInfo, ZoneRequest, Zones,
+};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// DPDK's test key: a packed 5-tuple of 16 bytes.
@@ -16,6 +23,10 @@ struct FlowKey {
     port_src: u16,
     port_dst: u16,
     proto: u32,
+}
+
+impl Plain for FlowKey {
+    const TYPE_ID: u64 = type_id_of("test_hash::FlowKey");
 }
 
 fn flow(i: u32) -> FlowKey {
@@ -481,9 +492,67 @@ fn opening_with_other_key_or_value_types_is_refused() {
     );
 }
 
+#[test]
+fn opening_with_other_types_of_the_same_sizes_is_refused_naming_both() {
+    let z = LocalZones::new();
+    let t: Hash<u64, u64, Crc32c> =
+        Hash::create(&z, "u64s", Params::new(64), Crc32c::new(0)).unwrap();
+    t.add_with_hash(&1, t.hash(&1), &2).unwrap();
+    // Same sizes, other key type and other value type: refused, the keys first.
+    let e = Hash::<[u8; 8], f64, Crc32c>::lookup(&z, "u64s", Crc32c::new(0)).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        matches!(
+            &e,
+            HashError::WrongType { what: "keys", table, given, .. }
+                if table == "u64" && given == "[u8; 8]"
+        ),
+        "{msg}"
+    );
+    assert!(msg.contains("u64") && msg.contains("[u8; 8]"), "{msg}");
+    // Right key type, a value type of the same size that is not the table's.
+    let e = Hash::<u64, f64, Crc32c>::lookup(&z, "u64s", Crc32c::new(0)).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        matches!(
+            &e,
+            HashError::WrongType { what: "values", table, given, .. }
+                if table == "u64" && given == "f64"
+        ),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("of type u64") && msg.contains("uses f64"),
+        "{msg}"
+    );
+    let e = Hash::<i64, u64, Crc32c>::lookup(&z, "u64s", Crc32c::new(0)).unwrap_err();
+    assert!(
+        matches!(e, HashError::WrongType { what: "keys", .. }),
+        "{e}"
+    );
+    // A struct and a byte array of its size are told apart, both ways.
+    let _f = table(&z, "flows", 64);
+    let e = Hash::<[u8; 16], u64, Crc32c>::lookup(&z, "flows", Crc32c::new(0)).unwrap_err();
+    assert!(
+        matches!(&e, HashError::WrongType { what: "keys", table, .. } if table.ends_with("FlowKey")),
+        "{e}"
+    );
+    let e = Hash::<FlowKey, u64, Crc32c>::lookup(&z, "u64s", Crc32c::new(0)).unwrap_err();
+    assert!(
+        matches!(e, HashError::TypeMismatch { what: "keys", .. }),
+        "{e}"
+    );
+    // The right types open it and see its keys.
+    let u: Hash<u64, u64, Crc32c> = Hash::lookup(&z, "u64s", Crc32c::new(0)).unwrap();
+    assert_eq!(
+        u.lookup_data_with_hash(&1, u.hash(&1)).map(|x| x.1),
+        Some(2)
+    );
+}
+
 /// Fill a 64-entry table so that the next add of a key hashing to `h` must displace.
 fn table_needing_displacement(
-    z: &LocalZones,
+    z: &impl Zones,
     name: &str,
 ) -> (Hash<u32, u64, Crc32c>, Vec<(u32, u32)>) {
     let t: Hash<u32, u64, Crc32c> = Hash::create(z, name, Params::new(64), Crc32c::new(0)).unwrap();
@@ -515,6 +584,8 @@ fn a_dead_writer_is_taken_over_and_its_half_done_work_repaired() {
         let dying: Hash<u32, u64, Crc32c> =
             Hash::lookup(&dying_view, &format!("dead{n}"), Crc32c::new(0)).unwrap();
         let mut before = t.count();
+        // The key of the add that stopped half-way (add stops only).
+        let mut half_added = None;
         let stopped = match stop {
             StopAt::MidDelete => {
                 let (k, h) = keys[5];
@@ -533,6 +604,7 @@ fn a_dead_writer_is_taken_over_and_its_half_done_work_repaired() {
                     before = t.count();
                     if dying.debug_add_and_stop(&k, h, &u64::from(k), stop) {
                         stopped = true;
+                        half_added = Some((k, h));
                         break;
                     }
                     if t.lookup_with_hash(&k, h).is_some() {
@@ -564,12 +636,26 @@ fn a_dead_writer_is_taken_over_and_its_half_done_work_repaired() {
         assert_eq!(t.debug_lock_holder(), None);
         t.check_consistency()
             .unwrap_or_else(|e| panic!("{stop:?}: {e}"));
+        // `before` keys, minus the one deleted above, minus the half-deleted one, plus the
+        // half-added one if the repair kept it (then with its value and position).
+        let kept = half_added.is_some_and(|(k, h)| {
+            let got = t.lookup_data_with_hash(&k, h);
+            if let Some((pos, v)) = got {
+                assert_eq!(v, u64::from(k), "{stop:?}: the half-added key's value");
+                assert_eq!(t.get_key_with_position(pos), Some(k), "{stop:?}");
+            }
+            got.is_some()
+        });
         let expect_count = match stop {
             StopAt::MidDelete => before - 2,
-            StopAt::MidDisplacement => t.count(), // the half-added key may or may not be in
-            _ => before - 1,
+            _ => before - 1 + u32::from(kept),
         };
         assert_eq!(t.count(), expect_count, "{stop:?}");
+        assert_eq!(
+            t.iter().count(),
+            expect_count as usize,
+            "{stop:?}: the count is the number of keys"
+        );
         for &(k, h) in &keys[6..] {
             assert_eq!(
                 t.lookup_data_with_hash(&k, h).map(|x| x.1),
@@ -586,6 +672,120 @@ fn a_dead_writer_is_taken_over_and_its_half_done_work_repaired() {
             );
         }
     }
+}
+
+/// [`LocalZones`] whose liveness also tells the occupants of a member slot apart, as procctl's
+/// does (its slot generation): slot `m` holds incarnation `incs[m]` (1 unless set).
+#[derive(Debug, Clone)]
+struct Slots {
+    zones: LocalZones,
+    incs: Arc<Mutex<HashMap<u16, u32>>>,
+}
+
+#[derive(Debug)]
+struct SlotsLiveness {
+    inner: Arc<dyn Liveness>,
+    incs: Arc<Mutex<HashMap<u16, u32>>>,
+}
+
+impl Liveness for SlotsLiveness {
+    fn member_state(&self, member: MemberId) -> MemberState {
+        self.inner.member_state(member)
+    }
+    fn incarnation(&self, member: MemberId) -> Option<u32> {
+        Some(*self.incs.lock().unwrap().get(&member.0).unwrap_or(&1))
+    }
+}
+
+impl Zones for Slots {
+    fn reserve(&self, req: &ZoneRequest<'_>) -> Result<Zone, ZoneError> {
+        self.zones.reserve(req)
+    }
+    fn lookup(&self, name: &str) -> Result<Zone, ZoneError> {
+        self.zones.lookup(name)
+    }
+    fn free(&self, name: &str) -> Result<(), ZoneError> {
+        self.zones.free(name)
+    }
+    fn list(&self) -> Vec<ZoneInfo> {
+        self.zones.list()
+    }
+    fn member(&self) -> MemberId {
+        self.zones.member()
+    }
+    fn liveness(&self) -> Arc<dyn Liveness> {
+        Arc::new(SlotsLiveness {
+            inner: self.zones.liveness(),
+            incs: self.incs.clone(),
+        })
+    }
+}
+
+#[test]
+fn a_dead_writers_lock_is_taken_over_once_a_newcomer_has_its_slot() {
+    let incs = Arc::new(Mutex::new(HashMap::new()));
+    let base = LocalZones::new();
+    let z0 = Slots {
+        zones: base.clone(),
+        incs: incs.clone(),
+    };
+    let z1 = Slots {
+        zones: base.as_member(MemberId(1)),
+        incs: incs.clone(),
+    };
+    let (t, keys) = table_needing_displacement(&z0, "reused");
+    let before = t.count();
+    let dying: Hash<u32, u64, Crc32c> = Hash::lookup(&z1, "reused", Crc32c::new(0)).unwrap();
+    let k = 100_000u32;
+    assert!(dying.debug_add_and_stop(&k, dying.hash(&k), &1, StopAt::AfterSlotFill));
+    assert_eq!(t.debug_lock_holder(), Some(MemberId(1)));
+    assert_eq!(t.debug_lock_incarnation(), Some(1));
+    // Another member's writer waits while the holder lives.
+    let t = Arc::new(t);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let t2 = t.clone();
+    let (k0, h0) = keys[0];
+    std::thread::spawn(move || tx.send(t2.delete_with_hash(&k0, h0)).unwrap());
+    assert!(
+        rx.recv_timeout(Duration::from_millis(200)).is_err(),
+        "a live holder's lock was taken"
+    );
+    assert_eq!(t.debug_lock_holder(), Some(MemberId(1)));
+    // The holder dies; the group cleans its slot up and gives it to a newcomer: member 1 is
+    // alive again, as another incarnation.
+    drop(dying);
+    incs.lock().unwrap().insert(1, 2);
+    let deleted = rx.recv_timeout(Duration::from_secs(10)).expect(
+        "the dead writer's lock was never taken over: its member slot's newcomer looks like it",
+    );
+    assert!(deleted.is_some());
+    assert_eq!(t.debug_lock_holder(), None);
+    t.check_consistency().unwrap();
+    assert_eq!(t.count(), before - 1);
+    assert_eq!(
+        t.lookup_with_hash(&k, t.hash(&k)),
+        None,
+        "the half-added key"
+    );
+    for &(k, h) in &keys[1..] {
+        assert_eq!(
+            t.lookup_data_with_hash(&k, h).map(|x| x.1),
+            Some(u64::from(k))
+        );
+    }
+    // The newcomer writes, under its own incarnation.
+    let newcomer: Hash<u32, u64, Crc32c> = Hash::lookup(&z1, "reused", Crc32c::new(0)).unwrap();
+    let w = newcomer.writer();
+    assert_eq!(t.debug_lock_holder(), Some(MemberId(1)));
+    assert_eq!(t.debug_lock_incarnation(), Some(2));
+    w.add_with_hash(&k, newcomer.hash(&k), &7).unwrap();
+    drop(w);
+    assert_eq!(
+        t.lookup_data_with_hash(&k, t.hash(&k)).map(|x| x.1),
+        Some(7)
+    );
+    assert_eq!(t.count(), before);
+    t.check_consistency().unwrap();
 }
 
 #[test]

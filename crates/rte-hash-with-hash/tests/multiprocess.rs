@@ -7,6 +7,9 @@
 //! * `writer_killed_mid_operation_is_taken_over`: a writer process stops in the middle of an
 //!   add, a displacement, a delete or an update, holding the lock; it is SIGKILLed; another
 //!   process's writer takes the lock over, repairs, and the table is consistent.
+//! * `writer_killed_holding_the_lock_is_taken_over_after_its_slot_is_reused`: the same, but a
+//!   new process takes the dead writer's member slot before anyone writes: it is not the
+//!   holder (another incarnation of the slot), and writers take the lock over promptly.
 
 mod common;
 
@@ -72,6 +75,10 @@ fn child_process_entry() {
     let t: Table = Hash::lookup(&z, "mp", Crc32c::new(0)).unwrap();
     match role.as_str() {
         "writer" => writer(&t),
+        "newcomer" => {
+            println!("\nJOINED");
+            std::thread::sleep(Duration::from_secs(120));
+        }
         "reader" => reader(&t, &Hash::lookup(&z, "ctl", Crc32c::new(0)).unwrap()),
         other => die(&t, other.strip_prefix("die:").unwrap().parse().unwrap()),
     }
@@ -166,6 +173,24 @@ fn die(t: &Table, kind: usize) {
     assert!(stopped, "{stop:?}: never stopped");
     println!("\nSTOPPED");
     std::thread::sleep(Duration::from_secs(120));
+}
+
+/// A child process killed (and reaped) when the test ends, also when it fails.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Wait until `child` prints `line` alone on a line.
+fn wait_for_line(child: &mut Child, line: &str) -> bool {
+    let out = child.stdout.take().unwrap();
+    BufReader::new(out)
+        .lines()
+        .any(|l| l.map(|l| l.trim() == line).unwrap_or(false))
 }
 
 fn output_of(child: Child) -> (std::process::ExitStatus, String) {
@@ -292,5 +317,79 @@ fn writer_killed_mid_operation_is_taken_over() {
         let k = key(5000);
         let p = t.add_with_hash(&k, t.hash(&k), &[1, 1]).unwrap();
         assert_eq!(t.lookup_with_hash(&k, t.hash(&k)), Some(p));
+    }
+}
+
+#[test]
+fn writer_killed_holding_the_lock_is_taken_over_after_its_slot_is_reused() {
+    for kind in [0, 1] {
+        let stop = stop_kind(kind);
+        let path = shm_path(&format!("reuse{kind}"));
+        let _cleanup = Cleanup(path.clone(), 2);
+        let z = ShmZones::create(&path, MemberId(0));
+        let t: Table = Hash::create(&z, "mp", Params::new(64), Crc32c::new(0)).unwrap();
+        let mut keys = Vec::new();
+        for i in 0..1000u64 {
+            let k = key(i);
+            if t.add_with_hash(&k, t.hash(&k), &[i, i]).is_ok() {
+                keys.push(i);
+            }
+            if t.count() >= 56 {
+                break;
+            }
+        }
+        let before = t.count();
+        let mut dying = KillOnDrop(spawn(&format!("die:{kind}"), &path, 1));
+        assert!(
+            wait_for_line(&mut dying.0, "STOPPED"),
+            "{stop:?}: the child did not stop mid-operation"
+        );
+        assert_eq!(t.debug_lock_holder(), Some(MemberId(1)), "{stop:?}");
+        dying.0.kill().unwrap();
+        let status = dying.0.wait().unwrap();
+        assert_eq!(status.signal(), Some(9), "{stop:?}: {status:?}");
+        // A new process takes member slot 1 (free again: the dead one's lock went with it) and
+        // stays: the lock word still names member 1, alive, but another process.
+        let mut newcomer = KillOnDrop(spawn("newcomer", &path, 1));
+        assert!(wait_for_line(&mut newcomer.0, "JOINED"), "{stop:?}");
+        assert_eq!(t.debug_lock_holder(), Some(MemberId(1)), "{stop:?}");
+        // This process writes: it must see that the holder is gone and take over promptly.
+        let t = Arc::new(t);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t2 = t.clone();
+        let started = Instant::now();
+        let k0 = key(keys[0]);
+        std::thread::spawn(move || {
+            tx.send(t2.delete_with_hash(&k0, t2.hash(&k0))).unwrap();
+        });
+        let deleted = rx.recv_timeout(Duration::from_secs(10)).unwrap_or_else(|_| {
+            panic!("{stop:?}: the lock was never taken over once a newcomer had the dead writer's member slot")
+        });
+        let took = started.elapsed();
+        assert!(deleted.is_some(), "{stop:?}");
+        assert!(
+            took < Duration::from_secs(2),
+            "{stop:?}: take-over took {took:?}"
+        );
+        assert_eq!(t.debug_lock_holder(), None, "{stop:?}");
+        t.check_consistency()
+            .unwrap_or_else(|e| panic!("{stop:?}: inconsistent after take-over: {e}"));
+        if stop == StopAt::AfterSlotFill {
+            // (Before a displacing add stopped, the child's adds that did not displace went in.)
+            assert_eq!(
+                t.count(),
+                before - 1,
+                "{stop:?}: the half-added key is not in"
+            );
+        }
+        for &i in &keys[1..] {
+            let k = key(i);
+            assert_eq!(
+                t.lookup_data_with_hash(&k, t.hash(&k)).map(|x| x.1),
+                Some([i, i]),
+                "{stop:?}: key {i}"
+            );
+        }
+        drop(newcomer);
     }
 }

@@ -55,6 +55,27 @@ pub enum MemberState {
 pub trait Liveness: Send + Sync + fmt::Debug {
     /// What the group knows of `member`. Cheap: a read of shared memory, or one syscall at most.
     fn member_state(&self, member: MemberId) -> MemberState;
+
+    /// Which process occupies `member`'s slot: a number that changes each time a process takes
+    /// the slot (procctl: the slot's generation), never 0 for an occupant this liveness can
+    /// tell apart. A data structure records it next to the member id (as the hash table's
+    /// writer lock does), so that work of a dead process is not taken for a newcomer's once the
+    /// newcomer has the same slot: the recorded occupant is gone when `member_state` says
+    /// `Alive` but this returns another number. Cheap, as [`Liveness::member_state`].
+    ///
+    /// `None` (the default) when this liveness cannot tell occupants apart (a single process, a
+    /// guest, [`crate::LocalZones`]), or for [`MemberId::OUTSIDER`]: then only
+    /// [`Liveness::member_state`] is known, and work recorded under a slot that a newcomer took
+    /// looks like the newcomer's.
+    ///
+    /// ```
+    /// use shmconfig::{AlwaysAlive, Liveness, MemberId};
+    /// assert_eq!(AlwaysAlive.incarnation(MemberId(3)), None);
+    /// ```
+    fn incarnation(&self, member: MemberId) -> Option<u32> {
+        let _ = member;
+        None
+    }
 }
 
 /// A [`Liveness`] for memory no member of a group can die in the middle of (a single process, or

@@ -1,6 +1,8 @@
 //! A small test-only [`Zones`] over one file in `/dev/shm`, shared by real processes, with
 //! member liveness from `flock` (each member holds an exclusive lock on its own file for its
-//! lifetime; the kernel drops it when the process dies, whatever killed it).
+//! lifetime; the kernel drops it when the process dies, whatever killed it). A member writes its
+//! process id into its file: the incarnation of its member slot, so that a process that takes
+//! the slot of a dead one is told apart from it (as procctl's slot generation does).
 //!
 //! Limits (fine for tests): zones are reserved by one process (the test's parent) before the
 //! others open them; zones are never freed; at most [`MAX_ZONES`] zones.
@@ -8,6 +10,7 @@
 
 use std::any::Any;
 use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -89,6 +92,10 @@ impl ShmZones {
             .unwrap();
         flock(&lock, FlockOperation::NonBlockingLockExclusive)
             .unwrap_or_else(|e| panic!("member {} is already taken: {e}", member.0));
+        lock.set_len(0).unwrap();
+        (&lock)
+            .write_all(std::process::id().to_string().as_bytes())
+            .unwrap();
         Self {
             path: path.to_owned(),
             map: Arc::new(map),
@@ -246,6 +253,16 @@ impl Liveness for FlockLiveness {
             }
             Err(_) => MemberState::Alive,
         }
+    }
+
+    /// The process id the slot's occupant wrote in its file.
+    fn incarnation(&self, member: MemberId) -> Option<u32> {
+        let mut s = String::new();
+        File::open(member_lock_path(&self.path, member))
+            .ok()?
+            .read_to_string(&mut s)
+            .ok()?;
+        s.trim().parse().ok().filter(|&p| p != 0)
     }
 }
 
