@@ -75,8 +75,30 @@ const VALUE_OPTS: &[&str] = &[
     "--interval-ms",
 ];
 
+/// `client_server_mp --help`.
+pub const USAGE: &str = "\
+usage: client_server_mp [GROUP OPTIONS] -- --role server --clients K [OPTIONS]
+       client_server_mp [GROUP OPTIONS] -- --role client --client-id I [OPTIONS]
+A server spreading packets over K client processes by flow hash (DPDK's client_server_mp).
+options (after `--`):
+  --role server|client  which side this process is
+  --clients K           server: the number of clients
+  --flows F             server: the number of flows (default 1024)
+  --burst B             server: packets per burst (default 32)
+  --pool-size N         server: objects in the packet pool (default 16383)
+  --elt-size BYTES      server: bytes per packet (default 2048)
+  --cache N             server: per-lcore cache of the pool (default 256)
+  --ring-size N         server: slots per client ring (default 2048)
+  --no-track            server: an untracked pool
+  --client-id I         client: this client's id, 0 to K-1
+  --seconds S           stop after S seconds (default: at the end of input or on `quit`)
+  --interval-ms MS      how often counters are printed (default 1000)";
+
 /// Run `client_server_mp` (server or client, by `--role`); returns the exit code.
 pub fn main(args: Vec<String>) -> i32 {
+    if crate::help(&args, USAGE) {
+        return 0;
+    }
     crate::exit_code(|| {
         let (p, rest) = join(args)?;
         let a = AppArgs::parse(&rest, VALUE_OPTS, &["--no-track"])?;

@@ -82,6 +82,22 @@ pub fn join(args: Vec<String>) -> Result<(Arc<Process>, Vec<String>)> {
     Ok((Arc::new(p), rest))
 }
 
+/// If `args` ask for help (`-h` or `--help`, among the group's options or the program's own
+/// after `--`), print `usage` (the program's own usage and options) and the group's options
+/// ([`procctl::options::USAGE`]) on standard output and return true: the caller exits 0 without
+/// joining or creating anything.
+pub fn help(args: &[String], usage: &str) -> bool {
+    if !procctl::options::wants_help(args) {
+        return false;
+    }
+    say(format!(
+        "{}\n\n{}",
+        usage.trim_end(),
+        procctl::options::USAGE.trim_end()
+    ));
+    true
+}
+
 /// The line every sample prints once it is ready: `READY role=.. member=.. lcores=[..]`.
 pub fn ready_line(p: &Process) -> String {
     let role = match p.role() {

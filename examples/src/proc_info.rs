@@ -34,8 +34,21 @@ use shmconfig::{MemberId, MemberState, ZoneKind, Zones};
 
 use crate::{join, say, AppArgs};
 
+/// `proc_info --help`.
+pub const USAGE: &str = "\
+usage: proc_info [GROUP OPTIONS] [-- [--watch] [--interval-ms MS] [--count N]]
+What a running group holds: members, zones, rings, pools, hashes and its clock (DPDK's
+dpdk-proc-info). It joins as a secondary (--proc-type=secondary is implied).
+options (after `--`):
+  --watch            print a snapshot every --interval-ms until interrupted
+  --interval-ms MS   the interval of --watch (default 1000)
+  --count N          stop after N snapshots with --watch";
+
 /// Run `proc_info`; returns the exit code.
 pub fn main(mut args: Vec<String>) -> i32 {
+    if crate::help(&args, USAGE) {
+        return 0;
+    }
     let end = args.iter().position(|a| a == "--").unwrap_or(args.len());
     if !args[..end].iter().any(|a| a.starts_with("--proc-type")) {
         args.insert(0, "--proc-type=secondary".into());

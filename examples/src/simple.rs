@@ -45,8 +45,18 @@ pub const STRING_SIZE: u32 = 64;
 
 const HELP: &str = "commands: send <text> | sendn <count> <text> | stats | help | quit";
 
+/// `simple_mp --help`.
+pub const USAGE: &str = "\
+usage: simple_mp [GROUP OPTIONS]
+A primary and a secondary passing text messages through two rings and a pool (DPDK's
+simple_mp). simple_mp takes no options of its own; it reads commands on standard input:
+send <text> | sendn <count> <text> | stats | help | quit";
+
 /// Run `simple_mp` with the process's arguments; returns the exit code.
 pub fn main(args: Vec<String>) -> i32 {
+    if crate::help(&args, USAGE) {
+        return 0;
+    }
     crate::exit_code(|| run(args))
 }
 

@@ -64,8 +64,27 @@ struct Counters {
 
 /// Run `symmetric_mp`; returns the exit code.
 pub fn main(args: Vec<String>) -> i32 {
+    if crate::help(&args, USAGE) {
+        return 0;
+    }
     crate::exit_code(|| run(args))
 }
+
+/// `symmetric_mp --help`.
+pub const USAGE: &str = "\
+usage: symmetric_mp [GROUP OPTIONS] -- --num-procs N --proc-id I [OPTIONS]
+N peers, each forwarding packets through its own queue (DPDK's symmetric_mp).
+options (after `--`):
+  --num-procs N      the number of peers (N >= 1)
+  --proc-id I        this peer's id, 0 to N-1
+  --seconds S        stop after S seconds (default: at the end of input or on `quit`)
+  --burst B          packets per burst, 1 to 256 (default 32)
+  --pool-size N      objects in the packet pool (default 8191)
+  --elt-size BYTES   bytes per packet (default 2048)
+  --cache N          per-lcore cache of the pool (default 256)
+  --ring-size N      slots per queue (default 1024)
+  --interval-ms MS   how often a peer prints its counters (default 1000)
+  --no-track         an untracked pool (faster; a dead peer's held objects are not returned)";
 
 fn run(args: Vec<String>) -> Result<()> {
     let (p, rest) = join(args)?;

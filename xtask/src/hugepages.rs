@@ -24,7 +24,8 @@ pub struct Args {
     /// Mount a private hugetlbfs (mode 0700) of the page size at DIR, creating DIR (root).
     #[arg(long, value_name = "DIR")]
     mount: Option<PathBuf>,
-    /// Unmount the hugetlbfs at DIR (root); files left in it are destroyed.
+    /// Unmount the hugetlbfs at DIR (root); files left in it are destroyed. A directory that
+    /// --mount created is removed too.
     #[arg(long, value_name = "DIR")]
     unmount: Option<PathBuf>,
     /// Give back every hugepage: set nr_hugepages to 0 for every page size (root). Pages still
@@ -69,7 +70,14 @@ pub fn main(a: Args) -> Result<()> {
 
     if let Some(dir) = &a.unmount {
         admin::unmount(dir)?;
-        println!("unmounted {}", dir.display());
+        if dir.exists() {
+            println!("unmounted {}", dir.display());
+        } else {
+            println!(
+                "unmounted {} and removed the directory (--mount had created it)",
+                dir.display()
+            );
+        }
     }
     if a.clear {
         for s in &info.sizes {

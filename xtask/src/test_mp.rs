@@ -15,10 +15,15 @@
 //! must all contain; other lines are skipped, an `ERR` line fails unless expected), `timeout_ms`,
 //! `signal` (`KILL`, `TERM`, ...), `exit` (expected exit code), `close` (close its stdin, so it
 //! leaves cleanly), `capture` (names whose `name=value` in the matched line become `{name}` in
-//! later steps), `env` (`["NAME=value"]` for a started process), `sleep_ms`, `repeat` (run the steps in `[[repeat.step]]` N times).
+//! later steps), `env` (`["NAME=value"]` for a started process), `sleep_ms`, `repeat` (run the steps in `[[repeat.step]]` N times),
+//! `remove_rundir` (delete the group's runtime directory), `edit_config` (`"FIELD=VALUE"`: overwrite
+//! one field of the live group's `config` file in place, as a hand edit or a damaged file would;
+//! FIELD is a header field such as `window_len` or a segment's such as `segments[0].path`, see
+//! [`config_field`]) and `restore_config` (put back every field edited so far).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
@@ -75,6 +80,89 @@ struct Step {
     env: Option<Vec<String>>,
     /// Delete the group's runtime directory (`rm -rf` by a user or a tmp cleaner).
     remove_rundir: Option<bool>,
+    /// Overwrite one field of the live group's configuration: `"FIELD=VALUE"`.
+    edit_config: Option<String>,
+    /// Put back every field `edit_config` changed, in reverse order.
+    restore_config: Option<bool>,
+}
+
+/// How a configuration field is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FieldKind {
+    U32,
+    U64,
+    /// A NUL-padded string of this many bytes.
+    Str(usize),
+}
+
+/// Where field `name` of a configuration is (byte offset) and how it is stored. Header fields
+/// by their names in `ConfigHeader`, a segment's as `segments[I].NAME`.
+fn config_field(name: &str) -> Result<(usize, FieldKind)> {
+    use shmconfig::layout::{ConfigHeader as H, SegmentEntry as S, PATH_LEN};
+    use std::mem::{offset_of, size_of};
+    if let Some(rest) = name.strip_prefix("segments[") {
+        let (i, field) = rest
+            .split_once("].")
+            .ok_or_else(|| anyhow!("{name:?}: expected segments[I].FIELD"))?;
+        let i: usize = i
+            .parse()
+            .with_context(|| format!("segment index in {name:?}"))?;
+        if i >= shmconfig::layout::MAX_SEGMENTS {
+            bail!(
+                "{name:?}: a configuration has {} segment entries",
+                shmconfig::layout::MAX_SEGMENTS
+            );
+        }
+        let (o, k) = match field {
+            "used" => (offset_of!(S, used), FieldKind::U32),
+            "backing" => (offset_of!(S, backing), FieldKind::U32),
+            "page_size" => (offset_of!(S, page_size), FieldKind::U64),
+            "len" => (offset_of!(S, len), FieldKind::U64),
+            "window_offset" => (offset_of!(S, window_offset), FieldKind::U64),
+            "node" => (offset_of!(S, node), FieldKind::U32),
+            "file_index" => (offset_of!(S, file_index), FieldKind::U32),
+            "path" => (offset_of!(S, path), FieldKind::Str(PATH_LEN)),
+            other => bail!("unknown segment field {other:?}"),
+        };
+        return Ok((offset_of!(H, segments) + i * size_of::<S>() + o, k));
+    }
+    Ok(match name {
+        "flags" => (offset_of!(H, flags), FieldKind::U32),
+        "max_zones" => (offset_of!(H, max_zones), FieldKind::U32),
+        "zones_off" => (offset_of!(H, zones_off), FieldKind::U64),
+        "total_len" => (offset_of!(H, total_len), FieldKind::U64),
+        "window_base" => (offset_of!(H, window_base), FieldKind::U64),
+        "window_len" => (offset_of!(H, window_len), FieldKind::U64),
+        "seg_dir" => (offset_of!(H, seg_dir), FieldKind::Str(PATH_LEN)),
+        "n_segments" => (offset_of!(H, n_segments), FieldKind::U32),
+        other => bail!("unknown configuration field {other:?}"),
+    })
+}
+
+/// The bytes of `value` for a field stored as `kind` (numbers in decimal or 0x-hex).
+fn field_bytes(kind: FieldKind, value: &str) -> Result<Vec<u8>> {
+    let num = || -> Result<u64> {
+        match value.strip_prefix("0x") {
+            Some(h) => u64::from_str_radix(h, 16),
+            None => value.parse(),
+        }
+        .with_context(|| format!("{value:?} is not a number"))
+    };
+    Ok(match kind {
+        FieldKind::U32 => u32::try_from(num()?)
+            .context("a 32-bit field")?
+            .to_ne_bytes()
+            .to_vec(),
+        FieldKind::U64 => num()?.to_ne_bytes().to_vec(),
+        FieldKind::Str(n) => {
+            if value.len() >= n {
+                bail!("{value:?} does not fit in {n} bytes");
+            }
+            let mut b = value.as_bytes().to_vec();
+            b.resize(n, 0);
+            b
+        }
+    })
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -119,6 +207,8 @@ struct Ctx<'a> {
     started: usize,
     backing: BTreeMap<String, String>,
     vars: BTreeMap<String, String>,
+    /// Bytes `edit_config` overwrote (offset, original), oldest first.
+    config_saved: Vec<(u64, Vec<u8>)>,
 }
 
 #[derive(Debug, Clone)]
@@ -177,6 +267,11 @@ fn smaps_backing(pid: u32, prefixes: &[&str]) -> Option<String> {
 }
 
 impl Ctx<'_> {
+    /// The live group's configuration file.
+    fn config_path(&self) -> PathBuf {
+        self.rundir.join(&self.prefix).join("config")
+    }
+
     fn proc_mut(&mut self, name: &str) -> Result<&mut Proc> {
         self.procs
             .get_mut(name)
@@ -198,6 +293,36 @@ impl Ctx<'_> {
         if s.remove_rundir == Some(true) {
             let d = self.rundir.join(&self.prefix);
             std::fs::remove_dir_all(&d).with_context(|| format!("removing {}", d.display()))?;
+        }
+        if let Some(edit) = &s.edit_config {
+            let edit = subst(self, edit);
+            let (field, value) = edit
+                .split_once('=')
+                .ok_or_else(|| anyhow!("edit_config {edit:?}: expected FIELD=VALUE"))?;
+            let (off, kind) = config_field(field)?;
+            let bytes = field_bytes(kind, value)?;
+            let path = self.config_path();
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            let mut old = vec![0u8; bytes.len()];
+            f.read_exact_at(&mut old, off as u64)
+                .and_then(|_| f.write_all_at(&bytes, off as u64))
+                .with_context(|| format!("editing {field} of {}", path.display()))?;
+            self.config_saved.push((off as u64, old));
+        }
+        if s.restore_config == Some(true) {
+            let path = self.config_path();
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            while let Some((off, old)) = self.config_saved.pop() {
+                f.write_all_at(&old, off)
+                    .with_context(|| format!("restoring {}", path.display()))?;
+            }
         }
         let timeout = Duration::from_millis(s.timeout_ms.unwrap_or(10_000));
         let Some(name) = s.proc.clone() else {
@@ -674,6 +799,7 @@ pub fn main(a: Args) -> Result<()> {
                 started: 0,
                 backing: BTreeMap::new(),
                 vars: BTreeMap::new(),
+                config_saved: Vec::new(),
             };
             print!("  [{:>6}] {:<62} ", mode.name, truncate(&sc.title, 62));
             let _ = std::io::stdout().flush();

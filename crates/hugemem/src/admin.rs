@@ -214,12 +214,26 @@ pub fn set_pages(page_size: u64, pages: u64, node: Option<u32>) -> Result<u64, H
     Ok(before)
 }
 
+/// The name of the file [`mount_private`] leaves in a mount point it created, under the mount
+/// (hidden while mounted): [`unmount`] finds it once the hugetlbfs is gone and removes the
+/// directory it marks, even from another process (`cargo xtask hugepages --unmount`).
+pub const CREATED_MARKER: &str = ".hugeshare-created-mountpoint";
+
+/// If `dir` (no longer a mount point) holds nothing but [`CREATED_MARKER`], remove both: the
+/// directory was created by [`mount_private`] for its mount. Returns whether it was removed.
+fn remove_created_mountpoint(dir: &Path) -> bool {
+    let only_marker = fs::read_dir(dir).is_ok_and(|rd| {
+        let names: Vec<_> = rd.flatten().map(|e| e.file_name()).collect();
+        names.len() == 1 && names[0] == CREATED_MARKER
+    });
+    only_marker && fs::remove_file(dir.join(CREATED_MARKER)).is_ok() && fs::remove_dir(dir).is_ok()
+}
+
 /// A hugetlbfs mount made by [`mount_private`]. Dropping it unmounts (and removes the
 /// directory if `mount_private` created it); [`keep`](Mount::keep) leaves it mounted.
 #[derive(Debug)]
 pub struct Mount {
     dir: PathBuf,
-    created: bool,
     done: bool,
 }
 
@@ -231,11 +245,7 @@ impl Mount {
     /// Unmounts it (and removes the directory if we created it).
     pub fn unmount(mut self) -> Result<(), HugememError> {
         self.done = true;
-        unmount(&self.dir)?;
-        if self.created {
-            let _ = fs::remove_dir(&self.dir);
-        }
-        Ok(())
+        unmount(&self.dir)
     }
     /// Leaves it mounted.
     pub fn keep(mut self) -> PathBuf {
@@ -247,10 +257,9 @@ impl Mount {
 impl Drop for Mount {
     fn drop(&mut self) {
         if !self.done {
+            // `unmount` also removes the directory if `mount_private` created it.
             if let Err(e) = unmount(&self.dir) {
                 eprintln!("hugemem: could not unmount {}: {e}", self.dir.display());
-            } else if self.created {
-                let _ = fs::remove_dir(&self.dir);
             }
         }
     }
@@ -266,7 +275,8 @@ fn is_hugetlbfs_mount(dir: &Path) -> bool {
 
 /// Creates `dir` (mode 0700; it may exist if empty) and mounts a private hugetlbfs of
 /// `page_size` pages there (`mount -t hugetlbfs -o pagesize=..,mode=0700 nodev dir`, made
-/// with the mount(2) system call).
+/// with the mount(2) system call). A directory it creates is marked ([`CREATED_MARKER`], under
+/// the mount) so that [`unmount`] removes it again, in this process or another.
 pub fn mount_private(dir: &Path, page_size: u64) -> Result<Mount, HugememError> {
     need_root("mounting hugetlbfs", "mount(2)")?;
     if !pool_dir(page_size, None).is_dir() {
@@ -278,7 +288,7 @@ pub fn mount_private(dir: &Path, page_size: u64) -> Result<Mount, HugememError> 
             supported,
         });
     }
-    let mut created = false;
+    let created;
     match fs::symlink_metadata(dir) {
         Ok(m) if m.is_dir() => {
             if is_hugetlbfs_mount(dir) {
@@ -286,11 +296,15 @@ pub fn mount_private(dir: &Path, page_size: u64) -> Result<Mount, HugememError> 
                     detail: format!("{} is already a hugetlbfs mount", dir.display()),
                 });
             }
-            let nonempty = fs::read_dir(dir)
+            let names: Vec<_> = fs::read_dir(dir)
                 .map_err(|e| HugememError::io(format!("list {}", dir.display()), e))?
-                .next()
-                .is_some();
-            if nonempty {
+                .flatten()
+                .map(|e| e.file_name())
+                .collect();
+            // A directory an earlier `mount_private` created (unmounted by other means since)
+            // holds only its marker: still ours.
+            created = names.len() == 1 && names[0] == CREATED_MARKER;
+            if !names.is_empty() && !created {
                 return Err(HugememError::InvalidRequest {
                     detail: format!(
                         "{} is not empty; mount hugetlbfs on an empty directory",
@@ -312,6 +326,13 @@ pub fn mount_private(dir: &Path, page_size: u64) -> Result<Mount, HugememError> 
             rustix::fs::mkdir(dir, rustix::fs::Mode::from_raw_mode(0o700))
                 .map_err(|e| HugememError::sys(format!("mkdir {}", dir.display()), e))?;
             created = true;
+            if let Err(e) = fs::write(dir.join(CREATED_MARKER), b"") {
+                let _ = fs::remove_dir(dir);
+                return Err(HugememError::io(
+                    format!("mark {} as created for the mount", dir.display()),
+                    e,
+                ));
+            }
         }
     }
     let data = format!("pagesize={},mode=0700", short_size(page_size));
@@ -325,7 +346,7 @@ pub fn mount_private(dir: &Path, page_size: u64) -> Result<Mount, HugememError> 
     );
     if let Err(e) = r {
         if created {
-            let _ = fs::remove_dir(dir);
+            remove_created_mountpoint(dir);
         }
         return Err(match e {
             rustix::io::Errno::INVAL => HugememError::InvalidRequest {
@@ -340,13 +361,13 @@ pub fn mount_private(dir: &Path, page_size: u64) -> Result<Mount, HugememError> 
     }
     Ok(Mount {
         dir: dir.to_path_buf(),
-        created,
         done: false,
     })
 }
 
 /// Unmounts the hugetlbfs at `dir` (files left in it are destroyed and their pages freed;
-/// fails if a process still has one open or mapped).
+/// fails if a process still has one open or mapped), and removes `dir` if [`mount_private`]
+/// created it (a directory that existed before is left).
 pub fn unmount(dir: &Path) -> Result<(), HugememError> {
     need_root("unmounting hugetlbfs", "umount(2)")?;
     if !is_hugetlbfs_mount(dir) {
@@ -362,5 +383,7 @@ pub fn unmount(dir: &Path) -> Result<(), HugememError> {
             ),
         },
         e => HugememError::sys(format!("umount {}", dir.display()), e),
-    })
+    })?;
+    remove_created_mountpoint(dir);
+    Ok(())
 }

@@ -218,13 +218,49 @@ pub fn choose_backing(
                 "/dev/shm",
             )
         };
-        let notice =
-            format!(
-            "falling back to {what} with 4 KiB pages because {reason}; for hugepages run as root \
-             `cargo xtask hugepages --reserve {} --pagesize {}{}`",
-            short_size(req.bytes.max(64 << 20).div_ceil(ps) * ps),
-            short_size(ps),
-            if req.in_memory { "" } else { " --mount /dev/hugepages" }
+        // Suggest only what is missing: pages of the default size, and (for files) a hugetlbfs
+        // mount of that size; one that exists but that this process may not write is root's.
+        let need_pages = info.size(ps).is_none_or(|s| !has_pages(s));
+        let existing_mount = info.mounts.iter().find(|m| m.page_size == ps);
+        let need_mount = !req.in_memory && existing_mount.is_none();
+        let mut command = String::new();
+        if need_pages {
+            command.push_str(&format!(
+                " --reserve {} --pagesize {}",
+                short_size(req.bytes.max(64 << 20).div_ceil(ps) * ps),
+                short_size(ps)
+            ));
+        }
+        if need_mount {
+            // /dev/hugepages may already hold a mount of another page size.
+            let taken = info
+                .mounts
+                .iter()
+                .any(|m| m.path == Path::new("/dev/hugepages"));
+            let dir = if taken {
+                format!("/dev/hugepages-{}", short_size(ps))
+            } else {
+                "/dev/hugepages".to_string()
+            };
+            if !need_pages {
+                command.push_str(&format!(" --pagesize {}", short_size(ps)));
+            }
+            command.push_str(&format!(" --mount {dir}"));
+        }
+        let hint = if command.is_empty() {
+            match existing_mount {
+                Some(m) if !req.in_memory => format!(
+                    "run as root (the hugetlbfs mount {} is not writable by this process), or give \
+                     --huge-dir a hugetlbfs mount this process may write",
+                    m.path.display()
+                ),
+                _ => "run as root".to_string(),
+            }
+        } else {
+            format!("run as root `cargo xtask hugepages{command}`")
+        };
+        let notice = format!(
+            "falling back to {what} with 4 KiB pages because {reason}; for hugepages {hint}"
         );
         return Ok(BackingChoice {
             backing,

@@ -206,3 +206,37 @@ fn read_only_places_are_refused_with_the_remedy() {
     let e = Hugetlbfs::new(&dir, MIB2).create(&spec).unwrap_err();
     assert!(matches!(e, HugememError::NotWritable { .. }), "{e}");
 }
+
+/// `cargo xtask hugepages --mount DIR` then, in another run, `--unmount DIR`: a directory the
+/// mount created is removed with it; one that existed before is left.
+#[test]
+fn unmount_removes_the_directory_mount_private_created() {
+    if !admin::is_root() {
+        skip("unmount-dir", "mounting hugetlbfs needs root");
+        return;
+    }
+    if !Path::new("/sys/kernel/mm/hugepages/hugepages-2048kB").is_dir() {
+        skip("unmount-dir", "no 2 MiB hugepages on this kernel");
+        return;
+    }
+    let base = std::env::temp_dir().join(format!("hugemem-test-{}-unmount", std::process::id()));
+    let created = base.join("created");
+    let existing = base.join("existing");
+    std::fs::create_dir_all(&existing).unwrap();
+    // Made and kept, as `--mount` does; unmounted by path, as a later `--unmount` does.
+    let kept = admin::mount_private(&created, MIB2).unwrap().keep();
+    assert_eq!(kept, created);
+    // The marker is under the mount: the hugetlbfs looks empty.
+    assert_eq!(std::fs::read_dir(&created).unwrap().count(), 0);
+    admin::unmount(&created).unwrap();
+    assert!(!created.exists(), "{} was left behind", created.display());
+    // A directory that was there before the mount stays.
+    admin::mount_private(&existing, MIB2).unwrap().keep();
+    admin::unmount(&existing).unwrap();
+    assert!(existing.is_dir());
+    assert_eq!(std::fs::read_dir(&existing).unwrap().count(), 0);
+    // Dropping a mount removes the directory it created too.
+    drop(admin::mount_private(&created, MIB2).unwrap());
+    assert!(!created.exists());
+    std::fs::remove_dir_all(&base).unwrap();
+}

@@ -259,8 +259,17 @@ fn falls_back_to_dev_shm_with_a_notice_when_no_hugepages_are_usable() {
             notice.contains("falling back to /dev/shm"),
             "{what}: {notice}"
         );
+        // It suggests what is missing: pages of the default size, a mount, or both.
         assert!(
-            notice.contains("cargo xtask hugepages --reserve"),
+            notice.contains("`cargo xtask hugepages "),
+            "{what}: {notice}"
+        );
+        let ps = info.default_page_size.unwrap_or(2 << 20);
+        let has_pages = info.size(ps).is_some_and(|s| s.total + s.surplus > 0);
+        assert_eq!(notice.contains("--reserve"), !has_pages, "{what}: {notice}");
+        assert_eq!(
+            notice.contains("--mount"),
+            !info.mounts.iter().any(|m| m.page_size == ps),
             "{what}: {notice}"
         );
         // The same API then gives a working /dev/shm segment with ordinary pages.

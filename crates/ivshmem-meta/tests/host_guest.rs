@@ -484,14 +484,16 @@ fn with_a_real_process_group() {
     let prefix = format!("ivt{}", std::process::id());
     let rtdir = rt.0.display().to_string();
     let args = |t: &str| {
-        vec![
+        let mut a = vec![
             format!("--proc-type={t}"),
             format!("--file-prefix={prefix}"),
-            "--no-huge".into(),
-            "-m".into(),
-            "8".into(),
             format!("--runtime-dir={rtdir}"),
-        ]
+        ];
+        if t == "primary" {
+            // The group's memory options: a secondary takes them from the primary.
+            a.extend(["--no-huge".into(), "-m".into(), "8".into()]);
+        }
+        a
     };
     let (primary, _) = procctl::Process::from_args(args("primary")).unwrap();
     let m = Metadata::create_with(&primary, "vm0", &small()).unwrap();

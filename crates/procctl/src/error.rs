@@ -53,8 +53,10 @@ pub enum ProcError {
     /// The configuration is of another layout or version, or corrupt.
     #[error(transparent)]
     Layout(#[from] shmconfig::layout::LayoutError),
-    /// Something in the configuration is inconsistent.
-    #[error("the group's configuration {file} is corrupt: {why}; stop every member of the group and start the primary again")]
+    /// Something in the configuration is inconsistent, out of range, or names a file that is
+    /// not one of the group's segments (a damaged or hand-edited configuration). Nothing it
+    /// describes was used.
+    #[error("the group's configuration {file} is corrupt: {why}; this process did not use it. Stop every member of the group and start the primary again (if no process uses the group any more, remove the runtime directory that holds the configuration)")]
     Corrupt {
         /// The file.
         file: String,

@@ -40,6 +40,21 @@
 //! (or restart and attach to the new primary). DPDK, in the same situation, fails with
 //! `Cannot init memzone` and later secondaries hang forever.
 //!
+//! # A damaged or edited configuration
+//! A secondary checks every value it takes from the live configuration before it uses any
+//! ([`shmconfig::validate`]), and looks at each segment file without opening it for reading or
+//! writing: it must be a regular file on hugetlbfs or tmpfs, as the configuration says. A
+//! configuration that fails is refused with [`ProcError::Corrupt`], naming the field; nothing in
+//! it is mapped, and the members already attached keep working.
+//!
+//! # Options only a primary uses
+//! The group's memory options ([`PRIMARY_ONLY_OPTIONS`]: `-m`, `--socket-mem`, `--no-huge`,
+//! `--huge-dir`, `--in-memory`) are refused by `--proc-type=secondary`
+//! ([`OptionsError::PrimaryOnly`]) and ignored, with a notice per option
+//! ([`Process::notices`]), by `--proc-type=auto` when it joins a running group. `-h`/`--help`
+//! is [`OptionsError::HelpRequested`]; programs check [`options::wants_help`] first and print
+//! [`options::USAGE`].
+//!
 //! # Messages between members
 //! See [`channel`]: named messages with small payloads and descriptors, sent to one member,
 //! broadcast, or as requests with replies and timeouts; a dead peer never blocks a sender.
@@ -58,7 +73,7 @@ mod sys;
 pub use channel::{BroadcastReport, ChannelError, Message};
 pub use error::{ProcError, Result};
 pub use lcores::LcoreMap;
-pub use options::{Options, OptionsError, ProcType, DEFAULT_PREFIX};
+pub use options::{Options, OptionsError, ProcType, DEFAULT_PREFIX, PRIMARY_ONLY_OPTIONS};
 pub use process::{
     register_cleanup_hook, CleanupHook, Event, Process, Role, DEFAULT_BASE_VIRTADDR,
 };

@@ -27,6 +27,53 @@ pub const DEFAULT_MEMORY_MB: u64 = 64;
 pub const MAX_MEMORY_MB: u64 = 64 << 20;
 /// How long a secondary waits for the primary to be ready, by default.
 pub const DEFAULT_ATTACH_TIMEOUT: Duration = Duration::from_secs(5);
+/// The options that set up the group's memory. Only a primary uses them: a secondary maps the
+/// memory its primary set up. `--proc-type=secondary` refuses them; `--proc-type=auto` uses
+/// them if it becomes the primary and otherwise ignores them, saying so in a notice.
+pub const PRIMARY_ONLY_OPTIONS: [&str; 5] = [
+    "-m",
+    "--socket-mem",
+    "--no-huge",
+    "--huge-dir",
+    "--in-memory",
+];
+
+/// The options [`Options::parse_args`] accepts, one line each, for a program's `--help` (see
+/// [`wants_help`]).
+pub const USAGE: &str = "\
+group options (before `--`; also from a TOML file with the same names, `_` for `-`):
+  --proc-type primary|secondary|auto  create the group, join it, or join it if its primary runs
+                                      (default primary)
+  --file-prefix NAME                  the group's name (default hugeshare)
+  -m MB                               the group's memory in MiB (primary only; default 64)
+  --socket-mem MB[,MB..]              the group's memory per NUMA node in MiB (primary only)
+  --no-huge                           4 KiB pages in /dev/shm, not hugepages (primary only)
+  --huge-dir DIR                      the hugetlbfs mount to use (primary only)
+  --in-memory                         no files: secondaries get the memory by descriptor
+                                      (primary only)
+  -l LIST | -c MASK | --lcores MAP    the lcores this process claims (default: one free lcore)
+  --base-virtaddr HEX                 where the primary asks to place the group's memory
+  --lazy-pages                        do not populate hugepages at start (primary)
+  --attach-timeout MS                 how long a secondary waits for its primary (default 5000)
+  --runtime-dir DIR                   base of the runtime directories (or HUGESHARE_RUNTIME_DIR)
+  --max-zones N                       size of the zone table, 16 to 1048576 (primary; 2560)
+  --monitor-interval MS               how often members look at each other (default 10)
+  --clock tsc|hpet|monotonic          force the group's clock (primary; default the best)
+  -h, --help                          print this help and exit, joining nothing
+A secondary refuses the primary-only options: a group's memory is set up by its primary.
+";
+
+/// Whether `args` ask for help: `-h` or `--help` among the group's options (before `--`) or the
+/// program's own (after it). A program checks this before it joins anything, prints its usage
+/// and [`USAGE`], and exits.
+///
+/// ```
+/// assert!(procctl::options::wants_help(&["--file-prefix=a", "--", "--help"]));
+/// assert!(!procctl::options::wants_help(&["--file-prefix=a", "-m", "8"]));
+/// ```
+pub fn wants_help<S: AsRef<str>>(args: &[S]) -> bool {
+    args.iter().any(|a| matches!(a.as_ref(), "-h" | "--help"))
+}
 
 /// The role a process asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -145,6 +192,17 @@ pub enum OptionsError {
         /// Why.
         why: &'static str,
     },
+    /// Options that only set up a primary's memory, given to a process that can only be a
+    /// secondary.
+    #[error("{} only set up the memory of a new group, but --proc-type=secondary joins a running group, whose memory settings come from its primary; remove {} from this process's options, or use --proc-type=auto (which uses {} only when it becomes the primary)", .options.join(", "), if .options.len() == 1 { "it" } else { "them" }, if .options.len() == 1 { "it" } else { "them" })]
+    PrimaryOnly {
+        /// The options given, as on the command line (`--no-huge`, `-m 64`, ...).
+        options: Vec<String>,
+    },
+    /// `-h` or `--help` among the options: the caller should print [`USAGE`] and stop (see
+    /// [`wants_help`]); nothing was joined or created.
+    #[error("-h/--help asks for the usage, not for a group:\n{USAGE}")]
+    HelpRequested,
     /// A TOML file that could not be read or parsed.
     #[error("options file {path}: {why}")]
     File {
@@ -340,6 +398,7 @@ impl Options {
                         }
                     });
                 }
+                "-h" | "--help" => return Err(OptionsError::HelpRequested),
                 "--runtime-dir" => o.runtime_dir = Some(value!("--runtime-dir").into()),
                 "--max-zones" => {
                     let v = value!("--max-zones");
@@ -360,9 +419,44 @@ impl Options {
         Ok((o, rest))
     }
 
+    /// The options of [`PRIMARY_ONLY_OPTIONS`] that these options give, each as the command line
+    /// names it, with its value (`-m 64`, `--no-huge`).
+    ///
+    /// ```
+    /// use procctl::Options;
+    /// let (o, _) = Options::parse_args(["--proc-type=auto", "-m", "64", "--no-huge"]).unwrap();
+    /// assert_eq!(o.primary_only_given(), vec!["-m 64", "--no-huge"]);
+    /// ```
+    pub fn primary_only_given(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if let Some(m) = self.memory_mb {
+            v.push(format!("-m {m}"));
+        }
+        if let Some(s) = &self.socket_mem {
+            let s: Vec<String> = s.iter().map(u64::to_string).collect();
+            v.push(format!("--socket-mem {}", s.join(",")));
+        }
+        if self.no_huge {
+            v.push("--no-huge".into());
+        }
+        if let Some(d) = &self.huge_dir {
+            v.push(format!("--huge-dir {}", d.display()));
+        }
+        if self.in_memory {
+            v.push("--in-memory".into());
+        }
+        v
+    }
+
     /// Check combinations (as DPDK's own tests expect).
     pub fn validate(&self) -> Result<(), OptionsError> {
         check_prefix(&self.file_prefix)?;
+        if self.proc_type == ProcType::Secondary {
+            let given = self.primary_only_given();
+            if !given.is_empty() {
+                return Err(OptionsError::PrimaryOnly { options: given });
+            }
+        }
         if self.memory_mb.is_some() && self.socket_mem.is_some() {
             return Err(OptionsError::Conflict {
                 a: "-m",
@@ -614,6 +708,102 @@ mod tests {
             parse(&["--proc-type"]),
             Err(OptionsError::MissingValue("--proc-type"))
         ));
+    }
+
+    #[test]
+    fn a_secondary_refuses_the_options_of_a_primary_naming_each() {
+        for (opts, named) in [
+            (&["--no-huge"][..], "--no-huge"),
+            (&["-m", "64"][..], "-m 64"),
+            (&["--socket-mem=64,64"][..], "--socket-mem 64,64"),
+            (&["--huge-dir", "/mnt/huge"][..], "--huge-dir /mnt/huge"),
+            (&["--in-memory"][..], "--in-memory"),
+        ] {
+            let mut a = vec!["--proc-type=secondary"];
+            a.extend_from_slice(opts);
+            let e = parse(&a).unwrap_err();
+            assert_eq!(
+                e,
+                OptionsError::PrimaryOnly {
+                    options: vec![named.to_string()]
+                }
+            );
+            let text = e.to_string();
+            assert!(
+                text.starts_with(named) && text.contains("--proc-type=auto"),
+                "{text}"
+            );
+            // The same options are fine where they may be used: a primary, or auto.
+            for t in ["primary", "auto"] {
+                a[0] = if t == "primary" {
+                    "--proc-type=primary"
+                } else {
+                    "--proc-type=auto"
+                };
+                assert!(parse(&a).is_ok(), "{a:?}");
+            }
+        }
+        let e = parse(&["--proc-type=secondary", "--in-memory", "-m", "8"]).unwrap_err();
+        assert!(e.to_string().starts_with("-m 8, --in-memory only"), "{e}");
+        // Options a secondary uses are not primary-only.
+        parse(&[
+            "--proc-type=secondary",
+            "-l",
+            "1",
+            "--attach-timeout",
+            "100",
+            "--file-prefix=x",
+        ])
+        .unwrap();
+        let e = Options::from_toml_str("proc_type = \"secondary\"\nno_huge = true").unwrap_err();
+        assert!(e.to_string().contains("--no-huge only"), "{e}");
+        assert_eq!(
+            parse(&[]).unwrap().primary_only_given(),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn usage_names_every_option_the_parser_accepts() {
+        // Each option with a value it accepts; the usage text must name each one.
+        let all: &[&[&str]] = &[
+            &["--proc-type", "auto"],
+            &["--file-prefix", "x"],
+            &["-m", "8"],
+            &["--socket-mem", "8"],
+            &["--no-huge"],
+            &["--huge-dir", "/mnt"],
+            &["--in-memory"],
+            &["-l", "0"],
+            &["-c", "0x1"],
+            &["--lcores", "0@0"],
+            &["--base-virtaddr", "0x100000"],
+            &["--lazy-pages"],
+            &["--attach-timeout", "10"],
+            &["--runtime-dir", "/tmp/x"],
+            &["--max-zones", "16"],
+            &["--monitor-interval", "5"],
+            &["--clock", "monotonic"],
+        ];
+        for a in all {
+            parse(a).unwrap_or_else(|e| panic!("{a:?}: {e}"));
+            let shown = format!("{} ", a[0]);
+            assert!(
+                USAGE.lines().any(
+                    |l| l.trim_start().starts_with(&shown) || l.contains(&format!("| {shown}"))
+                ),
+                "USAGE does not name {}",
+                a[0]
+            );
+        }
+        for h in ["-h", "--help"] {
+            assert_eq!(parse(&["-m", "8", h]), Err(OptionsError::HelpRequested));
+            assert!(wants_help(&["--", h]));
+        }
+        assert!(OptionsError::HelpRequested
+            .to_string()
+            .contains("--file-prefix NAME"));
+        assert!(!wants_help(&["--proc-type=auto", "--", "--count", "3"]));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -431,7 +431,16 @@ impl Process {
             bytes: total_mb << 20,
             per_node: per_node.as_deref(),
         };
-        let choice = hugemem::choose_backing(&info, &req)?;
+        let mut choice = hugemem::choose_backing(&info, &req)?;
+        // Secondaries open the segment files by the paths recorded in the configuration, from
+        // their own working directories, and refuse relative ones or ones with `..`: record
+        // the directory's canonical path (`--huge-dir` may be given relative).
+        if let hugemem::Backing::Hugetlbfs { dir, .. } | hugemem::Backing::Shm { dir } =
+            &mut choice.backing
+        {
+            *dir = std::fs::canonicalize(&*dir)
+                .map_err(|e| ProcError::io("resolving the segment directory", dir.clone(), e))?;
+        }
         if let Some(n) = &choice.notice {
             notices.push(n.clone());
         }
@@ -798,31 +807,30 @@ impl Process {
             file: file_label.clone(),
             why,
         };
-        let max_zones = u32::from_ne_bytes(
-            map.copy_prefix(std::mem::offset_of!(ConfigHeader, max_zones) + 4)
-                [std::mem::offset_of!(ConfigHeader, max_zones)..]
-                .try_into()
-                .expect("4"),
-        );
-        // The header was checked (magic, version, layout fingerprint) above.
-        let tables = sys::tables_over(&map, max_zones).map_err(|e| corrupt(e.to_string()))?;
-        let h = tables.header();
-        let n = h.n_segments.load(Ordering::Acquire) as usize;
-        if n > MAX_SEGMENTS {
-            return Err(corrupt(format!(
-                "n_segments is {n}, at most {MAX_SEGMENTS}"
-            )));
-        }
-        let window_len = h.window_len as usize;
-        let want_base = h.window_base as usize;
+        // Every value used below comes from one copy of the header, checked before any of it is
+        // used: a configuration damaged or edited under a live group is refused, naming the
+        // field, and cannot change between the check and the use.
+        let g = shmconfig::validate::read_group_memory(
+            &map.copy_prefix(std::mem::size_of::<ConfigHeader>()),
+            map.len(),
+            prefix,
+        )
+        .map_err(|e| corrupt(e.to_string()))?;
+        let tables = sys::tables_over(&map, g.max_zones).map_err(|e| corrupt(e.to_string()))?;
+        let window_len = g.window_len as usize;
+        let want_base = g.window_base as usize;
         if std::env::var_os("HUGESHARE_TEST_TAKE_WINDOW").is_some() {
             // Test hook: make the primary's range unavailable here, as another library's mapping
             // would, to exercise mapping the group elsewhere.
             sys::occupy_forever(want_base, window_len);
         }
-        let window = VaWindow::reserve_aligned(window_len, Some(want_base), 1 << 21)?;
+        // Aligned for the group's pages (segments are mapped at fixed addresses inside).
+        let align = (g.page_size() as usize).max(1 << 21);
+        let window = VaWindow::reserve_aligned(window_len, Some(want_base), align)?;
         let same_address = window.base() == want_base;
-        let mut notices = Vec::new();
+        // `auto` became a secondary: the options that would have set up the group's memory
+        // were not used (an explicit secondary is refused them when its options are checked).
+        let mut notices = ignored_option_notices(opts, &g);
         if !same_address {
             notices.push(format!(
                 "the primary's address range {want_base:#x}..{:#x} is taken in this process; mapped the group at {:#x} instead (shared structures use offsets, so they work; raw pointers stored in shared memory would not)",
@@ -833,32 +841,46 @@ impl Process {
         let mut segments = Vec::new();
         let mut seg_bases = Vec::new();
         let mut fds = via_socket.unwrap_or_default().into_iter();
-        let mut page_size = 4096;
-        for (i, e) in h.segments.iter().enumerate().take(n) {
-            if e.window_offset
-                .checked_add(e.len)
-                .is_none_or(|end| end as usize > window_len)
-            {
-                return Err(corrupt(format!("segment {i} lies outside the window")));
-            }
-            page_size = e.page_size;
+        for e in &g.segments {
+            let i = e.index;
             let addr = window.base() + e.window_offset as usize;
             let mo = MapOptions {
                 populate: false,
                 addr: Some(addr),
             };
-            let seg = if e.backing == backing::MEMFD {
-                let fd = fds
-                    .next()
-                    .ok_or_else(|| corrupt(format!("no descriptor was passed for segment {i}")))?;
-                Segment::open_fd(fd, &mo)?
-            } else {
-                let path = PathBuf::from(layout::from_fixed(&e.path));
-                Segment::open_path(&path, &mo)?
+            let seg = match &e.path {
+                None => {
+                    let fd = fds.next().ok_or_else(|| {
+                        corrupt(format!("no descriptor was passed for segment {i}"))
+                    })?;
+                    let probe = sys::probe_fd(fd.as_fd()).map_err(|err| {
+                        ProcError::io("probing a segment descriptor from", dir.join("socket"), err)
+                    })?;
+                    check_segment_file(e, &probe, "the descriptor the primary passed")
+                        .map_err(&corrupt)?;
+                    Segment::open_fd(fd, &mo)?
+                }
+                Some(path) => {
+                    // Looked at without being opened for reading or writing: a path naming
+                    // anything but a segment of this group is refused before it is mapped.
+                    let probe = sys::probe_path(path)
+                        .map_err(|err| ProcError::io("looking at segment file", path, err))?;
+                    let what = format!("{}", path.display());
+                    check_segment_file(e, &probe, &what).map_err(&corrupt)?;
+                    let seg = Segment::open_path(path, &mo)?;
+                    let now = sys::probe_fd(seg.fd())
+                        .map_err(|err| ProcError::io("looking at segment file", path, err))?;
+                    if (now.dev, now.ino) != (probe.dev, probe.ino) {
+                        return Err(corrupt(format!(
+                            "segments[{i}].path {what} was replaced by another file while this process attached"
+                        )));
+                    }
+                    seg
+                }
             };
             if seg.len() as u64 != e.len {
                 return Err(corrupt(format!(
-                    "segment {i} is {} bytes, the table says {}",
+                    "segment {i} is {} bytes, the table says {} (segments[{i}].len)",
                     seg.len(),
                     e.len
                 )));
@@ -866,6 +888,7 @@ impl Process {
             seg_bases.push((seg.as_ptr() as usize, seg.len()));
             segments.push(seg);
         }
+        let page_size = g.page_size();
         let backing_kind = segments
             .first()
             .map(|s| s.kind())
@@ -993,7 +1016,9 @@ impl Process {
             backing: a.backing,
             page_size: a.page_size,
             same_address: a.same_address,
-            in_memory: a.opts.in_memory || h.flags & group_flags::IN_MEMORY != 0,
+            // The group's state, as its primary set it up (a secondary's own --in-memory, if
+            // `auto` had one, was not used).
+            in_memory: h.flags & group_flags::IN_MEMORY != 0,
             notices: a.notices,
             stop: AtomicBool::new(false),
             primary_pid,
@@ -1372,6 +1397,132 @@ struct JoinArgs<'a> {
     anchor: Option<UnixListener>,
 }
 
+/// One notice per option of [`crate::PRIMARY_ONLY_OPTIONS`] that `opts` gives, for a process
+/// that joined the running group `g` as a secondary and so did not use them; each says how the
+/// group differs from what the option asked, where it does.
+fn ignored_option_notices(opts: &Options, g: &shmconfig::validate::GroupMemory) -> Vec<String> {
+    let base = hugemem::base_page_size();
+    let on_hugepages = g.page_size() > base;
+    let group_mb = g.mem_limit >> 20;
+    let lead = |opt: &str| {
+        format!(
+            "{opt} was ignored: this process joined the running group {:?} as a secondary, and \
+             a secondary uses the memory its primary set up",
+            opts.file_prefix
+        )
+    };
+    let mut out = Vec::new();
+    if let Some(m) = opts.memory_mb {
+        let mut n = lead(&format!("-m {m}"));
+        if m != group_mb {
+            n.push_str(&format!(" (the group has {group_mb} MiB, not {m})"));
+        }
+        out.push(n);
+    }
+    if let Some(v) = &opts.socket_mem {
+        let s: Vec<String> = v.iter().map(u64::to_string).collect();
+        let mut n = lead(&format!("--socket-mem {}", s.join(",")));
+        n.push_str(&format!(
+            " (the group has {group_mb} MiB in {} segment(s))",
+            g.segments.len()
+        ));
+        out.push(n);
+    }
+    if opts.no_huge {
+        let mut n = lead("--no-huge");
+        if on_hugepages {
+            n.push_str(&format!(
+                ", which conflicts: the group's memory is on hugepages ({} KiB pages), not on \
+                 4 KiB pages as --no-huge asks",
+                g.page_size() / 1024
+            ));
+        }
+        out.push(n);
+    }
+    if let Some(d) = &opts.huge_dir {
+        let mut n = lead(&format!("--huge-dir {}", d.display()));
+        let same_dir = std::fs::canonicalize(d).ok() == g.seg_dir;
+        if g.backing() != backing::HUGETLBFS {
+            n.push_str(&format!(
+                ", which conflicts: the group's memory is not in a hugetlbfs directory ({} backing)",
+                shmconfig::validate::backing_name(g.backing())
+            ));
+        } else if !same_dir {
+            n.push_str(&format!(
+                ", which conflicts: the group's segment files are in {}",
+                g.seg_dir.as_deref().unwrap_or(Path::new("?")).display()
+            ));
+        }
+        out.push(n);
+    }
+    if opts.in_memory && g.flags & group_flags::IN_MEMORY == 0 {
+        out.push(format!(
+            "{}, which conflicts: the group is not in-memory, its segment files are in {}",
+            lead("--in-memory"),
+            g.seg_dir.as_deref().unwrap_or(Path::new("?")).display()
+        ));
+    } else if opts.in_memory {
+        out.push(lead("--in-memory"));
+    }
+    out
+}
+
+/// Check that the file behind segment `e` (`what`: its path, or where its descriptor came from)
+/// is what the configuration says: a regular file on hugetlbfs (with pages of the recorded size)
+/// or on tmpfs (`/dev/shm`, a memfd: base pages), as its backing says. Anything else (a file
+/// elsewhere, a device, a directory) is not a segment of a group, whatever the table claims.
+fn check_segment_file(
+    e: &shmconfig::validate::SegmentDesc,
+    probe: &sys::FileProbe,
+    what: &str,
+) -> std::result::Result<(), String> {
+    let i = e.index;
+    if !probe.regular {
+        return Err(format!(
+            "segments[{i}].path: {what} is not a regular file (a directory, device, FIFO, socket \
+             or symbolic link), so it cannot be a segment; nothing was mapped"
+        ));
+    }
+    let fs = match probe.fs_type {
+        sys::HUGETLBFS_MAGIC => backing::HUGETLBFS,
+        sys::TMPFS_MAGIC => backing::SHM,
+        other => {
+            return Err(format!(
+                "segments[{i}].path: {what} is on a file system of type {other:#x}, not hugetlbfs \
+                 ({:#x}) or tmpfs ({:#x}), so it cannot be a segment; nothing was mapped",
+                sys::HUGETLBFS_MAGIC,
+                sys::TMPFS_MAGIC
+            ))
+        }
+    };
+    let name = shmconfig::validate::backing_name;
+    // A memfd is on tmpfs, or on hugetlbfs when it holds hugepages.
+    if e.backing != backing::MEMFD && fs != e.backing {
+        return Err(format!(
+            "segments[{i}].backing is {} ({}) but {what} is on {}",
+            e.backing,
+            name(e.backing),
+            if fs == backing::SHM {
+                "tmpfs"
+            } else {
+                "hugetlbfs"
+            }
+        ));
+    }
+    let pages = if fs == backing::HUGETLBFS {
+        probe.fs_block
+    } else {
+        hugemem::base_page_size()
+    };
+    if pages != e.page_size {
+        return Err(format!(
+            "segments[{i}].page_size is {} but the pages of {what} are {pages} bytes",
+            e.page_size
+        ));
+    }
+    Ok(())
+}
+
 fn count_nodes() -> usize {
     std::fs::read_dir("/sys/devices/system/node")
         .map(|d| {
@@ -1573,7 +1724,11 @@ fn zone_from_place(
                 p.offset.segment
             ))
         })?;
-    if p.offset.offset as usize + p.len > len {
+    // The entry is shared memory any member (or a corrupt file) may have written: no overflow.
+    if (p.offset.offset as usize)
+        .checked_add(p.len)
+        .is_none_or(|end| end > len)
+    {
         return Err(ZoneError::Corrupt(format!(
             "zone {name:?} runs past the end of its segment"
         )));
@@ -1773,6 +1928,153 @@ fn fetch_in_memory(sock: &UnixStream, dir: &Path) -> Result<(File, SharedMap, Ve
     }
     let len = u64::from_ne_bytes(msg[4..12].try_into().expect("8")) as usize;
     let cfg = File::from(fds.remove(0));
+    // Mapped past its end, the descriptor would fault (SIGBUS) on the first read there.
+    let size = cfg.metadata().map_err(io)?.len();
+    if len as u64 > size || len < std::mem::size_of::<ConfigHeader>() {
+        return Err(ProcError::Corrupt {
+            file: path.display().to_string(),
+            why: format!(
+                "the primary announced a configuration of {len} bytes in a descriptor of {size} bytes"
+            ),
+        });
+    }
     let map = SharedMap::new(cfg.as_raw_fd(), len).map_err(io)?;
     Ok((cfg, map, fds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shmconfig::validate::SegmentDesc;
+
+    fn desc(backing: u32, page_size: u64) -> SegmentDesc {
+        SegmentDesc {
+            index: 0,
+            backing,
+            page_size,
+            len: page_size,
+            window_offset: 0,
+            node: u32::MAX,
+            file_index: 0,
+            path: None,
+        }
+    }
+
+    fn group(backing: u32, page_size: u64, in_memory: bool) -> shmconfig::validate::GroupMemory {
+        let mut seg = desc(backing, page_size);
+        if !in_memory {
+            seg.path = Some(PathBuf::from("/dev/hugepages/gmap_0"));
+        }
+        shmconfig::validate::GroupMemory {
+            flags: if in_memory { group_flags::IN_MEMORY } else { 0 },
+            max_zones: 16,
+            mem_limit: 16 << 20,
+            seg_dir: (!in_memory).then(|| PathBuf::from("/dev/hugepages")),
+            window_base: 0,
+            window_len: page_size,
+            segments: vec![seg],
+        }
+    }
+
+    #[test]
+    fn auto_as_secondary_names_each_ignored_option_and_each_conflict() {
+        let opts = Options {
+            proc_type: ProcType::Auto,
+            file_prefix: "g".into(),
+            memory_mb: Some(32),
+            no_huge: true,
+            in_memory: true,
+            huge_dir: Some("/nonexistent-dir".into()),
+            ..Options::default()
+        };
+        let n = ignored_option_notices(&opts, &group(backing::HUGETLBFS, 2 << 20, false));
+        assert_eq!(n.len(), 4, "{n:#?}");
+        for (opt, conflict) in [
+            ("-m 32 was ignored", "the group has 16 MiB, not 32"),
+            ("--no-huge was ignored", "on hugepages (2048 KiB pages)"),
+            (
+                "--huge-dir /nonexistent-dir was ignored",
+                "files are in /dev/hugepages",
+            ),
+            ("--in-memory was ignored", "the group is not in-memory"),
+        ] {
+            let line = n.iter().find(|l| l.starts_with(opt)).expect(opt);
+            assert!(line.contains(conflict), "{line}");
+            assert!(line.contains("secondary"), "{line}");
+        }
+        // Options that agree with the group are still named as ignored, without a conflict.
+        let opts = Options {
+            memory_mb: Some(16),
+            no_huge: true,
+            in_memory: true,
+            ..opts
+        };
+        let base = hugemem::base_page_size();
+        let n = ignored_option_notices(
+            &Options {
+                huge_dir: None,
+                ..opts.clone()
+            },
+            &group(backing::MEMFD, base, true),
+        );
+        assert_eq!(n.len(), 3, "{n:#?}");
+        assert!(
+            n.iter()
+                .all(|l| !l.contains("conflict") && !l.contains("not 16")),
+            "{n:#?}"
+        );
+        // Nothing given, nothing said.
+        assert!(
+            ignored_option_notices(&Options::default(), &group(backing::SHM, base, false))
+                .is_empty()
+        );
+    }
+
+    /// A file removed when the test ends.
+    struct Scratch(PathBuf);
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    #[test]
+    fn only_regular_files_on_hugetlbfs_or_tmpfs_pass_as_segments() {
+        let base = hugemem::base_page_size();
+        // A file elsewhere (the issue's /etc/passwd): refused, naming the field.
+        let p = sys::probe_path(Path::new("/etc/passwd")).unwrap();
+        if p.fs_type != sys::TMPFS_MAGIC && p.fs_type != sys::HUGETLBFS_MAGIC {
+            let e = check_segment_file(&desc(backing::SHM, base), &p, "/etc/passwd").unwrap_err();
+            assert!(
+                e.contains("segments[0].path") && e.contains("not hugetlbfs"),
+                "{e}"
+            );
+        }
+        // A file in /dev/shm: a segment of 4 KiB pages on tmpfs, nothing else.
+        let f = Scratch(PathBuf::from(format!(
+            "/dev/shm/procctl-test-seg-{}",
+            std::process::id()
+        )));
+        std::fs::write(&f.0, vec![0u8; base as usize]).unwrap();
+        let p = sys::probe_path(&f.0).unwrap();
+        assert!(p.regular);
+        check_segment_file(&desc(backing::SHM, base), &p, "f").unwrap();
+        check_segment_file(&desc(backing::MEMFD, base), &p, "f").unwrap();
+        let e = check_segment_file(&desc(backing::HUGETLBFS, base), &p, "f").unwrap_err();
+        assert!(e.contains("segments[0].backing"), "{e}");
+        let e = check_segment_file(&desc(backing::SHM, 2 << 20), &p, "f").unwrap_err();
+        assert!(e.contains("segments[0].page_size is 2097152"), "{e}");
+        // A symbolic link to it is not followed, and a directory is no segment.
+        let l = Scratch(PathBuf::from(format!(
+            "/dev/shm/procctl-test-link-{}",
+            std::process::id()
+        )));
+        std::os::unix::fs::symlink(&f.0, &l.0).unwrap();
+        for path in [&l.0, &PathBuf::from("/dev/shm")] {
+            let p = sys::probe_path(path).unwrap();
+            assert!(!p.regular, "{}", path.display());
+            let e = check_segment_file(&desc(backing::SHM, base), &p, "x").unwrap_err();
+            assert!(e.contains("not a regular file"), "{e}");
+        }
+    }
 }

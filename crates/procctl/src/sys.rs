@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::ptr::NonNull;
 
@@ -441,4 +441,67 @@ pub(crate) fn peer_pid(sock: &UnixStream) -> io::Result<u32> {
         return Err(io::Error::last_os_error());
     }
     Ok(cred.pid as u32)
+}
+
+/// `f_type` of a hugetlbfs file system (`HUGETLBFS_MAGIC` in `linux/magic.h`).
+pub(crate) const HUGETLBFS_MAGIC: u64 = 0x9584_58f6;
+/// `f_type` of a tmpfs (`TMPFS_MAGIC`): `/dev/shm`, and the memfds of non-hugepage memory.
+pub(crate) const TMPFS_MAGIC: u64 = 0x0102_1994;
+
+/// What a segment file is, from `fstat` and `fstatfs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FileProbe {
+    /// A regular file (not a directory, device, FIFO, socket or symbolic link).
+    pub(crate) regular: bool,
+    /// `f_type` of its file system.
+    pub(crate) fs_type: u64,
+    /// `f_bsize` of its file system (the page size, on hugetlbfs).
+    pub(crate) fs_block: u64,
+    /// Device and inode, to tell it from a file put in its place later.
+    pub(crate) dev: u64,
+    /// See `dev`.
+    pub(crate) ino: u64,
+}
+
+/// `fstat` and `fstatfs` of an open descriptor.
+pub(crate) fn probe_fd(fd: BorrowedFd<'_>) -> io::Result<FileProbe> {
+    // SAFETY: `stat` and `statfs` are plain C structs for which all-zero bytes are valid values.
+    let (mut st, mut sfs): (libc::stat, libc::statfs) = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid descriptor (borrowed for the call), and a pointer to our own `stat`.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above, with our own `statfs`.
+    if unsafe { libc::fstatfs(fd.as_raw_fd(), &mut sfs) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(FileProbe {
+        regular: st.st_mode & libc::S_IFMT == libc::S_IFREG,
+        // `f_type` is a signed word; the magic numbers are 32-bit.
+        fs_type: (sfs.f_type as u64) & 0xffff_ffff,
+        fs_block: sfs.f_bsize as u64,
+        dev: st.st_dev,
+        ino: st.st_ino,
+    })
+}
+
+/// Probe the file at `path` without opening it for reading or writing (`O_PATH`, symbolic links
+/// not followed), so that looking at a device or a file outside the group has no effect on it.
+pub(crate) fn probe_path(path: &std::path::Path) -> io::Result<FileProbe> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path holds a NUL byte"))?;
+    // SAFETY: a NUL-terminated path that lives across the call; O_PATH opens no file contents.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `open` just returned this descriptor; nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    probe_fd(fd.as_fd())
 }

@@ -4,6 +4,7 @@
 //! * [`zones`]: [`Zones`], [`Zone`], [`ShmOffset`], [`MemberId`]: the narrow waist between memory
 //!   and data structures.
 //! * [`LocalZones`]: heap-backed zones for unit tests and benchmarks.
+//! * [`validate`]: the checks a member runs on a live configuration's values before it uses them.
 #![deny(unsafe_code)]
 
 #[allow(unsafe_code)]
@@ -13,6 +14,7 @@ pub mod hooks;
 pub mod layout;
 pub mod local;
 pub mod tables;
+pub mod validate;
 pub mod zones;
 
 pub use local::LocalZones;

@@ -189,19 +189,24 @@ impl Tables {
         for &(seg, seg_len) in segments {
             let mut cursor = 0u64;
             let mut found = None;
+            // Entries are shared memory: arithmetic on them saturates rather than wraps, so a
+            // corrupt entry can make a reservation fail but never overlap another zone.
             for &(s, off, l) in used.iter().filter(|u| u.0 == seg) {
-                let start = cursor.next_multiple_of(align);
-                if start + len as u64 <= off {
+                let start = cursor.checked_next_multiple_of(align).unwrap_or(u64::MAX);
+                if start.checked_add(len as u64).is_some_and(|end| end <= off) {
                     found = Some(start);
                     break;
                 }
                 largest = largest.max(off.saturating_sub(cursor));
-                cursor = cursor.max(off + l);
+                cursor = cursor.max(off.saturating_add(l));
                 let _ = s;
             }
             if found.is_none() {
-                let start = cursor.next_multiple_of(align);
-                if start + len as u64 <= seg_len {
+                let start = cursor.checked_next_multiple_of(align).unwrap_or(u64::MAX);
+                if start
+                    .checked_add(len as u64)
+                    .is_some_and(|end| end <= seg_len)
+                {
                     found = Some(start);
                 } else {
                     largest = largest.max(seg_len.saturating_sub(cursor));
@@ -486,6 +491,47 @@ mod tests {
             .unwrap();
         assert_eq!(d.offset, ShmOffset::new(0, 0));
         assert_eq!(t.list_zones(&g).len(), 3);
+    }
+
+    #[test]
+    fn a_corrupt_zone_entry_cannot_make_reserve_overflow() {
+        let (_h, t) = tables(16);
+        let live = LocalZones::new().liveness();
+        let g = t.lock(MemberId(0), &*live, Duration::from_secs(1)).unwrap();
+        let segs = [(0u32, 1u64 << 20), (1u32, 1 << 20)];
+        let a = t
+            .reserve_zone(
+                &g,
+                &ZoneRequest::new("a", 64, ZoneKind::Memzone),
+                MemberId(0),
+                &segs,
+            )
+            .unwrap();
+        // A damaged entry: its end lies past the end of the address space.
+        t.zone(a.index)
+            .offset
+            .store(u64::MAX - 100, Ordering::Relaxed);
+        t.zone(a.index).len.store(u64::MAX - 100, Ordering::Relaxed);
+        let b = t
+            .reserve_zone(
+                &g,
+                &ZoneRequest::new("b", 4096, ZoneKind::Memzone),
+                MemberId(0),
+                &segs,
+            )
+            .unwrap();
+        // It went before the damaged entry, inside segment 0, overlapping nothing.
+        assert_eq!(b.offset, ShmOffset::new(0, 0));
+        t.zone(a.index).offset.store(64, Ordering::Relaxed);
+        let c = t
+            .reserve_zone(
+                &g,
+                &ZoneRequest::new("c", 4096, ZoneKind::Memzone),
+                MemberId(0),
+                &segs,
+            )
+            .unwrap();
+        assert_eq!(c.offset.segment, 1, "segment 0 is taken up to its end");
     }
 
     #[test]

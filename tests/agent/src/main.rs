@@ -21,6 +21,7 @@
 //! | `recv TIMEOUT_MS` | `MSG from=N name=.. payload=..` or `TIMEOUT` |
 //! | `smaps` | `BACKING <kind> kernel_page_kb=N` read from /proc/self/smaps |
 //! | `info` | `INFO ...` |
+//! | `notices` | `NOTICES n=N` and the process's notices (fallbacks, options ignored), ` | `-separated |
 //! | `ping` | `PONG` |
 //! | `exit` | leaves the group cleanly and exits 0 |
 #![deny(unsafe_code)]
@@ -267,6 +268,15 @@ fn run(p: &Process, line: &str) -> Option<String> {
             p.primary_pid(),
             p.in_memory()
         ),
+        "notices" => {
+            let n = p.notices();
+            let mut line = format!("NOTICES n={}", n.len());
+            for t in n {
+                line.push_str(" | ");
+                line.push_str(t);
+            }
+            line
+        }
         "sleep" => {
             std::thread::sleep(Duration::from_millis(num(0).unwrap_or(0) as u64));
             "OK".into()
@@ -275,8 +285,23 @@ fn run(p: &Process, line: &str) -> Option<String> {
     })
 }
 
+/// `hugeshare-agent --help`.
+const USAGE: &str = "\
+usage: hugeshare-agent [GROUP OPTIONS]
+A group member driven by line commands on standard input, for multi-process scenarios
+(`cargo xtask test-mp`). It prints READY role=.. member=.. pid=.. once it has joined (ERROR
+<message> and exit status 1 if it cannot), then answers each command with one line:
+  reserve NAME LEN | lookup NAME | free NAME | list | write NAME OFFSET TEXT |
+  read NAME OFFSET LEN | event TIMEOUT_MS [KIND] | event-at TIMEOUT_MS [KIND] | clock |
+  send N NAME TEXT | send-big N LEN | broadcast NAME TEXT | request N NAME TIMEOUT_MS TEXT |
+  serve NAME | recv TIMEOUT_MS | smaps | info | notices | sleep MS | ping | exit";
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if procctl::options::wants_help(&args) {
+        println!("{USAGE}\n\n{}", procctl::options::USAGE.trim_end());
+        return;
+    }
     let p = match Process::from_args(args) {
         Ok((p, _)) => p,
         Err(e) => {

@@ -253,6 +253,50 @@ fn sysfs_without_any_pages() {
     );
 }
 
+/// The fallback notice suggests only what is missing: never `--mount /dev/hugepages` where a
+/// hugetlbfs of that page size is already mounted, never `--reserve` where pages are.
+#[test]
+fn fallback_notice_suggests_only_what_is_missing() {
+    const MOUNT_2M: &str = "hugetlbfs /dev/hugepages hugetlbfs rw,relatime,pagesize=2M 0 0\n";
+    const MOUNT_1G: &str = "hugetlbfs /dev/hugepages hugetlbfs rw,relatime,pagesize=1G 0 0\n";
+    let notice = |pages: u64, mounts: &str, writable: bool| {
+        let s = FakeSys::new(&format!("hint{pages}{}{writable}", mounts.len()));
+        s.size(2048, [pages, pages, 0, 0]);
+        s.node(0, 2048, [pages, pages, 0]);
+        let info = HugepageInfo::assemble(
+            Some(MIB2),
+            read_sizes(&s.hp(), &s.nodes()).unwrap(),
+            parse_mounts(mounts, Some(MIB2)),
+            |_| writable,
+        );
+        let req = BackingRequest {
+            bytes: 64 << 20,
+            ..Default::default()
+        };
+        choose_backing(&info, &req).unwrap().notice.unwrap()
+    };
+    // Pages reserved and /dev/hugepages mounted, but not writable here (not root).
+    let n = notice(512, MOUNT_2M, false);
+    assert!(!n.contains("--mount") && !n.contains("--reserve"), "{n}");
+    assert!(n.contains("/dev/hugepages is not writable"), "{n}");
+    // No pages, the mount is there: reserve only.
+    let n = notice(0, MOUNT_2M, true);
+    assert!(n.contains("--reserve 64M --pagesize 2M`"), "{n}");
+    assert!(!n.contains("--mount"), "{n}");
+    // Pages, no mount at all: mount only.
+    let n = notice(512, MOUNTS_NONE, true);
+    assert!(
+        n.contains("`cargo xtask hugepages --pagesize 2M --mount /dev/hugepages`"),
+        "{n}"
+    );
+    // Neither, and /dev/hugepages holds 1 GiB pages: both, on another directory.
+    let n = notice(0, MOUNT_1G, true);
+    assert!(
+        n.contains("--reserve 64M --pagesize 2M --mount /dev/hugepages-2M`"),
+        "{n}"
+    );
+}
+
 #[test]
 fn sysfs_two_nodes_one_with_zero_pages_and_1g_pages() {
     // A two-socket host: 1024 x 2 MiB all on node 0, 4 x 1 GiB split 2/2, node 1 has no 2 MiB.
