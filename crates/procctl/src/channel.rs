@@ -178,6 +178,35 @@ pub(crate) fn socket_path(dir: &Path, m: MemberId) -> PathBuf {
     dir.join(format!("member_{}.sock", m.0))
 }
 
+/// Whether the member socket at `path` is a leftover: a file that no live process has bound
+/// (connecting to it is refused). A socket a live process holds, an orphaned member of an
+/// earlier group's included, is not one.
+fn is_stale_socket(path: &Path) -> bool {
+    let Ok(probe) = UnixDatagram::unbound() else {
+        return false;
+    };
+    matches!(
+        probe.connect(path),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
+    )
+}
+
+/// Remove every member socket file in `dir` that no live process holds (left by members of an
+/// earlier group that died by a signal). Returns how many were removed.
+pub(crate) fn remove_stale_sockets(dir: &Path) -> usize {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.flatten()
+        .filter(|e| {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            n.starts_with("member_") && n.ends_with(".sock")
+        })
+        .filter(|e| is_stale_socket(&e.path()) && std::fs::remove_file(e.path()).is_ok())
+        .count()
+}
+
 fn check(name: &str, payload: &[u8], nfds: usize) -> Result<(), ChannelError> {
     if name.is_empty() || name.len() > MAX_NAME {
         return Err(ChannelError::BadName(name.into()));
@@ -423,6 +452,24 @@ impl Channel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_sockets_no_live_process_holds_are_removed_as_stale() {
+        let dir = std::env::temp_dir().join(format!("hs-stale-sock-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // A member that died: its socket file stays after the socket is closed.
+        drop(UnixDatagram::bind(socket_path(&dir, MemberId(1))).unwrap());
+        // A live member (an orphan of an earlier group, say).
+        let live = UnixDatagram::bind(socket_path(&dir, MemberId(2))).unwrap();
+        // Not a member socket.
+        std::fs::write(dir.join("other.sock"), b"").unwrap();
+        assert_eq!(remove_stale_sockets(&dir), 1);
+        assert!(!socket_path(&dir, MemberId(1)).exists());
+        assert!(socket_path(&dir, MemberId(2)).exists());
+        assert!(dir.join("other.sock").exists());
+        drop(live);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn encode_decode_and_reject() {

@@ -389,6 +389,9 @@ impl Process {
                 }
             }
         }
+        // Socket files of a dead group's members that died by a signal with it (those an
+        // orphaned member still holds stay: connecting to them is not refused).
+        channel::remove_stale_sockets(dir);
         // Memory: what, where, how much.
         let info = HugepageInfo::discover()?;
         let page_hint = None;
@@ -1868,6 +1871,9 @@ impl Drop for Process {
                     let _ = std::fs::remove_file(p);
                 }
                 let _ = std::fs::remove_file(s.dir.join("socket"));
+                // Members killed so recently that no monitor cleaned up after them yet leave
+                // their socket files: those no live process holds go too.
+                channel::remove_stale_sockets(&s.dir);
             }
         }
         let _ = sys::ofd_unlock(&s.lock_file, 1 + s.slot.0 as u64);
