@@ -29,21 +29,10 @@ pub trait Plain: FromBytes + IntoBytes + Immutable + Copy {
     const TYPE_ID: u64;
 }
 
-/// A stable 64-bit identifier for a type name (FNV-1a of its UTF-8 bytes, as
-/// `rte_ring::type_id_of`), for [`Plain::TYPE_ID`].
-pub const fn type_id_of(name: &str) -> u64 {
-    fnv(0xcbf2_9ce4_8422_2325, name.as_bytes())
-}
-
-const fn fnv(mut h: u64, b: &[u8]) -> u64 {
-    let mut i = 0;
-    while i < b.len() {
-        h ^= b[i] as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        i += 1;
-    }
-    h
-}
+use shmconfig::typeid::type_id_extend;
+/// A stable 64-bit identifier for a type name (FNV-1a of its UTF-8 bytes, the same function
+/// as `rte_ring::type_id_of`), for [`Plain::TYPE_ID`].
+pub use shmconfig::typeid::type_id_of;
 
 macro_rules! scalar {
     ($($t:ty),*) => {$(
@@ -58,8 +47,8 @@ scalar!(f32, f64, ());
 
 /// `[T; N]`: its element's identifier and its length, folded into `"[T; N]"`'s.
 impl<T: Plain, const N: usize> Plain for [T; N] {
-    const TYPE_ID: u64 = fnv(
-        fnv(type_id_of("[T; N]"), &T::TYPE_ID.to_le_bytes()),
+    const TYPE_ID: u64 = type_id_extend(
+        type_id_extend(type_id_of("[T; N]"), &T::TYPE_ID.to_le_bytes()),
         &(N as u64).to_le_bytes(),
     );
 }

@@ -25,18 +25,8 @@ pub trait RingElement: Copy + FromBytes + IntoBytes + Immutable + Send + Sync + 
 }
 
 /// A stable 64-bit identifier for a type name (FNV-1a of its UTF-8 bytes), for
-/// [`RingElement::TYPE_ID`].
-pub const fn type_id_of(name: &str) -> u64 {
-    let b = name.as_bytes();
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
-    let mut i = 0;
-    while i < b.len() {
-        h ^= b[i] as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        i += 1;
-    }
-    h
-}
+/// [`RingElement::TYPE_ID`]: shmconfig's, so a type has the same identifier in every crate.
+pub use shmconfig::typeid::type_id_of;
 
 macro_rules! scalar {
     ($($t:ty),*) => {$(

@@ -14,6 +14,7 @@ pub mod hooks;
 pub mod layout;
 pub mod local;
 pub mod tables;
+pub mod typeid;
 pub mod validate;
 pub mod zones;
 
