@@ -59,7 +59,7 @@ pub use phys::phys_addr;
 pub use segment::{
     base_page_size, check_prefix, maps_occupants, parse_smaps_kernel_page_size, segment_file_name,
     segment_index, BackingKind, Hugetlbfs, MapOptions, Memfd, Segment, SegmentSource, SegmentSpec,
-    ShmFallback,
+    ShmFallback, HUGETLBFS_MAGIC,
 };
 pub use stale::{remove_stale, stale_segments};
 pub use window::{VaWindow, WINDOW_ALIGN};

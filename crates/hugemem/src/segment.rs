@@ -25,7 +25,7 @@ use crate::error::HugememError;
 use crate::raw::{FixedError, Mapped};
 
 /// `f_type` of a hugetlbfs file system (`HUGETLBFS_MAGIC` in `linux/magic.h`).
-const HUGETLBFS_MAGIC: u64 = 0x9584_58f6;
+pub const HUGETLBFS_MAGIC: u64 = 0x9584_58f6;
 /// How long [`Segment::open_path`] waits for a creator to finish (its `LOCK_EX`).
 const ATTACH_WAIT: Duration = Duration::from_secs(5);
 

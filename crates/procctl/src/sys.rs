@@ -443,8 +443,8 @@ pub(crate) fn peer_pid(sock: &UnixStream) -> io::Result<u32> {
     Ok(cred.pid as u32)
 }
 
-/// `f_type` of a hugetlbfs file system (`HUGETLBFS_MAGIC` in `linux/magic.h`).
-pub(crate) const HUGETLBFS_MAGIC: u64 = 0x9584_58f6;
+/// `f_type` of a hugetlbfs file system (hugemem's, which tells segment kinds by it too).
+pub(crate) use hugemem::HUGETLBFS_MAGIC;
 /// `f_type` of a tmpfs (`TMPFS_MAGIC`): `/dev/shm`, and the memfds of non-hugepage memory.
 pub(crate) const TMPFS_MAGIC: u64 = 0x0102_1994;
 
