@@ -48,10 +48,12 @@
 //! it is mapped, and the members already attached keep working.
 //!
 //! # Options only a primary uses
-//! The group's memory options ([`PRIMARY_ONLY_OPTIONS`]: `-m`, `--socket-mem`, `--no-huge`,
-//! `--huge-dir`, `--in-memory`) are refused by `--proc-type=secondary`
-//! ([`OptionsError::PrimaryOnly`]) and ignored, with a notice per option
-//! ([`Process::notices`]), by `--proc-type=auto` when it joins a running group. `-h`/`--help`
+//! The options that set up a new group ([`PRIMARY_ONLY_OPTIONS`]: its memory, `-m`,
+//! `--socket-mem`, `--no-huge`, `--huge-dir`, `--in-memory`, `--lazy-pages`; its address,
+//! `--base-virtaddr`; its zone table, `--max-zones`; its clock, `--clock`) are refused by
+//! `--proc-type=secondary` ([`OptionsError::PrimaryOnly`]) and ignored, with a notice per option
+//! ([`Process::notices`]) that says how the group differs where it does, by `--proc-type=auto`
+//! when it joins a running group. `-h`/`--help`
 //! is [`OptionsError::HelpRequested`]; programs check [`options::wants_help`] first and print
 //! [`options::USAGE`].
 //!

@@ -27,15 +27,22 @@ pub const DEFAULT_MEMORY_MB: u64 = 64;
 pub const MAX_MEMORY_MB: u64 = 64 << 20;
 /// How long a secondary waits for the primary to be ready, by default.
 pub const DEFAULT_ATTACH_TIMEOUT: Duration = Duration::from_secs(5);
-/// The options that set up the group's memory. Only a primary uses them: a secondary maps the
-/// memory its primary set up. `--proc-type=secondary` refuses them; `--proc-type=auto` uses
-/// them if it becomes the primary and otherwise ignores them, saying so in a notice.
-pub const PRIMARY_ONLY_OPTIONS: [&str; 5] = [
+/// The options that set up a new group: its memory (`-m`, `--socket-mem`, `--no-huge`,
+/// `--huge-dir`, `--in-memory`, `--lazy-pages`), where it is mapped (`--base-virtaddr`), its
+/// zone table (`--max-zones`) and its clock (`--clock`). Only a primary uses them: a secondary
+/// maps the memory, at the address, with the zone table and the clock its primary set up and
+/// recorded. `--proc-type=secondary` refuses them; `--proc-type=auto` uses them if it becomes
+/// the primary and otherwise ignores them, saying so in a notice.
+pub const PRIMARY_ONLY_OPTIONS: [&str; 9] = [
     "-m",
     "--socket-mem",
     "--no-huge",
     "--huge-dir",
     "--in-memory",
+    "--base-virtaddr",
+    "--lazy-pages",
+    "--max-zones",
+    "--clock",
 ];
 
 /// The options [`Options::parse_args`] accepts, one line each, for a program's `--help` (see
@@ -52,15 +59,16 @@ group options (before `--`; also from a TOML file with the same names, `_` for `
   --in-memory                         no files: secondaries get the memory by descriptor
                                       (primary only)
   -l LIST | -c MASK | --lcores MAP    the lcores this process claims (default: one free lcore)
-  --base-virtaddr HEX                 where the primary asks to place the group's memory
-  --lazy-pages                        do not populate hugepages at start (primary)
+  --base-virtaddr HEX                 where to place the group's memory (primary only)
+  --lazy-pages                        do not populate hugepages at start (primary only)
   --attach-timeout MS                 how long a secondary waits for its primary (default 5000)
   --runtime-dir DIR                   base of the runtime directories (or HUGESHARE_RUNTIME_DIR)
-  --max-zones N                       size of the zone table, 16 to 1048576 (primary; 2560)
+  --max-zones N                       size of the zone table, 16 to 1048576 (primary only;
+                                      default 2560)
   --monitor-interval MS               how often members look at each other (default 10)
-  --clock tsc|hpet|monotonic          force the group's clock (primary; default the best)
+  --clock tsc|hpet|monotonic          force the group's clock (primary only; default the best)
   -h, --help                          print this help and exit, joining nothing
-A secondary refuses the primary-only options: a group's memory is set up by its primary.
+A secondary refuses the primary-only options: a group is set up by its primary.
 ";
 
 /// Whether `args` ask for help: `-h` or `--help` among the group's options (before `--`) or the
@@ -123,20 +131,23 @@ pub struct Options {
     pub in_memory: bool,
     /// `--huge-dir`: the hugetlbfs directory to use.
     pub huge_dir: Option<PathBuf>,
-    /// `--base-virtaddr`: where the primary asks to place the group's memory.
+    /// `--base-virtaddr`: where the primary asks to place the group's memory (primary; a
+    /// secondary asks for the primary's address).
     pub base_virtaddr: Option<u64>,
     /// `--lazy-pages`: do not populate hugepages at start (faster start, pages faulted on first
-    /// touch; the pre-flight check still runs).
+    /// touch; the pre-flight check still runs). Primary: a secondary never populates.
     pub lazy_pages: bool,
     /// `--attach-timeout MS`: how long a secondary waits for the primary to be ready.
     pub attach_timeout: Duration,
     /// `--runtime-dir`: overrides the runtime directory base (also `HUGESHARE_RUNTIME_DIR`).
     pub runtime_dir: Option<PathBuf>,
-    /// `--max-zones`: size of the zone table (primary).
-    pub max_zones: u32,
+    /// `--max-zones`: size of the zone table (primary; `None`:
+    /// [`shmconfig::layout::DEFAULT_MAX_ZONES`]). A secondary uses the group's.
+    pub max_zones: Option<u32>,
     /// `--monitor-interval MS`: how often members check each other (default 10 ms).
     pub monitor_interval: Duration,
     /// `--clock tsc|hpet|monotonic`: force the group's clock (primary; default: the best one).
+    /// A secondary uses the clock its primary recorded.
     pub clock: Option<tsc_hpet::ClockKind>,
 }
 
@@ -155,7 +166,7 @@ impl Default for Options {
             lazy_pages: false,
             attach_timeout: DEFAULT_ATTACH_TIMEOUT,
             runtime_dir: None,
-            max_zones: shmconfig::layout::DEFAULT_MAX_ZONES,
+            max_zones: None,
             monitor_interval: Duration::from_millis(10),
             clock: None,
         }
@@ -192,9 +203,9 @@ pub enum OptionsError {
         /// Why.
         why: &'static str,
     },
-    /// Options that only set up a primary's memory, given to a process that can only be a
-    /// secondary.
-    #[error("{} only set up the memory of a new group, but --proc-type=secondary joins a running group, whose memory settings come from its primary; remove {} from this process's options, or use --proc-type=auto (which uses {} only when it becomes the primary)", .options.join(", "), if .options.len() == 1 { "it" } else { "them" }, if .options.len() == 1 { "it" } else { "them" })]
+    /// Options that only set up a new group (its memory, address, zone table or clock: see
+    /// [`PRIMARY_ONLY_OPTIONS`]), given to a process that can only be a secondary.
+    #[error("{} only set up a new group (its memory, address, zone table or clock), but --proc-type=secondary joins a running group, whose settings come from its primary; remove {} from this process's options, or use --proc-type=auto (which uses {} only when it becomes the primary)", .options.join(", "), if .options.len() == 1 { "it" } else { "them" }, if .options.len() == 1 { "it" } else { "them" })]
     PrimaryOnly {
         /// The options given, as on the command line (`--no-huge`, `-m 64`, ...).
         options: Vec<String>,
@@ -410,7 +421,7 @@ impl Options {
                             why: "must be between 16 and 1048576".into(),
                         });
                     }
-                    o.max_zones = n as u32;
+                    o.max_zones = Some(n as u32);
                 }
                 _ => return Err(OptionsError::Unknown(arg)),
             }
@@ -444,6 +455,18 @@ impl Options {
         }
         if self.in_memory {
             v.push("--in-memory".into());
+        }
+        if let Some(a) = self.base_virtaddr {
+            v.push(format!("--base-virtaddr {a:#x}"));
+        }
+        if self.lazy_pages {
+            v.push("--lazy-pages".into());
+        }
+        if let Some(n) = self.max_zones {
+            v.push(format!("--max-zones {n}"));
+        }
+        if let Some(c) = self.clock {
+            v.push(format!("--clock {c}"));
         }
         v
     }
@@ -718,6 +741,15 @@ mod tests {
             (&["--socket-mem=64,64"][..], "--socket-mem 64,64"),
             (&["--huge-dir", "/mnt/huge"][..], "--huge-dir /mnt/huge"),
             (&["--in-memory"][..], "--in-memory"),
+            (
+                &["--base-virtaddr=0x300000000000"][..],
+                "--base-virtaddr 0x300000000000",
+            ),
+            (&["--lazy-pages"][..], "--lazy-pages"),
+            (&["--max-zones", "64"][..], "--max-zones 64"),
+            // The default's value, given: refused as well (the group's table may differ).
+            (&["--max-zones=2560"][..], "--max-zones 2560"),
+            (&["--clock", "HPET"][..], "--clock hpet"),
         ] {
             let mut a = vec!["--proc-type=secondary"];
             a.extend_from_slice(opts);
@@ -757,6 +789,46 @@ mod tests {
         .unwrap();
         let e = Options::from_toml_str("proc_type = \"secondary\"\nno_huge = true").unwrap_err();
         assert!(e.to_string().contains("--no-huge only"), "{e}");
+        // The options file's keys for the others too.
+        for (key, named) in [
+            (
+                "base_virtaddr = \"0x300000000000\"",
+                "--base-virtaddr 0x300000000000",
+            ),
+            ("lazy_pages = true", "--lazy-pages"),
+            ("max_zones = 64", "--max-zones 64"),
+            ("clock = \"monotonic\"", "--clock monotonic"),
+        ] {
+            let e =
+                Options::from_toml_str(&format!("proc_type = \"secondary\"\n{key}")).unwrap_err();
+            assert!(
+                e.to_string().contains(&format!("{named} only")),
+                "{key}: {e}"
+            );
+            let o = Options::from_toml_str(&format!("proc_type = \"auto\"\n{key}")).unwrap();
+            assert_eq!(o.primary_only_given(), vec![named.to_string()], "{key}");
+        }
+        // `lazy_pages = false` gives nothing.
+        Options::from_toml_str("proc_type = \"secondary\"\nlazy_pages = false").unwrap();
+        // Every primary-only option is named in the list, and each is refused.
+        let all = parse(&[
+            "--proc-type=auto",
+            "-m",
+            "8",
+            "--no-huge",
+            "--in-memory",
+            "--base-virtaddr=0x1000",
+            "--lazy-pages",
+            "--max-zones=16",
+            "--clock=tsc",
+        ])
+        .unwrap();
+        let given = all.primary_only_given();
+        assert_eq!(given.len(), 7, "{given:?}");
+        for g in &given {
+            let opt = g.split(' ').next().unwrap();
+            assert!(PRIMARY_ONLY_OPTIONS.contains(&opt), "{opt}");
+        }
         assert_eq!(
             parse(&[]).unwrap().primary_only_given(),
             Vec::<String>::new()

@@ -136,6 +136,14 @@ impl Liveness for GroupLiveness {
         let st = self.mem.tables.header().members[i]
             .state
             .load(Ordering::Acquire);
+        if st == member_state::JOINING {
+            // A joiner holds the table lock before it is a member: alive while it holds its
+            // slot's byte (a waiter must not take the lock from it), free once it died.
+            return match sys::ofd_is_locked(&self.probe, 1 + i as u64) {
+                Ok(true) | Err(_) => MemberState::Alive,
+                Ok(false) => MemberState::Free,
+            };
+        }
         if st != member_state::ALIVE {
             return MemberState::Free;
         }
@@ -145,8 +153,9 @@ impl Liveness for GroupLiveness {
         }
     }
 
-    /// The slot's generation, raised by each process that takes the slot (before it marks the
-    /// slot alive): a live member's stays what it was when it joined.
+    /// The slot's generation, raised by each process that takes the slot (before it first takes
+    /// the table lock, and before it marks the slot alive): a live member's stays what it was
+    /// when it joined.
     fn incarnation(&self, member: MemberId) -> Option<u32> {
         let m = self
             .mem
@@ -548,7 +557,7 @@ impl Process {
             segments.push(seg);
         }
         // The configuration: written under a temporary name, locked, then renamed into place.
-        let max_zones = opts.max_zones;
+        let max_zones = opts.max_zones.unwrap_or(layout::DEFAULT_MAX_ZONES);
         let cfg_len = layout::config_len(max_zones);
         let (cfg_file, tmp_path) = if opts.in_memory {
             (
@@ -833,7 +842,9 @@ impl Process {
         let same_address = window.base() == want_base;
         // `auto` became a secondary: the options that would have set up the group's memory
         // were not used (an explicit secondary is refused them when its options are checked).
-        let mut notices = ignored_option_notices(opts, &g);
+        let group_clock =
+            tsc_hpet::ClockKind::from_u32(tables.header().clock.kind.load(Ordering::Acquire));
+        let mut notices = ignored_option_notices(opts, &g, group_clock);
         if !same_address {
             notices.push(format!(
                 "the primary's address range {want_base:#x}..{:#x} is taken in this process; mapped the group at {:#x} instead (shared structures use offsets, so they work; raw pointers stored in shared memory would not)",
@@ -951,6 +962,11 @@ impl Process {
                     let _ = sys::ofd_unlock(&a.lock, 1 + s as u64);
                     continue;
                 }
+                // Joining: alive to a waiter for the table lock while this process holds the
+                // byte (see `GroupLiveness::member_state`).
+                h.members[s]
+                    .state
+                    .store(member_state::JOINING, Ordering::Release);
                 slot = Some(MemberId(s as u16));
                 break;
             }
@@ -969,8 +985,19 @@ impl Process {
         for w in &m.lcores {
             w.store(0, Ordering::Relaxed);
         }
+        // A new incarnation of the slot, before the table lock is first taken: the lock word
+        // records it, and a waiter takes a word of the slot's previous incarnation (a process
+        // that died holding the lock) for a dead holder's, not for ours.
+        m.generation.fetch_add(1, Ordering::AcqRel);
         // lcores
-        let guard = tables.lock(slot, &*liveness, TABLE_LOCK_TIMEOUT)?;
+        let guard = match tables.lock(slot, &*liveness, TABLE_LOCK_TIMEOUT) {
+            Ok(g) => g,
+            Err(e) => {
+                m.state.store(member_state::FREE, Ordering::Release);
+                let _ = sys::ofd_unlock(&a.lock, 1 + slot.0 as u64);
+                return Err(e.into());
+            }
+        };
         let wanted: Vec<u32> = match &a.opts.lcores {
             Some(map) => map.lcores(),
             None => {
@@ -979,9 +1006,15 @@ impl Process {
                     owner == 0
                         || liveness.member_state(MemberId((owner - 1) as u16)) != MemberState::Alive
                 });
-                vec![free.ok_or_else(|| {
-                    ProcError::Full("every lcore is owned by a live member".into())
-                })?]
+                let Some(free) = free else {
+                    m.state.store(member_state::FREE, Ordering::Release);
+                    drop(guard);
+                    let _ = sys::ofd_unlock(&a.lock, 1 + slot.0 as u64);
+                    return Err(ProcError::Full(
+                        "every lcore is owned by a live member".into(),
+                    ));
+                };
+                vec![free]
             }
         };
         if let Err((lcore, owner)) = tables.claim_lcores(&guard, slot, &wanted, &*liveness) {
@@ -996,11 +1029,11 @@ impl Process {
                 name: tables.member_name(owner),
                 suggest,
             };
+            m.state.store(member_state::FREE, Ordering::Release);
             drop(guard);
             let _ = sys::ofd_unlock(&a.lock, 1 + slot.0 as u64);
             return Err(err);
         }
-        m.generation.fetch_add(1, Ordering::AcqRel);
         m.state.store(member_state::ALIVE, Ordering::Release);
         drop(guard);
         let primary_pid = h.primary_pid.load(Ordering::Relaxed);
@@ -1402,18 +1435,24 @@ struct JoinArgs<'a> {
 
 /// One notice per option of [`crate::PRIMARY_ONLY_OPTIONS`] that `opts` gives, for a process
 /// that joined the running group `g` as a secondary and so did not use them; each says how the
-/// group differs from what the option asked, where it does.
-fn ignored_option_notices(opts: &Options, g: &shmconfig::validate::GroupMemory) -> Vec<String> {
+/// group differs from what the option asked, where it does. `clock`: the group's clock as its
+/// record said when this process joined (`None`: the primary had not recorded it yet).
+fn ignored_option_notices(
+    opts: &Options,
+    g: &shmconfig::validate::GroupMemory,
+    clock: Option<tsc_hpet::ClockKind>,
+) -> Vec<String> {
     let base = hugemem::base_page_size();
     let on_hugepages = g.page_size() > base;
     let group_mb = g.mem_limit >> 20;
-    let lead = |opt: &str| {
+    let lead_for = |opt: &str, what: &str| {
         format!(
             "{opt} was ignored: this process joined the running group {:?} as a secondary, and \
-             a secondary uses the memory its primary set up",
+             a secondary uses {what}",
             opts.file_prefix
         )
     };
+    let lead = |opt: &str| lead_for(opt, "the memory its primary set up");
     let mut out = Vec::new();
     if let Some(m) = opts.memory_mb {
         let mut n = lead(&format!("-m {m}"));
@@ -1466,6 +1505,45 @@ fn ignored_option_notices(opts: &Options, g: &shmconfig::validate::GroupMemory) 
         ));
     } else if opts.in_memory {
         out.push(lead("--in-memory"));
+    }
+    if let Some(a) = opts.base_virtaddr {
+        let mut n = lead(&format!("--base-virtaddr {a:#x}"));
+        if a != g.window_base {
+            n.push_str(&format!(
+                " (the group's memory is at {:#x} in its primary, not {a:#x})",
+                g.window_base
+            ));
+        }
+        out.push(n);
+    }
+    if opts.lazy_pages {
+        let mut n = lead("--lazy-pages");
+        if g.flags & group_flags::LAZY == 0 {
+            n.push_str(" (its primary populated the group's pages at start)");
+        }
+        out.push(n);
+    }
+    if let Some(z) = opts.max_zones {
+        let mut n = lead_for(
+            &format!("--max-zones {z}"),
+            "the zone table its primary set up",
+        );
+        if z != g.max_zones {
+            n.push_str(&format!(
+                " (the group's zone table has {} entries, not {z})",
+                g.max_zones
+            ));
+        }
+        out.push(n);
+    }
+    if let Some(c) = opts.clock {
+        let mut n = lead_for(&format!("--clock {c}"), "the clock its primary chose");
+        match clock {
+            Some(k) if k != c => n.push_str(&format!(" (the group's clock is {k}, not {c})")),
+            Some(_) => {}
+            None => n.push_str(" (its primary had not recorded the group's clock yet)"),
+        }
+        out.push(n);
     }
     out
 }
@@ -1982,6 +2060,44 @@ mod tests {
         }
     }
 
+    /// A joiner holds the table lock before it is a member: while it holds its slot's byte, a
+    /// waiter must see it alive (and not take the lock from it); once its byte is free (it
+    /// died mid-join), the slot is free.
+    #[test]
+    fn a_joining_slot_is_alive_while_its_joiner_holds_the_byte() {
+        let dir = std::env::temp_dir().join(format!("hs-joining-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let p = Process::init(Options {
+            proc_type: ProcType::Primary,
+            file_prefix: "joining".into(),
+            memory_mb: Some(8),
+            no_huge: true,
+            in_memory: true,
+            runtime_dir: Some(dir.clone()),
+            ..Options::default()
+        })
+        .expect("primary");
+        let live = p.liveness();
+        let slot = 5usize;
+        let m = &p.shared.mem.tables.header().members[slot];
+        assert_eq!(live.member_state(MemberId(slot as u16)), MemberState::Free);
+        // A joiner (here: another open file description of the lock file) takes the slot.
+        let joiner = rundir::open_file(&p.shared.dir.join("lock"), false).unwrap();
+        assert!(sys::ofd_try_lock(&joiner, 1 + slot as u64, LockKind::Write).unwrap());
+        m.state.store(member_state::JOINING, Ordering::Release);
+        assert_eq!(
+            live.member_state(MemberId(slot as u16)),
+            MemberState::Alive,
+            "a joiner holding its byte is alive"
+        );
+        // The joiner dies before it became a member: its byte is released with its descriptor.
+        drop(joiner);
+        assert_eq!(live.member_state(MemberId(slot as u16)), MemberState::Free);
+        m.state.store(member_state::FREE, Ordering::Release);
+        drop(p);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn auto_as_secondary_names_each_ignored_option_and_each_conflict() {
         let opts = Options {
@@ -1993,7 +2109,7 @@ mod tests {
             huge_dir: Some("/nonexistent-dir".into()),
             ..Options::default()
         };
-        let n = ignored_option_notices(&opts, &group(backing::HUGETLBFS, 2 << 20, false));
+        let n = ignored_option_notices(&opts, &group(backing::HUGETLBFS, 2 << 20, false), None);
         assert_eq!(n.len(), 4, "{n:#?}");
         for (opt, conflict) in [
             ("-m 32 was ignored", "the group has 16 MiB, not 32"),
@@ -2022,6 +2138,7 @@ mod tests {
                 ..opts.clone()
             },
             &group(backing::MEMFD, base, true),
+            None,
         );
         assert_eq!(n.len(), 3, "{n:#?}");
         assert!(
@@ -2030,9 +2147,75 @@ mod tests {
             "{n:#?}"
         );
         // Nothing given, nothing said.
+        assert!(ignored_option_notices(
+            &Options::default(),
+            &group(backing::SHM, base, false),
+            Some(tsc_hpet::ClockKind::Tsc)
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn auto_as_secondary_names_the_address_zone_table_and_clock_options_it_ignored() {
+        use tsc_hpet::ClockKind;
+        let opts = Options {
+            proc_type: ProcType::Auto,
+            file_prefix: "g".into(),
+            base_virtaddr: Some(0x3000_0000_0000),
+            lazy_pages: true,
+            max_zones: Some(64),
+            clock: Some(ClockKind::Hpet),
+            ..Options::default()
+        };
+        let mut g = group(backing::HUGETLBFS, 2 << 20, false);
+        g.window_base = 0x2000_0000_0000;
+        let n = ignored_option_notices(&opts, &g, Some(ClockKind::Tsc));
+        assert_eq!(n.len(), 4, "{n:#?}");
+        for (opt, uses, differs) in [
+            (
+                "--base-virtaddr 0x300000000000 was ignored",
+                "the memory its primary set up",
+                "the group's memory is at 0x200000000000 in its primary, not 0x300000000000",
+            ),
+            (
+                "--lazy-pages was ignored",
+                "the memory its primary set up",
+                "its primary populated the group's pages at start",
+            ),
+            (
+                "--max-zones 64 was ignored",
+                "the zone table its primary set up",
+                "the group's zone table has 16 entries, not 64",
+            ),
+            (
+                "--clock hpet was ignored",
+                "the clock its primary chose",
+                "the group's clock is tsc, not hpet",
+            ),
+        ] {
+            let line = n.iter().find(|l| l.starts_with(opt)).expect(opt);
+            assert!(
+                line.contains(uses) && line.contains(differs) && line.contains("secondary"),
+                "{line}"
+            );
+        }
+        // What agrees with the group is named as ignored, with no difference; a clock not
+        // recorded yet is said to be so.
+        g.window_base = 0x3000_0000_0000;
+        g.flags |= group_flags::LAZY;
+        g.max_zones = 64;
+        let n = ignored_option_notices(&opts, &g, Some(ClockKind::Hpet));
+        assert_eq!(n.len(), 4, "{n:#?}");
         assert!(
-            ignored_option_notices(&Options::default(), &group(backing::SHM, base, false))
-                .is_empty()
+            n.iter()
+                .all(|l| !l.contains(" not ") && !l.contains("populated")),
+            "{n:#?}"
+        );
+        let n = ignored_option_notices(&opts, &g, None);
+        let clock = n.iter().find(|l| l.starts_with("--clock hpet")).unwrap();
+        assert!(
+            clock.contains("had not recorded the group's clock yet"),
+            "{clock}"
         );
     }
 

@@ -25,8 +25,10 @@ use zerocopy::{FromBytes, KnownLayout};
 
 /// The first eight bytes of a hugeshare configuration.
 pub const MAGIC: [u8; 8] = *b"HUGESHR\x01";
-/// Version of the configuration layout; bumped on any change of meaning.
-pub const LAYOUT_VERSION: u32 = 1;
+/// Version of the configuration layout; bumped on any change of meaning (2: the table lock word
+/// is 64 bits and records its holder's incarnation, see [`ConfigHeader::table_lock`]; member
+/// slots have a JOINING state, see [`member_state`]).
+pub const LAYOUT_VERSION: u32 = 2;
 /// The most segments a group can have.
 pub const MAX_SEGMENTS: usize = 64;
 /// The most members (processes) a group can have at once.
@@ -93,6 +95,10 @@ pub mod member_state {
     pub const ALIVE: u32 = 1;
     /// Left cleanly (transient: becomes FREE).
     pub const LEFT: u32 = 2;
+    /// Taken by a process that is joining: it holds the slot's lock and may hold the table
+    /// lock, but is not a member yet (becomes ALIVE, or FREE if the join fails). A slot in this
+    /// state whose lock nobody holds is free (its joiner died).
+    pub const JOINING: u32 = 3;
 }
 
 /// States of a zone entry, in [`ZoneEntry::state`].
@@ -223,13 +229,17 @@ pub struct ConfigHeader {
     pub prefix: [u8; NAME_LEN],
     /// Directory of the segment files, NUL-padded (empty for memfd).
     pub seg_dir: [u8; PATH_LEN],
-    /// Lock over the zone, member and lcore tables: 0 = free, else holder's member slot + 1.
-    /// A holder found dead is replaced (see `Tables::lock`).
-    pub table_lock: AtomicU32,
-    /// Number of segments in use.
-    pub n_segments: AtomicU32,
+    /// Lock over the zone, member and lcore tables: 0 = free; held: the holder's member slot + 1
+    /// in the low half, its incarnation (`Liveness::incarnation`, procctl's slot generation; 0
+    /// if unknown) in the high half. A holder found dead, or whose slot now holds another
+    /// incarnation, is replaced (see `Tables::lock`).
+    pub table_lock: AtomicU64,
     /// Zone reservations since start (for tools).
     pub zone_ops: AtomicU64,
+    /// Number of segments in use.
+    pub n_segments: AtomicU32,
+    /// Reserved, zero.
+    pub _pad0: u32,
     /// The group's clock.
     pub clock: ClockRecordRaw,
     /// Segments.
@@ -345,8 +355,9 @@ const fn compute_fingerprint() -> u64 {
             prefix,
             seg_dir,
             table_lock,
-            n_segments,
             zone_ops,
+            n_segments,
+            _pad0,
             clock,
             segments,
             members,

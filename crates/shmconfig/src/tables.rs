@@ -5,13 +5,25 @@
 //! liveness questions through [`Liveness`].
 //!
 //! # The table lock survives its holder
-//! The lock word holds the holder's member slot + 1. A waiter that has spun for a while asks the
-//! [`Liveness`] handle about the holder; if the holder is dead, the waiter takes the lock over with
-//! a compare-and-swap. Every update made under the lock is written so that a holder dying halfway
-//! leaves nothing harmful: a zone entry is filled in completely before its `state` is set to
-//! `USED` (release), so a half-written entry is still `FREE` and is simply overwritten later.
+//! The lock word ([`ConfigHeader::table_lock`]) holds the holder's member slot + 1 in its low
+//! half and the holder's incarnation ([`Liveness::incarnation`]: which process occupies the slot;
+//! procctl's slot generation) in its high half, as the hash table's writer lock does. A waiter
+//! that has spun for a while asks the [`Liveness`] handle about the holder; the holder is gone
+//! when its member is not alive, or when its slot is alive but now holds another incarnation (a
+//! newcomer was given the dead holder's slot), and the waiter then takes the lock over with a
+//! compare-and-swap on the word it read. Another thread of the holder's own process (same slot,
+//! same incarnation) waits like any other member.
+//!
+//! When the incarnation is not known (the [`Liveness`] returns `None`, or the holder recorded 0),
+//! only [`Liveness::member_state`] decides, as before incarnations were recorded: a slot reused
+//! by a newcomer looks like the holder, alive, and a word naming the waiter's own slot is taken
+//! for a previous occupant's.
+//!
+//! Every update made under the lock is written so that a holder dying halfway leaves nothing
+//! harmful: a zone entry is filled in completely before its `state` is set to `USED` (release),
+//! so a half-written entry is still `FREE` and is simply overwritten later.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::layout::{
@@ -80,16 +92,20 @@ impl Tables {
         self.view.max_zones
     }
 
-    /// Take the table lock as `me`, replacing a holder that `liveness` reports dead. Gives up
+    /// Take the table lock as `me`, replacing a holder that `liveness` reports gone: not alive,
+    /// or its slot now occupied by another incarnation (see the module documentation). Gives up
     /// after `timeout` (a live holder that never lets go is a bug elsewhere; nothing hangs).
+    ///
+    /// `me` must already hold its slot, with the incarnation `liveness` reports for it (procctl
+    /// raises the slot's generation before its first lock).
     pub fn lock<'a>(
         &'a self,
         me: MemberId,
         liveness: &dyn Liveness,
         timeout: Duration,
     ) -> Result<TableGuard<'a>, ZoneError> {
-        let word: &AtomicU32 = &self.header().table_lock;
-        let mine = u32::from(me.0) + 1;
+        let word: &AtomicU64 = &self.header().table_lock;
+        let mine = lock_word_of(me, liveness);
         let start = Instant::now();
         let mut spins = 0u32;
         loop {
@@ -108,16 +124,9 @@ impl Tables {
                 std::hint::spin_loop();
                 continue;
             }
-            // Slow path: is the holder still with us?
-            let holder = MemberId((cur - 1) as u16);
-            let st = if holder == me {
-                MemberState::Dead
-            } else {
-                liveness.member_state(holder)
-            };
-            // `holder == me`: a previous incarnation of this slot died holding the lock (we only
-            // get a slot after its previous occupant is gone).
-            if st != MemberState::Alive
+            // Slow path: is the holder still with us? A CAS on the exact word read: a newer
+            // holder (another waiter that took over first) wins.
+            if holder_gone(cur, me, liveness)
                 && word
                     .compare_exchange(cur, mine, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
@@ -125,6 +134,7 @@ impl Tables {
                 return Ok(TableGuard { word, mine });
             }
             if start.elapsed() > timeout {
+                let holder = holder_of(cur).unwrap_or(MemberId::OUTSIDER);
                 let pid = self
                     .header()
                     .members
@@ -390,11 +400,44 @@ impl Tables {
     }
 }
 
+/// The table lock word of member `me` in the process `liveness` answers for: its slot + 1 in the
+/// low half, its incarnation in the high half (0 when the liveness cannot tell).
+fn lock_word_of(me: MemberId, liveness: &dyn Liveness) -> u64 {
+    let inc = liveness.incarnation(me).unwrap_or(0);
+    u64::from(inc) << 32 | (u64::from(me.0) + 1)
+}
+
+/// The member a held lock word names; `None` if its low half names no member (a damaged word).
+fn holder_of(word: u64) -> Option<MemberId> {
+    let low = (word & 0xffff_ffff).checked_sub(1)?;
+    u16::try_from(low).ok().map(MemberId)
+}
+
+/// Whether the process that wrote lock word `cur` (held) is gone, as `me` sees it through
+/// `liveness`. With incarnations known on both sides (the word's high half, and
+/// [`Liveness::incarnation`] of its slot now): gone when the slot is not alive or holds another
+/// incarnation; a word of `me`'s own slot and incarnation is another thread of this process,
+/// alive. Otherwise as before incarnations were recorded: gone when the slot is not alive, and a
+/// word naming `me`'s own slot is a previous occupant's (a slot is only taken after its previous
+/// occupant is gone). A dead incarnation never comes back, so the answer stays true for `cur`.
+fn holder_gone(cur: u64, me: MemberId, liveness: &dyn Liveness) -> bool {
+    let Some(holder) = holder_of(cur) else {
+        return true; // names nobody: nobody can release it
+    };
+    let recorded = (cur >> 32) as u32;
+    match liveness.incarnation(holder) {
+        Some(now) if recorded != 0 => {
+            now != recorded || liveness.member_state(holder) != MemberState::Alive
+        }
+        _ => holder == me || liveness.member_state(holder) != MemberState::Alive,
+    }
+}
+
 /// The table lock, held. Released on drop.
 #[derive(Debug)]
 pub struct TableGuard<'a> {
-    word: &'a AtomicU32,
-    mine: u32,
+    word: &'a AtomicU64,
+    mine: u64,
 }
 
 impl Drop for TableGuard<'_> {
@@ -588,6 +631,112 @@ mod tests {
         let g = t.lock(MemberId(0), &*live, Duration::from_secs(1)).unwrap();
         drop(g);
         assert_eq!(t.header().table_lock.load(Ordering::Relaxed), 0);
+    }
+
+    /// Member slots with a state and an incarnation each, as procctl's liveness has them.
+    #[derive(Debug, Default)]
+    struct Slots(std::sync::Mutex<std::collections::HashMap<u16, (MemberState, Option<u32>)>>);
+
+    impl Slots {
+        fn set(&self, m: u16, st: MemberState, inc: Option<u32>) {
+            self.0.lock().unwrap().insert(m, (st, inc));
+        }
+    }
+
+    impl Liveness for Slots {
+        fn member_state(&self, member: MemberId) -> MemberState {
+            self.0
+                .lock()
+                .unwrap()
+                .get(&member.0)
+                .map_or(MemberState::Free, |s| s.0)
+        }
+        fn incarnation(&self, member: MemberId) -> Option<u32> {
+            self.0.lock().unwrap().get(&member.0).and_then(|s| s.1)
+        }
+    }
+
+    #[test]
+    fn a_dead_holder_whose_slot_a_newcomer_took_is_replaced() {
+        let (_h, t) = tables(16);
+        let live = Slots::default();
+        live.set(3, MemberState::Alive, Some(7));
+        live.set(5, MemberState::Alive, Some(1));
+        std::mem::forget(t.lock(MemberId(3), &live, Duration::from_secs(1)).unwrap());
+        // Slot 3's process died holding the lock; slot 3 was cleaned up and given to a newcomer
+        // (another incarnation, alive). A waiter in slot 5 sees the holder is gone.
+        live.set(3, MemberState::Alive, Some(8));
+        let g = t
+            .lock(MemberId(5), &live, Duration::from_secs(2))
+            .expect("the lock of a dead incarnation is taken over");
+        drop(g);
+        assert_eq!(t.header().table_lock.load(Ordering::Relaxed), 0);
+        // The newcomer itself (slot 3, incarnation 8) takes over a word of its slot's previous
+        // incarnation too.
+        live.set(3, MemberState::Alive, Some(7));
+        std::mem::forget(t.lock(MemberId(3), &live, Duration::from_secs(1)).unwrap());
+        live.set(3, MemberState::Alive, Some(8));
+        drop(t.lock(MemberId(3), &live, Duration::from_secs(2)).unwrap());
+        assert_eq!(t.header().table_lock.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_live_holder_is_waited_for_by_other_members_and_its_own_threads() {
+        let (_h, t) = tables(16);
+        let live = Slots::default();
+        live.set(3, MemberState::Alive, Some(7));
+        live.set(5, MemberState::Alive, Some(1));
+        t.header().members[3].pid.store(4242, Ordering::Relaxed);
+        let g = t.lock(MemberId(3), &live, Duration::from_secs(1)).unwrap();
+        // Another member, and another thread of the holder's own process (same slot, same
+        // incarnation): both wait, neither takes the lock from a live holder.
+        for waiter in [MemberId(5), MemberId(3)] {
+            let e = t
+                .lock(waiter, &live, Duration::from_millis(50))
+                .unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    ZoneError::LockHeld {
+                        holder: MemberId(3),
+                        pid: 4242,
+                        ..
+                    }
+                ),
+                "{waiter}: {e}"
+            );
+        }
+        drop(g);
+        assert_eq!(t.header().table_lock.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn without_incarnations_the_lock_behaves_as_before() {
+        let (_h, t) = tables(16);
+        let live = Slots::default();
+        live.set(3, MemberState::Alive, None);
+        live.set(5, MemberState::Alive, None);
+        std::mem::forget(t.lock(MemberId(3), &live, Duration::from_secs(1)).unwrap());
+        assert_eq!(t.header().table_lock.load(Ordering::Relaxed), 4);
+        // A reused slot cannot be told from its previous occupant: the holder looks alive.
+        assert!(matches!(
+            t.lock(MemberId(5), &live, Duration::from_millis(50)),
+            Err(ZoneError::LockHeld {
+                holder: MemberId(3),
+                ..
+            })
+        ));
+        // A word naming the waiter's own slot is taken for a previous occupant's.
+        drop(t.lock(MemberId(3), &live, Duration::from_secs(1)).unwrap());
+        // A holder that recorded no incarnation is judged by its state alone, even once its slot
+        // has one.
+        std::mem::forget(t.lock(MemberId(3), &live, Duration::from_secs(1)).unwrap());
+        live.set(3, MemberState::Alive, Some(9));
+        assert!(t
+            .lock(MemberId(5), &live, Duration::from_millis(50))
+            .is_err());
+        live.set(3, MemberState::Dead, Some(9));
+        drop(t.lock(MemberId(5), &live, Duration::from_secs(1)).unwrap());
     }
 
     #[test]

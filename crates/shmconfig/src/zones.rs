@@ -58,10 +58,11 @@ pub trait Liveness: Send + Sync + fmt::Debug {
 
     /// Which process occupies `member`'s slot: a number that changes each time a process takes
     /// the slot (procctl: the slot's generation), never 0 for an occupant this liveness can
-    /// tell apart. A data structure records it next to the member id (as the hash table's
-    /// writer lock does), so that work of a dead process is not taken for a newcomer's once the
-    /// newcomer has the same slot: the recorded occupant is gone when `member_state` says
-    /// `Alive` but this returns another number. Cheap, as [`Liveness::member_state`].
+    /// tell apart. A data structure records it next to the member id (as the group's table lock,
+    /// [`crate::Tables::lock`], and the hash table's writer lock do), so that work of a dead
+    /// process is not taken for a newcomer's once the newcomer has the same slot: the recorded
+    /// occupant is gone when `member_state` says `Alive` but this returns another number. Cheap,
+    /// as [`Liveness::member_state`].
     ///
     /// `None` (the default) when this liveness cannot tell occupants apart (a single process, a
     /// guest, [`crate::LocalZones`]), or for [`MemberId::OUTSIDER`]: then only
