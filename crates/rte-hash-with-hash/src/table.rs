@@ -8,7 +8,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use shmconfig::{Liveness, MemberId, MemberState, Zone, ZoneKind, ZoneRequest, Zones};
+use shmconfig::{Liveness, MemberId, Zone, ZoneKind, ZoneRequest, Zones};
 
 use crate::error::{HashError, TableFull};
 use crate::hashfn::{HashFn, HashFnId, HASH_NAME_MAX};
@@ -134,8 +134,9 @@ mod write;
 
 use read::read_words;
 pub use read::Iter;
+use shmconfig::lockword::{self, lock_word_of};
 pub use write::Writer;
-use write::{lock_word_of, write_words, Outcome};
+use write::{write_words, Outcome};
 
 impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
     /// Words of a key (the geometry's `key_words`, known at compile time).

@@ -13,6 +13,7 @@ mod raw;
 pub mod hooks;
 pub mod layout;
 pub mod local;
+pub mod lockword;
 pub mod tables;
 pub mod typeid;
 pub mod validate;

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use crate::layout::{
     self, member_state, zone_state, ConfigHeader, ZoneEntry, MAX_LCORES, MAX_MEMBERS,
 };
+use crate::lockword::{self, holder_of, lock_word_of};
 use crate::raw::ConfigView;
 use crate::zones::{
     check_zone_name, Liveness, MemberId, MemberState, ShmOffset, ZoneError, ZoneInfo, ZoneKind,
@@ -400,37 +401,14 @@ impl Tables {
     }
 }
 
-/// The table lock word of member `me` in the process `liveness` answers for: its slot + 1 in the
-/// low half, its incarnation in the high half (0 when the liveness cannot tell).
-fn lock_word_of(me: MemberId, liveness: &dyn Liveness) -> u64 {
-    let inc = liveness.incarnation(me).unwrap_or(0);
-    u64::from(inc) << 32 | (u64::from(me.0) + 1)
-}
-
-/// The member a held lock word names; `None` if its low half names no member (a damaged word).
-fn holder_of(word: u64) -> Option<MemberId> {
-    let low = (word & 0xffff_ffff).checked_sub(1)?;
-    u16::try_from(low).ok().map(MemberId)
-}
-
-/// Whether the process that wrote lock word `cur` (held) is gone, as `me` sees it through
-/// `liveness`. With incarnations known on both sides (the word's high half, and
-/// [`Liveness::incarnation`] of its slot now): gone when the slot is not alive or holds another
-/// incarnation; a word of `me`'s own slot and incarnation is another thread of this process,
-/// alive. Otherwise as before incarnations were recorded: gone when the slot is not alive, and a
-/// word naming `me`'s own slot is a previous occupant's (a slot is only taken after its previous
-/// occupant is gone). A dead incarnation never comes back, so the answer stays true for `cur`.
+/// Whether the process that wrote the held table lock word `cur` is gone, as `me` sees it through
+/// `liveness`: as [`lockword::holder_gone`] decides; besides, when the incarnations are not both
+/// known (as before they were recorded), a word naming `me`'s own slot is a previous occupant's
+/// (a slot is only taken after its previous occupant is gone). With them known, a word of `me`'s
+/// own slot and incarnation is another thread of this process, alive.
 fn holder_gone(cur: u64, me: MemberId, liveness: &dyn Liveness) -> bool {
-    let Some(holder) = holder_of(cur) else {
-        return true; // names nobody: nobody can release it
-    };
-    let recorded = (cur >> 32) as u32;
-    match liveness.incarnation(holder) {
-        Some(now) if recorded != 0 => {
-            now != recorded || liveness.member_state(holder) != MemberState::Alive
-        }
-        _ => holder == me || liveness.member_state(holder) != MemberState::Alive,
-    }
+    lockword::holder_gone(cur, liveness)
+        || (holder_of(cur) == Some(me) && !lockword::incarnation_known(cur, liveness))
 }
 
 /// The table lock, held. Released on drop.

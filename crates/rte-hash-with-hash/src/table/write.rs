@@ -11,13 +11,6 @@ const BFS_MAX: usize = 1000;
 /// whose low half is 0 names no holder; a held word's low half is the holder's member id + 1).
 pub(super) const LOCK_REPAIR: u64 = 1 << 32;
 
-/// The lock word of member `me` in the process `liveness` answers for: its member id + 1 in the
-/// low half, its incarnation in the high half (0 when the liveness cannot tell).
-pub(super) fn lock_word_of(me: MemberId, liveness: &dyn Liveness) -> u64 {
-    let inc = liveness.incarnation(me).unwrap_or(0);
-    u64::from(inc) << 32 | (u64::from(me.0) + 1)
-}
-
 /// How a write under the lock ended.
 pub(super) enum Outcome {
     /// Done; the position.
@@ -59,7 +52,9 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
                 if lw.compare_exchange(0, me, Acquire, Relaxed).is_ok() {
                     return;
                 }
-            } else if cur as u32 == 0 || (spins % 64 == 0 && self.holder_gone(cur)) {
+            } else if cur as u32 == 0
+                || (spins % 64 == 0 && lockword::holder_gone(cur, &*self.liveness))
+            {
                 // Free but to be repaired (a holder panicked), or held by a process that is
                 // gone: take it over with a CAS on the word read (a newer holder wins) and
                 // repair what the last holder may have left half-done.
@@ -75,27 +70,6 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
                 yield_now();
             }
         }
-    }
-
-    /// Whether the process that wrote lock word `cur` (held) is gone: its member is not alive,
-    /// or its member slot is alive but now occupied by another incarnation (the dead holder's
-    /// slot was cleaned up and given to a newcomer). A dead incarnation never comes back, so
-    /// the answer stays true for this exact word.
-    fn holder_gone(&self, cur: u64) -> bool {
-        let holder = (cur & 0xffff_ffff).wrapping_sub(1);
-        if holder > u64::from(u16::MAX) {
-            return true; // not a member id: nobody can hold it
-        }
-        let holder = MemberId(holder as u16);
-        if self.liveness.member_state(holder) != MemberState::Alive {
-            return true;
-        }
-        let inc = (cur >> 32) as u32;
-        inc != 0
-            && self
-                .liveness
-                .incarnation(holder)
-                .is_some_and(|now| now != inc)
     }
 
     /// Tell readers that an entry holding a key that also sits elsewhere is about to be
