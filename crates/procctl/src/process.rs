@@ -990,11 +990,15 @@ impl Process {
         // that died holding the lock) for a dead holder's, not for ours.
         m.generation.fetch_add(1, Ordering::AcqRel);
         // lcores
+        // A join that fails from here on gives the slot back: free, and its byte released.
+        let give_back = || {
+            m.state.store(member_state::FREE, Ordering::Release);
+            let _ = sys::ofd_unlock(&a.lock, 1 + slot.0 as u64);
+        };
         let guard = match tables.lock(slot, &*liveness, TABLE_LOCK_TIMEOUT) {
             Ok(g) => g,
             Err(e) => {
-                m.state.store(member_state::FREE, Ordering::Release);
-                let _ = sys::ofd_unlock(&a.lock, 1 + slot.0 as u64);
+                give_back();
                 return Err(e.into());
             }
         };
@@ -1007,9 +1011,8 @@ impl Process {
                         || liveness.member_state(MemberId((owner - 1) as u16)) != MemberState::Alive
                 });
                 let Some(free) = free else {
-                    m.state.store(member_state::FREE, Ordering::Release);
                     drop(guard);
-                    let _ = sys::ofd_unlock(&a.lock, 1 + slot.0 as u64);
+                    give_back();
                     return Err(ProcError::Full(
                         "every lcore is owned by a live member".into(),
                     ));
@@ -1029,9 +1032,8 @@ impl Process {
                 name: tables.member_name(owner),
                 suggest,
             };
-            m.state.store(member_state::FREE, Ordering::Release);
             drop(guard);
-            let _ = sys::ofd_unlock(&a.lock, 1 + slot.0 as u64);
+            give_back();
             return Err(err);
         }
         m.state.store(member_state::ALIVE, Ordering::Release);
