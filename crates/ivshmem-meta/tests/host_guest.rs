@@ -60,6 +60,20 @@ impl Drop for Scratch {
     }
 }
 
+/// A primary of group `prefix` on 8 MiB of ordinary memory, its runtime directory in `rt`.
+fn start_primary(rt: &Scratch, prefix: &str) -> procctl::Process {
+    let (primary, _) = procctl::Process::from_args([
+        "--proc-type=primary".to_string(),
+        format!("--file-prefix={prefix}"),
+        "--no-huge".into(),
+        "-m".into(),
+        "8".into(),
+        format!("--runtime-dir={}", rt.0.display()),
+    ])
+    .unwrap();
+    primary
+}
+
 fn small() -> MetaOptions {
     MetaOptions {
         device_len: 1 << 20,
@@ -482,24 +496,17 @@ fn two_devices_and_foreign_and_damaged_ones() {
 fn with_a_real_process_group() {
     let rt = Scratch::new("rt");
     let prefix = format!("ivt{}", std::process::id());
-    let rtdir = rt.0.display().to_string();
-    let args = |t: &str| {
-        let mut a = vec![
-            format!("--proc-type={t}"),
-            format!("--file-prefix={prefix}"),
-            format!("--runtime-dir={rtdir}"),
-        ];
-        if t == "primary" {
-            // The group's memory options: a secondary takes them from the primary.
-            a.extend(["--no-huge".into(), "-m".into(), "8".into()]);
-        }
-        a
-    };
-    let (primary, _) = procctl::Process::from_args(args("primary")).unwrap();
+    let primary = start_primary(&rt, &prefix);
     let m = Metadata::create_with(&primary, "vm0", &small()).unwrap();
     assert_eq!(m.generation(), primary.generation());
     assert!(m.path().starts_with("/dev/shm"), "{}", m.path().display());
-    let (secondary, _) = procctl::Process::from_args(args("secondary")).unwrap();
+    // No memory options: a secondary takes them from the primary.
+    let (secondary, _) = procctl::Process::from_args([
+        "--proc-type=secondary".to_string(),
+        format!("--file-prefix={prefix}"),
+        format!("--runtime-dir={}", rt.0.display()),
+    ])
+    .unwrap();
     let e = Metadata::create(&secondary, "vm0").unwrap_err();
     assert!(matches!(e, MetaError::Exists { .. }), "{e}");
     let a = QemuArgs::from_group(&secondary, &prefix, &["vm0"], 0x10).unwrap();
@@ -560,15 +567,7 @@ fn a_guest_takes_and_returns_mempool_objects_without_caches() {
 fn a_general_segment_is_exposed_only_when_asked() {
     let rt = Scratch::new("expose");
     let prefix = format!("ivx{}", std::process::id());
-    let (primary, _) = procctl::Process::from_args([
-        "--proc-type=primary".to_string(),
-        format!("--file-prefix={prefix}"),
-        "--no-huge".into(),
-        "-m".into(),
-        "8".into(),
-        format!("--runtime-dir={}", rt.0.display()),
-    ])
-    .unwrap();
+    let primary = start_primary(&rt, &prefix);
     let m = Metadata::create_with(&primary, "vm0", &small()).unwrap();
     let grp = Ring::<u64>::create(&primary, "grp", 64, RingFlags::empty()).unwrap();
     let e = m.add_ring(&grp).unwrap_err();
@@ -635,15 +634,7 @@ fn membarrier_available() -> bool {
 fn exposing_a_segment_ends_the_bias_of_a_group_ring_on_it() {
     let rt = Scratch::new("expose-bias");
     let prefix = format!("ivb{}", std::process::id());
-    let (primary, _) = procctl::Process::from_args([
-        "--proc-type=primary".to_string(),
-        format!("--file-prefix={prefix}"),
-        "--no-huge".into(),
-        "-m".into(),
-        "8".into(),
-        format!("--runtime-dir={}", rt.0.display()),
-    ])
-    .unwrap();
+    let primary = start_primary(&rt, &prefix);
     let m = Metadata::create_with(&primary, "vm0", &small()).unwrap();
     let grp = Ring::<u64>::create(&primary, "grp", 64, RingFlags::empty()).unwrap();
     // Used by this thread before it is offered: both sides biased to it.
