@@ -254,6 +254,23 @@ fn writer_and_two_reader_processes() {
     }
 }
 
+/// Table "mp" of 64 entries in `z`, filled with keys `key(i)` (value `[i, i]`) until it holds at
+/// least 56; returns it and the `i` of the keys it took.
+fn nearly_full_table(z: &ShmZones) -> (Table, Vec<u64>) {
+    let t: Table = Hash::create(z, "mp", Params::new(64), Crc32c::new(0)).unwrap();
+    let mut keys = Vec::new();
+    for i in 0..1000u64 {
+        let k = key(i);
+        if t.add_with_hash(&k, t.hash(&k), &[i, i]).is_ok() {
+            keys.push(i);
+        }
+        if t.count() >= 56 {
+            break;
+        }
+    }
+    (t, keys)
+}
+
 #[test]
 fn writer_killed_mid_operation_is_taken_over() {
     for kind in 0..4 {
@@ -261,17 +278,7 @@ fn writer_killed_mid_operation_is_taken_over() {
         let path = shm_path(&format!("kill{kind}"));
         let _cleanup = Cleanup(path.clone(), 2);
         let z = ShmZones::create(&path, MemberId(0));
-        let t: Table = Hash::create(&z, "mp", Params::new(64), Crc32c::new(0)).unwrap();
-        let mut keys = Vec::new();
-        for i in 0..1000u64 {
-            let k = key(i);
-            if t.add_with_hash(&k, t.hash(&k), &[i, i]).is_ok() {
-                keys.push(i);
-            }
-            if t.count() >= 56 {
-                break;
-            }
-        }
+        let (t, keys) = nearly_full_table(&z);
         assert!(keys.len() >= 56 && keys[..6] == [0, 1, 2, 3, 4, 5]);
         let mut child = spawn(&format!("die:{kind}"), &path, 1);
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -327,17 +334,7 @@ fn writer_killed_holding_the_lock_is_taken_over_after_its_slot_is_reused() {
         let path = shm_path(&format!("reuse{kind}"));
         let _cleanup = Cleanup(path.clone(), 2);
         let z = ShmZones::create(&path, MemberId(0));
-        let t: Table = Hash::create(&z, "mp", Params::new(64), Crc32c::new(0)).unwrap();
-        let mut keys = Vec::new();
-        for i in 0..1000u64 {
-            let k = key(i);
-            if t.add_with_hash(&k, t.hash(&k), &[i, i]).is_ok() {
-                keys.push(i);
-            }
-            if t.count() >= 56 {
-                break;
-            }
-        }
+        let (t, keys) = nearly_full_table(&z);
         let before = t.count();
         let mut dying = KillOnDrop(spawn(&format!("die:{kind}"), &path, 1));
         assert!(
