@@ -586,6 +586,15 @@ pub(crate) struct Header {
     pub value_type: (u64, String),
 }
 
+/// The NUL-padded name of up to `N` bytes stored in the words at `at` (bytes that are not
+/// UTF-8 shown as U+FFFD).
+fn read_name<const N: usize>(mem: &Mem, at: usize) -> String {
+    let mut b = [0u8; N];
+    read_words(mem, at, &mut b);
+    let end = b.iter().position(|&c| c == 0).unwrap_or(N);
+    String::from_utf8_lossy(&b[..end]).into_owned()
+}
+
 /// Check a table's header (magic, layout version and fingerprint) and read what it records:
 /// key and value sizes and types, and the hash function. Shared by [`Hash::lookup`] and
 /// [`crate::inspect`].
@@ -628,22 +637,16 @@ pub(crate) fn open_header(name: &str, zone: Zone) -> Result<Header, HashError> {
     }
     let sizes = mem.w(H_SIZES).load(Relaxed);
     let (ks, vs) = ((sizes as u32) as usize, ((sizes >> 32) as u32) as usize);
-    let mut fname = [0u8; HASH_NAME_MAX];
-    read_words(&mem, H_FN_NAME, &mut fname);
-    let end = fname.iter().position(|&b| b == 0).unwrap_or(HASH_NAME_MAX);
     let seedw = mem.w(H_FN_SEED).load(Relaxed);
     let stored = HashFnId {
-        name: String::from_utf8_lossy(&fname[..end]).into_owned(),
+        name: read_name::<HASH_NAME_MAX>(&mem, H_FN_NAME),
         seed: seedw as u32,
         check: (seedw >> 32) as u32,
     };
     let type_at = |id: usize, at: usize| {
-        let mut n = [0u8; TYPE_NAME_MAX];
-        read_words(&mem, at, &mut n);
-        let end = n.iter().position(|&b| b == 0).unwrap_or(TYPE_NAME_MAX);
         (
             mem.w(id).load(Relaxed),
-            String::from_utf8_lossy(&n[..end]).into_owned(),
+            read_name::<TYPE_NAME_MAX>(&mem, at),
         )
     };
     let key_type = type_at(H_KEY_TYPE, H_KEY_NAME);
