@@ -639,7 +639,8 @@ fn floor_copies(n: usize, iters: u32) -> f64 {
 
 /// [`floor_copies`] with 8-byte moves (one element per load and store; volatile, so that the
 /// compiler cannot merge them into wider moves): the copies' floor does not depend on the move
-/// width. Cycles per bulk.
+/// width. Cycles per bulk. (Kept apart from [`floor_copies`]: one function taking the copy as a
+/// closure measured 27.8 cycles instead of 12.9 for the 16-byte floor, other code for the loop.)
 #[inline(never)]
 fn floor_copies_words(n: usize, iters: u32) -> f64 {
     let mut slots = black_box(vec![0u64; 4096]);
