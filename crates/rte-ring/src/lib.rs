@@ -177,14 +177,19 @@
 //!
 //! * **Tails.** The room of a producer (from the consumer tail, or the producers' copy of it
 //!   beside their head word, which is shared memory too) and the entries of a consumer (from
-//!   the producer tail) are clamped to `0..=capacity`, in the shared calls and in the
-//!   single-member handles alike. A value above the capacity, which no ring can have, counts
-//!   as the capacity: a consumer then takes up to a full ring of whatever the slots hold (any
-//!   bytes are a valid [`RingElement`]), a producer writes over slots it takes for free. A
-//!   tail behind this side's position counts as nothing: the ring looks full to producers and
-//!   empty to consumers. The clamp is a `max` and a `min` on a value every call computes anyway
-//!   (conditional moves, or a branch that always goes the same way where the compiler prefers
-//!   one; no load of shared memory). It is not counted in [`RingInfo`]: that would cost a
+//!   the producer tail) are brought within `0..=capacity`, in the shared calls and in the
+//!   single-member handles alike. A tail behind this side's position counts as nothing: the
+//!   ring looks full to producers and empty to consumers. A value above the capacity, which no
+//!   ring can have, counts as the capacity in the shared calls and for a producer handle: a
+//!   consumer then takes up to a full ring of whatever the slots hold (any bytes are a valid
+//!   [`RingElement`]), a producer writes over slots it takes for free. For a
+//!   [`SingleConsumer`] it counts as nothing, like a tail behind: its own position is never
+//!   stale, so no legitimate tail is out of range, and one compare does (a shared call's head
+//!   may be stale, which can make a legitimate room look larger than the capacity: it must
+//!   go on to its CAS, which fails, rather than report a full ring). Either way this is a
+//!   `max` and a `min`, or one compare, on a value every call computes anyway (conditional
+//!   moves, or a branch that always goes the same way where the compiler prefers one; no load
+//!   of shared memory). It is not counted in [`RingInfo`]: that would cost a
 //!   branch and a store on the fastest path. [`Ring::count`] was clamped to the capacity
 //!   already, and [`RingInfo`] shows the raw tails.
 //! * **Abandoned ranges.** An entry of the table that runs past the producer tail, or overlaps
