@@ -183,10 +183,11 @@
 //!   ring can have, counts as the capacity in the shared calls and for a producer handle: a
 //!   consumer then takes up to a full ring of whatever the slots hold (any bytes are a valid
 //!   [`RingElement`]), a producer writes over slots it takes for free. For a
-//!   [`SingleConsumer`] it counts as nothing, like a tail behind: its own position is never
-//!   stale, so no legitimate tail is out of range, and one compare does (a shared call's head
-//!   may be stale, which can make a legitimate room look larger than the capacity: it must
-//!   go on to its CAS, which fails, rather than report a full ring). Either way this is a
+//!   [`SingleConsumer`], and for a call on a side biased to its thread (see "Biased sides"),
+//!   it counts as nothing, like a tail behind: their position is their side's own tail, never
+//!   stale, so no legitimate value is out of range, and one compare does (an ordinary shared
+//!   call's head may be stale, which can make a legitimate room look larger than the
+//!   capacity: it must go on to its CAS, which fails, rather than report a full ring). Either way this is a
 //!   `max` and a `min`, or one compare, on a value every call computes anyway (conditional
 //!   moves, or a branch that always goes the same way where the compiler prefers one; no load
 //!   of shared memory). It is not counted in [`RingInfo`]: that would cost a

@@ -1285,7 +1285,7 @@ impl<T: RingElement> Ring<T> {
         if sync == SyncMode::Mt && self.is_own_bias(h) {
             let (mine, other) = self.side(w);
             if let Some((busy, pos)) = Self::begin_biased(mine, h) {
-                let Some(room) = self.room_at(w, mine, other, pos, n) else {
+                let Some(room) = self.room_at::<true>(w, mine, other, pos, n) else {
                     busy.store(0, Release);
                     return (Claim::NONE, HOLES, None);
                 };
@@ -1585,28 +1585,64 @@ impl<T: RingElement> Ring<T> {
         clamp_room(r, self.capacity)
     }
 
+    /// The room at `pos` given the other side's tail `other`, for a caller whose `pos` is its
+    /// side's own tail (a side biased to it): never stale, so a legitimate room is always
+    /// within `0..=capacity`, and a value out of it (a tail a peer wrote) counts as none, with
+    /// one compare instead of [`Ring::room`]'s clamp.
+    #[inline(always)]
+    fn room_own(&self, w: Which, pos: u32, other: u32) -> u32 {
+        let r = match w {
+            Which::Prod => self.capacity.wrapping_add(other).wrapping_sub(pos),
+            Which::Cons => other.wrapping_sub(pos),
+        };
+        if r <= self.capacity {
+            r
+        } else {
+            0
+        }
+    }
+
     /// Room at `pos`. Producers use their cached copy of the consumer tail when it is enough,
     /// else the consumer tail itself; consumers read the producer tail. `None` when consumers
-    /// must go the slow way because producers left abandoned ranges.
+    /// must go the slow way because producers left abandoned ranges. `OWN`: `pos` is the side's
+    /// own tail (a biased side; see [`Ring::room_own`]); else a head that may be stale, whose
+    /// room can legitimately look larger than the capacity (the CAS that follows fails), so it
+    /// is clamped.
     #[inline(always)]
-    fn room_at(&self, w: Which, mine: &Side, other: &Side, pos: u32, want: u32) -> Option<u32> {
+    fn room_at<const OWN: bool>(
+        &self,
+        w: Which,
+        mine: &Side,
+        other: &Side,
+        pos: u32,
+        want: u32,
+    ) -> Option<u32> {
+        let room_of = |t: u32| {
+            if OWN {
+                self.room_own(w, pos, t)
+            } else {
+                self.room(w, pos, t)
+            }
+        };
         if w == Which::Cons {
             // Consumers read the producer tail every time (a cached copy measured slower here:
             // producer and consumer usually run close together), and the abandoned-range count
             // beside it only when there is something to take.
             let t = other.tail.load(Acquire);
-            let room = self.room(w, pos, t);
+            let room = room_of(t);
             if room != 0 && other.holes.load(Acquire) != 0 {
                 return None;
             }
             return Some(room);
         }
-        let room = self.room(w, pos, mine.cached_other.load(Acquire));
+        // (A stale cached copy can give a room below zero, or out of range for `OWN`: then 0,
+        // and the consumer tail itself is read.)
+        let room = room_of(mine.cached_other.load(Acquire));
         if room >= want {
             return Some(room);
         }
         let t = other.tail.load(Acquire);
-        let room = self.room(w, pos, t);
+        let room = room_of(t);
         if room == 0 {
             return Some(0);
         }
@@ -1686,7 +1722,7 @@ impl<T: RingElement> Ring<T> {
                     continue;
                 }
             }
-            let Some(room) = self.room_at(w, mine, other, pos, want) else {
+            let Some(room) = self.room_at::<false>(w, mine, other, pos, want) else {
                 return (Claim::NONE, HOLES);
             };
             let n = Self::decide(want, room, fixed);
@@ -1934,7 +1970,7 @@ impl<T: RingElement> Ring<T> {
         let (busy, pos) = Self::begin_biased(mine, h)?;
         let want = items.len() as u32;
         let room = self
-            .room_at(Which::Prod, mine, other, pos, want)
+            .room_at::<true>(Which::Prod, mine, other, pos, want)
             .unwrap_or(0);
         let n = Self::decide(want, room, fixed);
         if n != 0 {
@@ -1957,7 +1993,7 @@ impl<T: RingElement> Ring<T> {
         let (mine, other) = self.side(Which::Cons);
         let (busy, pos) = Self::begin_biased(mine, h)?;
         let want = out.len() as u32;
-        let Some(room) = self.room_at(Which::Cons, mine, other, pos, want) else {
+        let Some(room) = self.room_at::<true>(Which::Cons, mine, other, pos, want) else {
             // Abandoned producer ranges to step over: the slow way (it drops the bias).
             busy.store(0, Release);
             return Some(self.dequeue_slow(out, fixed, SyncMode::Mt));
@@ -1981,7 +2017,7 @@ impl<T: RingElement> Ring<T> {
     fn deq_one_biased(&self, h: u64) -> Option<Option<T>> {
         let (mine, other) = self.side(Which::Cons);
         let (busy, pos) = Self::begin_biased(mine, h)?;
-        let Some(room) = self.room_at(Which::Cons, mine, other, pos, 1) else {
+        let Some(room) = self.room_at::<true>(Which::Cons, mine, other, pos, 1) else {
             busy.store(0, Release);
             let mut v = T::new_zeroed();
             let got = self
@@ -2038,11 +2074,14 @@ impl<T: RingElement> Ring<T> {
         self.side(w).0.head.load(Acquire)
     }
 
-    /// Whether head word `h` says its side is biased to this thread (the thread's tag is read
-    /// only when the head word is a special one, so the MT path pays one compare).
+    /// Whether head word `h` says its side is biased to this thread. One compare with the
+    /// thread's biased word (whose length field is `BIASED`: no ordinary word matches). Testing
+    /// for a special word first, so that an ordinary MT call would not read the thread's tag,
+    /// cost the biased calls three instructions and saved the ordinary ones (which take a
+    /// locked CAS next) two.
     #[inline(always)]
     fn is_own_bias(&self, h: u64) -> bool {
-        (h >> 48) as u16 >= FRESH && h & !GEN_BITS == self.bias_word()
+        h & !GEN_BITS == self.bias_word()
     }
 
     /// A reservation on side `w`, biased to this thread (head word `bw`): flag the operation in
@@ -2060,7 +2099,7 @@ impl<T: RingElement> Ring<T> {
         bw: u64,
     ) -> Option<(Claim, u32)> {
         let (busy, pos) = Self::begin_biased(mine, bw)?;
-        let Some(room) = self.room_at(w, mine, other, pos, want) else {
+        let Some(room) = self.room_at::<true>(w, mine, other, pos, want) else {
             busy.store(0, Release);
             return Some((Claim::NONE, HOLES));
         };
