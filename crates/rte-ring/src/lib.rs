@@ -53,6 +53,15 @@
 //! a closure the claimed slots (a closure that panics abandons its claim, counted, never
 //! delivered). [`Ring::snapshot`] reads a quiet ring's elements without taking them (audits).
 //!
+//! **In-place claims.** The closure of an in-place call makes no other call on the same side
+//! of the same ring: finish the claim (return) first. A second in-place call there panics
+//! when the side is biased to the thread (it would cover the same slots: for producers, two
+//! `&mut` views of them); a call through the multi-member protocol that must publish after
+//! the held claim would wait for it forever; and a copying call on a biased side would start
+//! at the claim's slots (its elements then delivered twice or overwritten; the copying calls
+//! do not check, as that would cost every call, about three instructions). The other side,
+//! and other rings, are free to use from the closure.
+//!
 //! # Dead members
 //!
 //! With DPDK's algorithm, a producer killed after moving the head and before publishing stalls

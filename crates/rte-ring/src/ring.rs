@@ -1284,6 +1284,7 @@ impl<T: RingElement> Ring<T> {
         let mut h = self.head_word(w);
         if sync == SyncMode::Mt && self.is_own_bias(h) {
             let (mine, other) = self.side(w);
+            Self::no_claim_held(mine, h);
             if let Some((busy, pos)) = Self::begin_biased(mine, h) {
                 let Some(room) = self.room_at::<true>(w, mine, other, pos, n) else {
                     busy.store(0, Release);
@@ -2060,6 +2061,18 @@ impl<T: RingElement> Ring<T> {
         Some((busy, mine.tail.load(Relaxed)))
     }
 
+    /// Before an in-place claim on a side biased to this thread (head word `h`): panic if this
+    /// thread holds one already (its in-flight flag is raised, and only the thread the side is
+    /// biased to raises it; see [`nested_claim`]). The copying calls, which run no caller code
+    /// while they hold a claim, do not pay for this check.
+    #[inline(always)]
+    fn no_claim_held(mine: &Side, h: u64) {
+        let gen = (h as u32) >> bias::TAG_BITS;
+        if mine.busy[gen as usize % MAX_REVOKES as usize].load(Relaxed) != 0 {
+            nested_claim();
+        }
+    }
+
     /// The in-flight flag of a claim made the biased way (its `prev` is the biased head word).
     #[inline(always)]
     fn bias_flag(&self, w: Which, c: &Claim) -> Option<&AtomicU32> {
@@ -2609,6 +2622,20 @@ impl<T: RingElement> Ring<T> {
         let (c, _) = self.reserve_mt(w, n, true, SyncMode::Mt);
         (c.n, c.n != 0 && self.bias_flag(w, &c).is_some())
     }
+}
+
+/// A second in-place claim on a side biased to this thread, made from inside the closure of
+/// an in-place call on that side ([`Ring::enqueue_bulk_in_place`],
+/// [`Ring::dequeue_bulk_in_place`]): it would start at the same tail and cover the first
+/// claim's slots (for producers, two `&mut` views of them), so it panics. See "In-place
+/// claims" in the crate docs for the rule.
+#[cold]
+#[inline(never)]
+fn nested_claim() -> ! {
+    panic!(
+        "an in-place call on one side of a ring from inside the closure of another on the same \
+         side: finish the first (return from its closure) before the next"
+    )
 }
 
 /// Abandons an in-place claim if the closure given it unwinds (see [`Ring::abandon_own`]).

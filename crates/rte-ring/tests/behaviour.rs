@@ -986,6 +986,59 @@ fn in_place_shared_calls_and_a_panicking_closure() {
     assert!(r.is_empty());
 }
 
+/// An in-place call from inside the closure of another on the same side: on a side biased to
+/// the thread it would claim the same slots (two `&mut` views of them for producers), so it
+/// panics; the outer claim is then abandoned and counted, and the ring goes on. The other side
+/// may be used from the closure.
+#[test]
+fn a_nested_in_place_call_on_a_biased_side_panics_and_the_ring_goes_on() {
+    let z = LocalZones::new();
+    let r = Ring::<u32>::create(&z, "nested", 16, RingFlags::empty()).unwrap();
+    assert_eq!(r.enqueue_bulk(&[1, 2]), 2);
+    if r.info().producer_bias.is_none() {
+        // Without the expedited membarrier nothing is biased, and this thread's nested call
+        // would wait for its own claim: nothing to check here.
+        assert!(!membarrier_available());
+        return;
+    }
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        r.enqueue_bulk_in_place(2, |a, _| {
+            a.fill(7);
+            r.enqueue_bulk_in_place(1, |_, _| unreachable!("a second claim of the same slots"));
+        })
+    }));
+    let msg = caught.expect_err("the nested call panics");
+    let msg = msg.downcast_ref::<&str>().copied().unwrap_or("");
+    assert!(msg.contains("in-place call"), "{msg}");
+    assert_eq!(r.abandoned(), (2, 0));
+    // The consumer side is free to use from a producer's closure.
+    let mut got = vec![];
+    assert_eq!(
+        r.enqueue_bulk_in_place(1, |a, _| {
+            a[0] = 3;
+            got.push(r.dequeue().unwrap());
+        }),
+        1
+    );
+    assert_eq!(got, [1]);
+    let mut out = [0u32; 4];
+    assert_eq!(
+        r.dequeue_burst(&mut out),
+        2,
+        "the abandoned range is stepped over"
+    );
+    assert_eq!(out[..2], [2, 3]);
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        assert_eq!(r.enqueue_bulk(&[4, 5]), 2);
+        r.dequeue_bulk_in_place(1, |_, _| {
+            r.dequeue_bulk_in_place(1, |_, _| unreachable!("a second claim of the same slot"));
+        })
+    }));
+    assert!(caught.is_err());
+    assert_eq!(r.abandoned(), (2, 1));
+    assert_eq!(r.dequeue(), Some(5));
+}
+
 #[test]
 fn snapshot_reads_in_place_skipping_abandoned_ranges() {
     let (z0, r0, r1) = two_members(RingFlags::empty());
