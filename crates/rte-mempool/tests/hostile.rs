@@ -262,6 +262,28 @@ fn a_cache_a_peer_wrote_into_never_hands_out_its_garbage() {
         assert_eq!(l.get_bulk(&mut out), 7, "{name}");
         assert_in_pool(&mp, &out);
         l.put_bulk(&out);
+        // Bulks above 8 (converted four objects an instruction where the CPU has AVX2, the
+        // last step overlapping), poisoned at each place of the get: first, inside a step,
+        // in the overlapping last step, last. Puts of above 8 store offsets the same way.
+        let mut violations = mp.stats().violations;
+        for (n, at) in [(13, 0), (13, 5), (13, 10), (13, 12), (9, 8), (32, 17)] {
+            let mut refill = vec![Obj::empty(); 32];
+            assert_eq!(l.get_bulk(&mut refill), 32, "{name}");
+            l.put_bulk(&refill);
+            let len = mp.cache_count(2) as usize;
+            assert!(len >= n, "{name}: {len}");
+            poison_cache(&zones, &name, 2, len - n + at, end + 3 * 64);
+            let mut out = vec![Obj::empty(); n];
+            assert_eq!(l.get_bulk(&mut out), 0, "{name}: n {n}, poisoned at {at}");
+            assert!(out.iter().all(|o| *o == Obj::empty()), "{name}: {out:?}");
+            violations += 1;
+            assert_eq!(mp.stats().violations, violations, "{name}: n {n} at {at}");
+            let mut out = vec![Obj::empty(); n];
+            assert_eq!(l.get_bulk(&mut out), n, "{name}: n {n}");
+            assert_in_pool(&mp, &out);
+            assert_eq!(out.iter().collect::<HashSet<_>>().len(), n);
+            l.put_bulk(&out);
+        }
     }
 }
 
