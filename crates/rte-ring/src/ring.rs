@@ -1231,7 +1231,15 @@ impl<T: RingElement> Ring<T> {
         let (claim, avail, busy) = self.claim_in_place(Which::Cons, n as u32, sync);
         if claim.n == 0 {
             if avail == HOLES {
-                return self.deq_in_place_over_holes(n, f, sync);
+                // The closure is called here rather than handed to the out-of-line path: handed
+                // over, it had to be built on the stack on every call.
+                return match self.deq_copy_over_holes(n, sync) {
+                    Some(tmp) => {
+                        f(&tmp, &[]);
+                        n
+                    }
+                    None => 0,
+                };
             }
             return 0;
         }
@@ -1254,22 +1262,13 @@ impl<T: RingElement> Ring<T> {
     }
 
     /// [`Ring::deq_in_place`] with abandoned ranges ahead: step over them the copying way (out of
-    /// line: rare, and it keeps the in-place path short).
+    /// line: rare, and it keeps the in-place path short). `None` if fewer than `n` are there.
     #[cfg(not(hugeshare_loom))]
     #[cold]
     #[inline(never)]
-    fn deq_in_place_over_holes(
-        &self,
-        n: usize,
-        f: impl FnOnce(&[T], &[T]),
-        sync: SyncMode,
-    ) -> usize {
+    fn deq_copy_over_holes(&self, n: usize, sync: SyncMode) -> Option<Vec<T>> {
         let mut tmp = vec![T::new_zeroed(); n];
-        if self.dequeue_slow(&mut tmp, true, sync).n == n {
-            f(&tmp, &[]);
-            return n;
-        }
-        0
+        (self.dequeue_slow(&mut tmp, true, sync).n == n).then_some(tmp)
     }
 
     /// The claim of an in-place call: the biased way, inline, on a side biased to this thread;
@@ -1316,7 +1315,7 @@ impl<T: RingElement> Ring<T> {
     ) {
         let guard = Unwinding {
             ring: self,
-            claim,
+            claim: *claim,
             sync,
             w,
         };
@@ -1327,6 +1326,14 @@ impl<T: RingElement> Ring<T> {
             Some(busy) => self.end_biased(w, claim, busy),
             None => self.publish::<true>(w, claim, sync),
         }
+    }
+
+    /// [`Ring::abandon_own`] for the unwinding guard of an in-place call, the claim by value.
+    #[cfg(not(hugeshare_loom))]
+    #[cold]
+    #[inline(never)]
+    fn abandon_claim(&self, w: Which, c: Claim, sync: SyncMode) {
+        self.abandon_own(w, &c, sync);
     }
 
     /// Give up this member's own claim (a closure given an in-place claim panicked): wait for
@@ -2642,17 +2649,20 @@ fn nested_claim() -> ! {
 #[cfg(not(hugeshare_loom))]
 struct Unwinding<'a, T: RingElement> {
     ring: &'a Ring<T>,
-    // A reference: copying the claim into the guard stored its `bool` as a byte and read it
-    // back as part of a wider word, a store-forwarding stall that cost more than the operation.
-    claim: &'a Claim,
+    // A copy, handed on by value to the out-of-line abandon (which takes it by reference): the
+    // guard then needs no memory of its own. (A reference made the claim live in memory, three
+    // stores per in-place call; and when the claim still had a `bool`, a copy stored it as a
+    // byte and read it back as part of a wider word, a store-forwarding stall.)
+    claim: Claim,
     sync: SyncMode,
     w: Which,
 }
 
 #[cfg(not(hugeshare_loom))]
 impl<T: RingElement> Drop for Unwinding<'_, T> {
+    #[inline(always)]
     fn drop(&mut self) {
-        self.ring.abandon_own(self.w, self.claim, self.sync);
+        self.ring.abandon_claim(self.w, self.claim, self.sync);
     }
 }
 

@@ -984,6 +984,23 @@ fn in_place_shared_calls_and_a_panicking_closure() {
     assert_eq!(r.abandoned(), (2, 1));
     assert_eq!(r.dequeue(), Some(6));
     assert!(r.is_empty());
+    // On a side not biased, an abandoned producer range stays in the ring until consumers step
+    // over it; an in-place dequeue does so the copying way and shows what follows it.
+    rte_ring::disable_bias_of(&z, "in place").unwrap();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        r.enqueue_bulk_in_place(1, |_, _| panic!("producer closure fails again"))
+    }));
+    assert!(caught.is_err());
+    assert_eq!(r.abandoned(), (3, 1));
+    assert_eq!(r.enqueue_bulk(&[8, 9]), 2);
+    assert_eq!(r.dequeue_bulk_in_place(3, |_, _| panic!("only 2")), 0);
+    let mut seen: Vec<u32> = vec![];
+    assert_eq!(
+        r.dequeue_bulk_in_place(2, |a, b| seen.extend(a.iter().chain(b))),
+        2
+    );
+    assert_eq!(seen, [8, 9]);
+    assert!(r.is_empty());
 }
 
 /// An in-place call from inside the closure of another on the same side: on a side biased to
