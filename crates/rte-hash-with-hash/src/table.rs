@@ -461,11 +461,11 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
 
     /// Delete `key`; returns the position it had, or `None` if it was not in the table. The
     /// position may be reused by the next add.
-    #[inline]
+    #[inline(always)]
     pub fn delete_with_hash(&self, key: &K, hash: u32) -> Option<u32> {
         self.prefetch_buckets(hash);
         let guard = self.lock();
-        let r = self.delete_locked(key.as_bytes(), hash, None);
+        let r = self.delete_prefetched(key.as_bytes(), hash, None);
         drop(guard);
         match r {
             Outcome::Done(pos) => Some(pos),

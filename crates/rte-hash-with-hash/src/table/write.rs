@@ -117,36 +117,40 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
         None
     }
 
-    /// Writer-side search of one bucket: the lane and slot index holding `kb`.
+    /// Writer-side search of one bucket: the lane and slot index holding `kb`, and the slot's
+    /// state word (read while comparing, so that a delete can record it on the free stack
+    /// without reading it again).
     #[inline(always)]
-    fn locate_in(&self, bw: usize, kb: &[u8], sig: u16) -> Option<(usize, usize, u32)> {
+    fn locate_in(&self, bw: usize, kb: &[u8], sig: u16) -> Option<(usize, u32, u64)> {
         let mut m = self.sig_candidates(bw, sig);
         while m != 0 {
             let lane = lane_of(m);
             m &= m - 1;
             let idx = self.entry_idx(bw, lane, Relaxed);
-            if self.slot_holds(idx, kb) {
-                return Some((bw, lane, idx));
+            if let Some(state) = self.slot_holds(idx, kb) {
+                return Some((lane, idx, state));
             }
         }
         None
     }
 
-    /// Does slot `idx` hold `kb`? The writer's check: with the lock held no one else changes
-    /// a slot, so the reader's re-check of the state word is not needed.
+    /// Does slot `idx` hold `kb`? Its state word if so. The writer's check: with the lock held
+    /// no one else changes a slot, so the reader's re-check of the state word is not needed.
     #[inline(always)]
-    fn slot_holds(&self, idx: u32, kb: &[u8]) -> bool {
+    fn slot_holds(&self, idx: u32, kb: &[u8]) -> Option<u64> {
         if idx == 0 || idx > self.g.entries {
-            return false;
+            return None;
         }
         let s = self.mem.range(self.slot_at(idx), 1 + Self::KW);
-        if s[0].load(Relaxed) & (S_FILLING | S_LIVE) != S_LIVE {
-            return false;
+        let state = s[0].load(Relaxed);
+        if state & (S_FILLING | S_LIVE) != S_LIVE || !key_eq(&s[1..], kb) {
+            return None;
         }
-        key_eq(&s[1..], kb)
+        Some(state)
     }
 
-    /// Writer-side search: the bucket word, lane and slot index holding `kb`.
+    /// Writer-side search: the bucket word, lane and slot index holding `kb`, and the slot's
+    /// state word.
     #[inline(always)]
     pub(super) fn locate(
         &self,
@@ -154,13 +158,12 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
         sig: u16,
         prim: u32,
         sec: u32,
-    ) -> Option<(usize, usize, u32)> {
+    ) -> Option<(usize, usize, u32, u64)> {
         let g = &self.g;
-        if let Some(r) = self.locate_in(g.main(prim), kb, sig) {
-            return Some(r);
-        }
-        if let Some(r) = self.locate_in(g.main(sec), kb, sig) {
-            return Some(r);
+        for bw in [g.main(prim), g.main(sec)] {
+            if let Some((lane, idx, state)) = self.locate_in(bw, kb, sig) {
+                return Some((bw, lane, idx, state));
+            }
         }
         if g.n_ext == 0 {
             return None;
@@ -170,13 +173,14 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
 
     /// [`Hash::locate`] in the extendable chain of main bucket `sec`.
     #[inline(never)]
-    fn locate_chain(&self, kb: &[u8], sig: u16, sec: u32) -> Option<(usize, usize, u32)> {
+    fn locate_chain(&self, kb: &[u8], sig: u16, sec: u32) -> Option<(usize, usize, u32, u64)> {
         let g = &self.g;
         let mut e = self.next_ext(g.main(sec), Relaxed);
         let mut hops = 0;
         while e != 0 && e <= g.n_ext && hops <= g.n_ext {
-            if let Some(r) = self.locate_in(g.ext(e), kb, sig) {
-                return Some(r);
+            let bw = g.ext(e);
+            if let Some((lane, idx, state)) = self.locate_in(bw, kb, sig) {
+                return Some((bw, lane, idx, state));
             }
             e = self.next_ext(g.ext(e), Relaxed);
             hops += 1;
@@ -197,7 +201,9 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
         Some((e as u32, e & !0xffff_ffff))
     }
 
-    /// Push key slot `idx`, whose state word is now `state`, on the free stack.
+    /// Push key slot `idx`, whose state word is now `state`, on the free stack, and prefetch
+    /// the entry the next push writes: deletes push one after another, and a store that misses
+    /// would hold up the next call's lock (its atomic instruction waits for earlier stores).
     pub(super) fn push_free(&self, idx: u32, state: u64) {
         let tw = self.mem.w(H_FREE_TOP);
         let top = tw.load(Relaxed);
@@ -205,6 +211,7 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
             .w(self.g.free_off + top as usize)
             .store(u64::from(idx) | (state & !0xffff_ffff), Relaxed);
         tw.store(top + 1, Relaxed);
+        self.mem.prefetch(self.g.free_off + top as usize + 1);
     }
 
     pub(super) fn pop_ext(&self) -> Option<u32> {
@@ -277,14 +284,13 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
             self.mem.prefetch(sw);
             self.mem.prefetch(sw + 1 + Self::KW + Self::VW - 1);
         }
-        if let Some((_, _, idx)) = self.locate(kb, sig, prim, sec) {
+        if let Some((_, _, idx, s)) = self.locate(kb, sig, prim, sec) {
             if let Some((f, state)) = free {
                 self.push_free(f, state);
             }
             // Update: write the spare value copy, then flip to it in one store.
             if g.val_words != 0 {
                 let sw = self.slot_at(idx);
-                let s = self.mem.w(sw).load(Relaxed);
                 let spare = usize::from(s & S_BUF == 0);
                 fence(Release);
                 let at = sw + 1 + Self::KW + spare * Self::VW;
@@ -444,21 +450,52 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
         true
     }
 
-    #[inline]
+    /// Delete `kb` under the lock: prefetch both of its buckets (a key in its secondary bucket
+    /// then costs no second round trip), then [`Hash::delete_prefetched`].
+    #[inline(always)]
     pub(super) fn delete_locked(&self, kb: &[u8], hash: u32, stop: Option<StopAt>) -> Outcome {
+        self.prefetch_buckets(hash);
+        self.delete_prefetched(kb, hash, stop)
+    }
+
+    /// Delete `kb` under the lock, its buckets already prefetched. The common case (the key in
+    /// its primary bucket at the first lane whose signature matches, no extendable buckets) is
+    /// inline and short, with no loop: few instructions and loads per delete, and few registers
+    /// spilled in a caller's loop. Anything else is [`Hash::delete_slow`].
+    #[inline(always)]
+    pub(super) fn delete_prefetched(&self, kb: &[u8], hash: u32, stop: Option<StopAt>) -> Outcome {
+        let g = &self.g;
+        let (sig, prim, _) = g.split(hash);
+        let pb = g.main(prim);
+        let m = self.sig_candidates(pb, sig);
+        if m != 0 && stop.is_none() && g.n_ext == 0 {
+            let lane = lane_of(m);
+            let idx = self.entry_idx(pb, lane, Relaxed);
+            if let Some(state) = self.slot_holds(idx, kb) {
+                self.clear_entry(pb, lane);
+                self.push_free(idx, state);
+                let c = self.mem.w(H_COUNT);
+                c.store(c.load(Relaxed) - 1, Relaxed);
+                return Outcome::Done(idx - 1);
+            }
+        }
+        self.delete_slow(kb, hash, stop)
+    }
+
+    /// Every other delete: the key in its secondary bucket or chain, a table with extendable
+    /// buckets (which compacts the chain after), a missing key, or a test hook.
+    #[inline(never)]
+    pub(super) fn delete_slow(&self, kb: &[u8], hash: u32, stop: Option<StopAt>) -> Outcome {
         let g = &self.g;
         let (sig, prim, sec) = g.split(hash);
-        // Both buckets at once: a key in its secondary bucket then costs no second round trip.
-        self.mem.prefetch(g.main(prim));
-        self.mem.prefetch(g.main(sec));
-        let Some((bw, lane, idx)) = self.locate(kb, sig, prim, sec) else {
+        let Some((bw, lane, idx, state)) = self.locate(kb, sig, prim, sec) else {
             return Outcome::Full;
         };
         self.clear_entry(bw, lane);
         if stop == Some(StopAt::MidDelete) {
             return Outcome::Stopped;
         }
-        self.release_slot(idx);
+        self.push_free(idx, state);
         let c = self.mem.w(H_COUNT);
         c.store(c.load(Relaxed) - 1, Relaxed);
         if g.n_ext != 0 {
@@ -561,7 +598,7 @@ impl<K: Plain, V: Plain, H: HashFn> Writer<'_, K, V, H> {
     }
 
     /// As [`Hash::delete_with_hash`], under the lock this writer holds.
-    #[inline]
+    #[inline(always)]
     pub fn delete_with_hash(&self, key: &K, hash: u32) -> Option<u32> {
         match self.guard.t.delete_locked(key.as_bytes(), hash, None) {
             Outcome::Done(pos) => Some(pos),
