@@ -29,6 +29,11 @@ const STOP: usize = 0;
 const DONE: usize = 1;
 const GARBAGE: usize = 2;
 const ERRORS: usize = 3;
+/// The first element out of order, for the failure message: its word, and what the consumer
+/// expected at least (`next`), and the consumer's process id.
+const FIRST_BAD: usize = 4;
+const FIRST_BAD_NEXT: usize = 5;
+const FIRST_BAD_BY: usize = 6;
 fn sent(p: usize) -> usize {
     8 + p
 }
@@ -192,8 +197,12 @@ fn check(zones: &FileZones, e: &Elem, next: &mut [u64; 16], strict: bool) {
     let p = (e[0] >> 48) as usize;
     let s = e[0] & ((1 << 48) - 1);
     let in_order = if strict { s == next[p] } else { s >= next[p] };
-    if !in_order {
-        zones.word(ERRORS).fetch_add(1, Relaxed);
+    if !in_order && zones.word(ERRORS).fetch_add(1, Relaxed) == 0 {
+        zones.word(FIRST_BAD_NEXT).store(next[p], Relaxed);
+        zones
+            .word(FIRST_BAD_BY)
+            .store(std::process::id().into(), Relaxed);
+        zones.word(FIRST_BAD).store(e[0], Release);
     }
     next[p] = s + 1;
     zones.word(received(p)).fetch_add(1, Relaxed);
@@ -209,10 +218,16 @@ fn assert_delivered_clean(zones: &FileZones, what: &str) {
         0,
         "{what}: garbage delivered"
     );
+    let bad = zones.word(FIRST_BAD).load(Acquire);
     assert_eq!(
         zones.word(ERRORS).load(Acquire),
         0,
-        "{what}: a gap, a repeat or a reordering in some producer's sequence"
+        "{what}: a gap, a repeat or a reordering in some producer's sequence; the first: \
+         producer {}, seq {} where consumer process {} expected at least {}",
+        bad >> 48,
+        bad & ((1 << 48) - 1),
+        zones.word(FIRST_BAD_BY).load(Relaxed),
+        zones.word(FIRST_BAD_NEXT).load(Relaxed),
     );
 }
 
