@@ -318,6 +318,19 @@ pub(crate) fn clamp_room(r: u32, capacity: u32) -> u32 {
     (r as i32).max(0).min(capacity as i32) as u32
 }
 
+/// A room computed by a caller whose position is its side's own tail (a single-member handle,
+/// or a side biased to the caller): never stale, so a legitimate room is always within
+/// `0..=capacity`, and a value out of it (a tail a peer wrote) counts as none. One compare,
+/// where [`clamp_room`] needs two.
+#[inline(always)]
+pub(crate) fn own_room(r: u32, capacity: u32) -> u32 {
+    if r <= capacity {
+        r
+    } else {
+        0
+    }
+}
+
 /// Which side of the ring an internal routine works on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Which {
@@ -1586,27 +1599,22 @@ impl<T: RingElement> Ring<T> {
     /// copy of it), within `0..=capacity` whatever `other` is ([`clamp_room`]).
     #[inline(always)]
     pub(crate) fn room(&self, w: Which, pos: u32, other: u32) -> u32 {
-        let r = match w {
-            Which::Prod => self.capacity.wrapping_add(other).wrapping_sub(pos),
-            Which::Cons => other.wrapping_sub(pos),
-        };
-        clamp_room(r, self.capacity)
+        clamp_room(self.raw_room(w, pos, other), self.capacity)
     }
 
     /// The room at `pos` given the other side's tail `other`, for a caller whose `pos` is its
-    /// side's own tail (a side biased to it): never stale, so a legitimate room is always
-    /// within `0..=capacity`, and a value out of it (a tail a peer wrote) counts as none, with
-    /// one compare instead of [`Ring::room`]'s clamp.
+    /// side's own tail (a side biased to it): [`own_room`].
     #[inline(always)]
     fn room_own(&self, w: Which, pos: u32, other: u32) -> u32 {
-        let r = match w {
+        own_room(self.raw_room(w, pos, other), self.capacity)
+    }
+
+    /// The room at `pos` given the other side's tail `other`, unbounded (wrapping).
+    #[inline(always)]
+    fn raw_room(&self, w: Which, pos: u32, other: u32) -> u32 {
+        match w {
             Which::Prod => self.capacity.wrapping_add(other).wrapping_sub(pos),
             Which::Cons => other.wrapping_sub(pos),
-        };
-        if r <= self.capacity {
-            r
-        } else {
-            0
         }
     }
 

@@ -20,7 +20,7 @@ use std::fmt;
 
 use crate::element::RingElement;
 use crate::raw::{Claim, View, WIDE_HELD};
-use crate::ring::{clamp_room, Outcome, Ring, Which};
+use crate::ring::{clamp_room, own_room, Outcome, Ring, Which};
 use crate::sync::Ordering::{Acquire, Release};
 
 /// The producer side of a ring, held by this handle alone (see [`Ring::single_producer`]).
@@ -260,20 +260,6 @@ impl<T: RingElement> Drop for SingleProducer<T> {
     }
 }
 
-/// The published elements ahead of a consumer handle at `pos` (its own position, never stale),
-/// given the producer tail `t`: none when `t` is one no ring can have, behind `pos` or more than
-/// `capacity` ahead (a peer wrote it). One compare: unlike [`clamp_room`] for the shared calls,
-/// whose head may be stale, no legitimate value is ever out of range here.
-#[inline(always)]
-fn entries(t: u32, pos: u32, capacity: u32) -> u32 {
-    let d = t.wrapping_sub(pos);
-    if d <= capacity {
-        d
-    } else {
-        0
-    }
-}
-
 impl<T: RingElement> SingleConsumer<T> {
     pub(crate) fn new(ring: Ring<T>, pos: u32) -> Self {
         Self {
@@ -340,7 +326,7 @@ impl<T: RingElement> SingleConsumer<T> {
         let view = self.view;
         let sh = view.shared();
         let t = sh.prod.tail.load(Acquire);
-        let avail = entries(t, self.pos, self.capacity);
+        let avail = own_room(t.wrapping_sub(self.pos), self.capacity);
         // (The holes word tested first: the usual case pays one branch.)
         if sh.prod.holes.load(Acquire) != 0 && avail != 0 {
             let (o, pos) = deq_holes(&self.ring, self.pos, out, fixed, t);
@@ -373,7 +359,7 @@ impl<T: RingElement> SingleConsumer<T> {
     pub fn peek(&mut self, n: usize, how: crate::Behavior) -> Option<Peeked<'_, T>> {
         let sh = self.view.shared();
         let t = sh.prod.tail.load(Acquire);
-        let avail = entries(t, self.pos, self.capacity);
+        let avail = own_room(t.wrapping_sub(self.pos), self.capacity);
         if sh.prod.holes.load(Acquire) != 0 && avail != 0 {
             return None;
         }
