@@ -593,6 +593,16 @@ mod tests {
         let e = t
             .lock(MemberId(0), &*live, Duration::from_millis(50))
             .unwrap_err();
+        assert_held_by_3(&e, "a waiter");
+        assert!(e.to_string().contains("member 3 (pid 4242)"), "{e}");
+        lz.set_member_state(MemberId(3), MemberState::Dead);
+        let g = t.lock(MemberId(0), &*live, Duration::from_secs(1)).unwrap();
+        drop(g);
+        assert_eq!(t.header().table_lock.load(Ordering::Relaxed), 0);
+    }
+
+    /// `e` says the lock is held by member 3, whose process is pid 4242 (`who` waited).
+    fn assert_held_by_3(e: &ZoneError, who: &str) {
         assert!(
             matches!(
                 e,
@@ -602,13 +612,8 @@ mod tests {
                     ..
                 }
             ),
-            "{e}"
+            "{who}: {e}"
         );
-        assert!(e.to_string().contains("member 3 (pid 4242)"), "{e}");
-        lz.set_member_state(MemberId(3), MemberState::Dead);
-        let g = t.lock(MemberId(0), &*live, Duration::from_secs(1)).unwrap();
-        drop(g);
-        assert_eq!(t.header().table_lock.load(Ordering::Relaxed), 0);
     }
 
     /// Member slots with a state and an incarnation each, as procctl's liveness has them.
@@ -672,17 +677,7 @@ mod tests {
             let e = t
                 .lock(waiter, &live, Duration::from_millis(50))
                 .unwrap_err();
-            assert!(
-                matches!(
-                    e,
-                    ZoneError::LockHeld {
-                        holder: MemberId(3),
-                        pid: 4242,
-                        ..
-                    }
-                ),
-                "{waiter}: {e}"
-            );
+            assert_held_by_3(&e, &waiter.to_string());
         }
         drop(g);
         assert_eq!(t.header().table_lock.load(Ordering::Relaxed), 0);
