@@ -196,10 +196,10 @@
 //!   it counts as nothing, like a tail behind: their position is their side's own tail, never
 //!   stale, so no legitimate value is out of range, and one compare does (an ordinary shared
 //!   call's head may be stale, which can make a legitimate room look larger than the
-//!   capacity: it must go on to its CAS, which fails, rather than report a full ring). Either way this is a
-//!   `max` and a `min`, or one compare, on a value every call computes anyway (conditional
-//!   moves, or a branch that always goes the same way where the compiler prefers one; no load
-//!   of shared memory). It is not counted in [`RingInfo`]: that would cost a
+//!   capacity: it must go on to its CAS, which fails, rather than report a full ring). Either
+//!   way this is a `max` and a `min`, or one compare, on a value every call computes anyway
+//!   (conditional moves, or a branch that always goes the same way where the compiler prefers
+//!   one; no load of shared memory). It is not counted in [`RingInfo`]: that would cost a
 //!   branch and a store on the fastest path. [`Ring::count`] was clamped to the capacity
 //!   already, and [`RingInfo`] shows the raw tails.
 //! * **Abandoned ranges.** An entry of the table that runs past the producer tail, or overlaps
