@@ -60,6 +60,11 @@ fn mix(w: u64) -> u64 {
     x ^ (x >> 31)
 }
 
+/// The producer and the sequence number in an element's first word (see [`elem`]).
+fn producer_and_seq(w: u64) -> (u64, u64) {
+    (w >> 48, w & ((1 << 48) - 1))
+}
+
 fn elem(p: usize, seq: u64) -> Elem {
     let w = (p as u64) << 48 | seq;
     [w, mix(w)]
@@ -194,8 +199,8 @@ fn check(zones: &FileZones, e: &Elem, next: &mut [u64; 16], strict: bool) {
         zones.word(GARBAGE).fetch_add(1, Relaxed);
         return;
     }
-    let p = (e[0] >> 48) as usize;
-    let s = e[0] & ((1 << 48) - 1);
+    let (p, s) = producer_and_seq(e[0]);
+    let p = p as usize;
     let in_order = if strict { s == next[p] } else { s >= next[p] };
     if !in_order && zones.word(ERRORS).fetch_add(1, Relaxed) == 0 {
         zones.word(FIRST_BAD_NEXT).store(next[p], Relaxed);
@@ -218,14 +223,14 @@ fn assert_delivered_clean(zones: &FileZones, what: &str) {
         0,
         "{what}: garbage delivered"
     );
-    let bad = zones.word(FIRST_BAD).load(Acquire);
+    let (bad_p, bad_s) = producer_and_seq(zones.word(FIRST_BAD).load(Acquire));
     assert_eq!(
         zones.word(ERRORS).load(Acquire),
         0,
         "{what}: a gap, a repeat or a reordering in some producer's sequence; the first: \
          producer {}, seq {} where consumer process {} expected at least {}",
-        bad >> 48,
-        bad & ((1 << 48) - 1),
+        bad_p,
+        bad_s,
         zones.word(FIRST_BAD_BY).load(Relaxed),
         zones.word(FIRST_BAD_NEXT).load(Relaxed),
     );
