@@ -175,11 +175,15 @@ fn child() {
                 if n == 0 {
                     if zones.word(DONE).load(Acquire) != 0 {
                         ring.recover();
-                        if take(&mut buf[..1]) == 0 && ring.count() == 0 {
-                            break;
+                        match take(&mut buf[..1]) {
+                            // Nothing left, and no other consumer's claim in flight.
+                            0 if ring.count() == 0 => break,
+                            // Another consumer's claim is still in flight: look again. (`buf`
+                            // holds this consumer's last burst here, already checked.)
+                            0 => {}
+                            // An element came out after all.
+                            _ => check(&zones, &buf[0], &mut next, strict),
                         }
-                        // an element came out after all: put it through the checks below
-                        check(&zones, &buf[0], &mut next, strict);
                     }
                     std::hint::spin_loop();
                     continue;
@@ -261,6 +265,16 @@ fn exactly_once(tag: &str, flags: RingFlags, producers: u16, consumers: u16, per
     wait_all(&mut prods, deadline, "producers", &ring);
     zones.word(DONE).store(1, Release);
     wait_all(&mut cons, deadline, "consumers", &ring);
+    let mut counts = String::new();
+    for p in 1..=producers as usize {
+        counts += &format!(
+            "producer {p}: {} received of {per}, sum {} (expected {})\n",
+            zones.word(received(p)).load(Acquire),
+            zones.word(seq_sum(p)).load(Acquire),
+            per * (per - 1) / 2
+        );
+    }
+    eprintln!("{tag}: {counts}{}", ring.info());
     assert_delivered_clean(&zones, tag);
     for p in 1..=producers as usize {
         assert_eq!(
