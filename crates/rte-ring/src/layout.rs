@@ -20,7 +20,7 @@ use crate::sync::{AtomicU32, AtomicU64};
 /// "HSRING" + format byte, little-endian: the first 8 bytes of every ring zone.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"HSRING\x01\x00");
 /// Version of the layout below; bumped on any change of meaning.
-pub(crate) const VERSION: u32 = 5;
+pub(crate) const VERSION: u32 = 6;
 /// Bias generations per side: after this many biases ended, a side is never biased again (each
 /// revocation costs a membarrier call, a few microseconds; a side that keeps changing hands is
 /// left to the multi-member protocol).

@@ -155,9 +155,11 @@
 //!   take a bias; without it (an old kernel, a seccomp filter, Miri) every call runs MT.
 //! * After a revocation the side is fresh again, up to 4 biases in all: each generation has its
 //!   own in-flight word (so a holder that was revoked and still runs a stale check cannot clear
-//!   the flag of the next holder), and a side that keeps changing hands stops paying a
-//!   membarrier (a few microseconds) per change and stays MT. [`RingInfo`] reports the
-//!   holder and the revocation counts.
+//!   the flag of the next holder; the fresh head word carries the generation the next bias
+//!   takes, so that a thread that read the word before a revocation cannot take the bias under
+//!   the old generation even when the side did not move), and a side that keeps changing hands
+//!   stops paying a membarrier (a few microseconds) per change and stays MT. [`RingInfo`]
+//!   reports the holder and the revocation counts.
 //! * **A dead holder** loses nothing and wedges nothing: whoever finds its member dead (the
 //!   next caller of another thread, a waiter, [`Ring::recover`], the group's clean-up hook)
 //!   revokes without waiting, and the side goes on at its tail. As with a dead

@@ -106,7 +106,11 @@ pub(crate) const REVOKING: u16 = u16::MAX - 2;
 
 /// The length field of the head word of an idle side that the next MT call may bias to its
 /// thread (a new ring's MT sides, and a side whose bias ended while it may still be biased
-/// again); the position field is the side's position.
+/// again); the position field is the side's position, the member field the generation the next
+/// bias takes (the number of biases ended so far). With the generation in the word, a fresh word
+/// read before a revocation never matches the one written after it, even when the side did not
+/// move meanwhile: a thread that read the old one cannot take the bias under a generation whose
+/// in-flight word a revoked holder may still write (see [`Ring::leave_fresh`]).
 pub(crate) const FRESH: u16 = u16::MAX - 3;
 
 /// The bias generation bits of a biased head word (the top of its position field).
@@ -980,7 +984,7 @@ impl<T: RingElement> Ring<T> {
             let (p, m, n) = unpack(s.head.load(Acquire));
             match n {
                 BIASED | REVOKING => (s.tail.load(Acquire), m, 0, true),
-                FRESH => (p, m, 0, false),
+                FRESH => (p, 0, 0, false),
                 _ => (p, m, n, false),
             }
         };
@@ -1919,15 +1923,23 @@ impl<T: RingElement> Ring<T> {
         sync: SyncMode,
     ) -> Option<(Claim, u32)> {
         let (mine, other) = self.side(w);
-        let (pos, _, _) = unpack(h);
-        let gen = mine.revokes.load(Acquire);
-        let tag =
-            if BIAS && sync == SyncMode::Mt && self.me != MemberId::OUTSIDER.0 && gen < MAX_REVOKES
-            {
-                bias::tag_for_bias()
-            } else {
-                None
-            };
+        // The generation comes from the fresh word itself, not from the revocation count: a
+        // count read here could be older than `h` (another thread biased the side and had the
+        // bias revoked in between, which leaves the same position). The CAS below then checks
+        // generation and position at once. `revokes` still says whether biasing was stopped
+        // ([`Ring::disable_bias`]).
+        let (pos, gen, _) = unpack(h);
+        let gen = gen as u32;
+        let tag = if BIAS
+            && sync == SyncMode::Mt
+            && self.me != MemberId::OUTSIDER.0
+            && gen < MAX_REVOKES
+            && mine.revokes.load(Acquire) < MAX_REVOKES
+        {
+            bias::tag_for_bias()
+        } else {
+            None
+        };
         // A fresh side has no operation in flight: whichever word replaces `h` first decides.
         let Some(tag) = tag else {
             let _ = mine
@@ -2222,10 +2234,13 @@ impl<T: RingElement> Ring<T> {
         }
         let ended = mine.revokes.fetch_add(1, AcqRel) + 1;
         let t = mine.tail.load(Acquire);
-        let n = if ended < MAX_REVOKES { FRESH } else { 0 };
-        let _ = mine
-            .head
-            .compare_exchange(rv, pack(t, 0, n), AcqRel, Acquire);
+        // Fresh again, carrying the next bias's generation (see [`FRESH`]), or ordinary for good.
+        let next = if ended < MAX_REVOKES {
+            pack(t, ended as u16, FRESH)
+        } else {
+            pack(t, 0, 0)
+        };
+        let _ = mine.head.compare_exchange(rv, next, AcqRel, Acquire);
     }
 
     /// Stop side biasing on this ring for good, revoking any bias now held: for a ring that
@@ -2688,4 +2703,55 @@ pub(crate) struct Plan {
     pub(crate) span: u32,
     segs: [(u32, u32); NHOLES + 1],
     nsegs: usize,
+}
+
+#[cfg(all(test, not(hugeshare_loom), not(miri)))]
+mod tests {
+    use super::*;
+    use shmconfig::LocalZones;
+
+    /// A side whose bias is revoked before its holder moved it is fresh again at the same
+    /// position, but its fresh word is not the one a thread may have read before the
+    /// revocation: that thread's bias attempt fails instead of taking the bias under a
+    /// generation whose in-flight word the revoked holder may still write (a stale `busy`
+    /// store of the old holder would then hide the new holder's operation from its revoker).
+    /// Fails with a fresh word that carries no generation.
+    #[test]
+    fn a_fresh_word_read_before_a_revocation_never_matches_after_it() {
+        let zones = LocalZones::new();
+        let r = Ring::<u64>::create(&zones, "aba", 16, RingFlags::empty()).unwrap();
+        let before = r.head_word(Which::Cons);
+        assert_eq!(
+            unpack(before).2,
+            FRESH,
+            "a new ring's consumer side starts fresh"
+        );
+        // Another thread takes the bias on the empty ring (the side does not move)...
+        std::thread::scope(|s| {
+            s.spawn(|| assert_eq!(r.dequeue(), None));
+        });
+        if r.info().consumer_bias.is_none() {
+            eprintln!("no membarrier here: sides are never biased; nothing to check");
+            return;
+        }
+        // ...and loses it: fresh again at position 0, one bias ended.
+        assert!(r.revoke_from(Which::Cons, r.head_word(Which::Cons)));
+        let after = r.head_word(Which::Cons);
+        assert_eq!(unpack(after), (0, 1, FRESH));
+        assert_ne!(after, before);
+        // A thread that read the side's word before the revocation cannot bias it now.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let got = r.leave_fresh::<true, true>(Which::Cons, before, 1, false, SyncMode::Mt);
+                assert!(got.is_none(), "a stale fresh word took the bias");
+            });
+        });
+        assert_eq!(r.head_word(Which::Cons), after);
+        // One that reads it now takes generation 1.
+        std::thread::scope(|s| {
+            s.spawn(|| assert_eq!(r.dequeue(), None));
+        });
+        let (p, _, n) = unpack(r.head_word(Which::Cons));
+        assert_eq!((n, p >> bias::TAG_BITS), (BIASED, 1));
+    }
 }
