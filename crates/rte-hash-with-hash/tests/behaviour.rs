@@ -194,6 +194,45 @@ fn bulk_lookup_of_more_than_64_keys_mixed_hits_and_misses() {
     assert_eq!(out, expect);
 }
 
+/// In a table filled until it refuses a key, many keys sit in their secondary bucket, most
+/// with no signature match in their primary one (a path of its own in the bulk lookup): a
+/// bulk lookup finds every key at the position a single lookup gives, and misses the keys
+/// never added.
+#[test]
+fn bulk_lookup_finds_keys_in_their_secondary_buckets() {
+    let z = LocalZones::new();
+    let t = table(&z, "full", 1024);
+    let mut keys = Vec::new();
+    let mut i = 0;
+    loop {
+        let k = flow(i);
+        match t.add_with_hash(&k, t.hash(&k), &(i as u64)) {
+            Ok(_) => keys.push(k),
+            Err(_) => break,
+        }
+        i += 1;
+    }
+    assert!(keys.len() > 900, "filled to {} of 1024", keys.len());
+    // and as many that were never added, interleaved
+    let probe: Vec<FlowKey> = (0..2 * keys.len() as u32)
+        .map(|j| {
+            if j % 2 == 0 {
+                keys[j as usize / 2]
+            } else {
+                flow(100_000 + j)
+            }
+        })
+        .collect();
+    let hashes: Vec<u32> = probe.iter().map(|k| t.hash(k)).collect();
+    let mut out = vec![None; probe.len()];
+    let n = t.lookup_bulk_with_hash(&probe, &hashes, &mut out);
+    assert_eq!(n, keys.len());
+    for (j, k) in probe.iter().enumerate() {
+        assert_eq!(out[j], t.lookup_with_hash(k, hashes[j]), "key {j}");
+        assert_eq!(out[j].is_some(), j % 2 == 0, "key {j}");
+    }
+}
+
 #[test]
 fn colliding_keys_share_one_bucket() {
     let z = LocalZones::new();
