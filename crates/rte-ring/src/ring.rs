@@ -82,11 +82,12 @@ pub struct Outcome {
     /// Elements moved.
     pub n: usize,
     /// Free slots left after an enqueue, or entries left after a dequeue, counted from the
-    /// other side's tail as this side last read it. Producers, and a [`SingleConsumer`], keep
-    /// that tail between calls and read it again only when their copy shows too little, so
-    /// the count can be lower than the ring's at the time of the call (DPDK reads the tail
-    /// every call): a lower bound as far as this side is concerned, and, as in DPDK, others'
-    /// calls may change it at once.
+    /// other side's tail as this side last read it. Consumers read the producer tail on every
+    /// call; producers (the shared calls and a [`SingleProducer`]) keep the consumer tail
+    /// between calls and read it again only when their copy shows too little room, so after an
+    /// enqueue the count can be lower than the ring's free space at the time (DPDK reads the
+    /// tail every call): a lower bound as far as this side is concerned, and, as in DPDK,
+    /// others' calls may change it at once.
     pub left: u32,
 }
 

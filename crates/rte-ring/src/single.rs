@@ -46,11 +46,6 @@ pub struct SingleConsumer<T: RingElement> {
     view: View<T>,
     /// The next element to take (this side's tail, kept here: only the holder moves it).
     pos: u32,
-    /// The producer tail as last read, when no abandoned range lay between `pos` and it (else
-    /// `pos`): the elements up to it are taken without reading the producers' line again, as a
-    /// [`SingleProducer`] keeps the consumer tail. Never behind `pos`, never more than
-    /// `capacity` ahead.
-    prod_tail: u32,
     /// The ring's capacity: what is available is never more (whatever a peer wrote).
     capacity: u32,
     /// Keeps the zone behind `view` mapped (see [`SingleProducer`]).
@@ -270,7 +265,6 @@ impl<T: RingElement> SingleConsumer<T> {
         Self {
             view: ring.mem.view(),
             pos,
-            prod_tail: pos,
             capacity: ring.capacity,
             ring: Box::new(ring),
         }
@@ -285,23 +279,17 @@ impl<T: RingElement> SingleConsumer<T> {
     #[inline]
     pub fn dequeue(&mut self) -> Option<T> {
         let view = self.view;
-        if self.prod_tail == self.pos {
-            let sh = view.shared();
-            let t = sh.prod.tail.load(Acquire);
-            // Nothing, or a tail behind this position (which a peer wrote): nothing to take.
-            let avail = own_room(t.wrapping_sub(self.pos), self.capacity);
-            if avail == 0 {
-                return None;
-            }
-            if sh.prod.holes.load(Acquire) != 0 {
-                let mut v = T::new_zeroed();
-                let (o, pos) =
-                    deq_holes(&self.ring, self.pos, std::slice::from_mut(&mut v), true, t);
-                self.pos = pos;
-                self.prod_tail = pos;
-                return (o.n == 1).then_some(v);
-            }
-            self.prod_tail = self.pos.wrapping_add(avail);
+        let sh = view.shared();
+        let t = sh.prod.tail.load(Acquire);
+        // Nothing, or a tail behind this position (which a peer wrote): nothing to take.
+        if (t.wrapping_sub(self.pos) as i32) <= 0 {
+            return None;
+        }
+        if sh.prod.holes.load(Acquire) != 0 {
+            let mut v = T::new_zeroed();
+            let (o, pos) = deq_holes(&self.ring, self.pos, std::slice::from_mut(&mut v), true, t);
+            self.pos = pos;
+            return (o.n == 1).then_some(v);
         }
         let claim = Claim::held(self.pos, 1);
         let v = view.read_one(&claim);
@@ -336,21 +324,16 @@ impl<T: RingElement> SingleConsumer<T> {
     #[inline(always)]
     fn deq(&mut self, out: &mut [T], fixed: bool) -> Outcome {
         let view = self.view;
-        let want = out.len().min(u32::MAX as usize) as u32;
-        let mut avail = self.prod_tail.wrapping_sub(self.pos);
-        if avail < want {
-            let sh = view.shared();
-            let t = sh.prod.tail.load(Acquire);
-            avail = own_room(t.wrapping_sub(self.pos), self.capacity);
-            // (The holes word tested first: the usual case pays one branch.)
-            if sh.prod.holes.load(Acquire) != 0 && avail != 0 {
-                let (o, pos) = deq_holes(&self.ring, self.pos, out, fixed, t);
-                self.pos = pos;
-                self.prod_tail = pos;
-                return o;
-            }
-            self.prod_tail = self.pos.wrapping_add(avail);
+        let sh = view.shared();
+        let t = sh.prod.tail.load(Acquire);
+        let avail = own_room(t.wrapping_sub(self.pos), self.capacity);
+        // (The holes word tested first: the usual case pays one branch.)
+        if sh.prod.holes.load(Acquire) != 0 && avail != 0 {
+            let (o, pos) = deq_holes(&self.ring, self.pos, out, fixed, t);
+            self.pos = pos;
+            return o;
         }
+        let want = out.len().min(u32::MAX as usize) as u32;
         let n = Ring::<T>::decide(want, avail, fixed);
         if n == 0 {
             return Outcome { n: 0, left: avail };
@@ -380,8 +363,6 @@ impl<T: RingElement> SingleConsumer<T> {
         if sh.prod.holes.load(Acquire) != 0 && avail != 0 {
             return None;
         }
-        // What `finish` may take is published and free of abandoned ranges.
-        self.prod_tail = self.pos.wrapping_add(avail);
         let want = n.min(u32::MAX as usize) as u32;
         let n = Ring::<T>::decide(want, avail, how == crate::Behavior::Fixed);
         (n != 0).then_some(Peeked {
