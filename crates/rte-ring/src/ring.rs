@@ -2083,8 +2083,7 @@ impl<T: RingElement> Ring<T> {
     /// revoked meanwhile.
     #[inline(always)]
     fn begin_biased(mine: &Side, h: u64) -> Option<(&AtomicU32, u32)> {
-        let gen = (h as u32) >> bias::TAG_BITS;
-        let busy = &mine.busy[gen as usize % MAX_REVOKES as usize];
+        let busy = busy_flag(mine, bias_gen(h));
         busy.store(1, Relaxed);
         bias::light_fence();
         if mine.head.load(Relaxed) != h {
@@ -2100,8 +2099,7 @@ impl<T: RingElement> Ring<T> {
     /// while they hold a claim, do not pay for this check.
     #[inline(always)]
     fn no_claim_held(mine: &Side, h: u64) {
-        let gen = (h as u32) >> bias::TAG_BITS;
-        if mine.busy[gen as usize % MAX_REVOKES as usize].load(Relaxed) != 0 {
+        if busy_flag(mine, bias_gen(h)).load(Relaxed) != 0 {
             nested_claim();
         }
     }
@@ -2109,9 +2107,7 @@ impl<T: RingElement> Ring<T> {
     /// The in-flight flag of a claim made the biased way (its `prev` is the biased head word).
     #[inline(always)]
     fn bias_flag(&self, w: Which, c: &Claim) -> Option<&AtomicU32> {
-        let (p, _, n) = unpack(c.prev);
-        (n == BIASED)
-            .then(|| &self.side(w).0.busy[(p >> bias::TAG_BITS) as usize % MAX_REVOKES as usize])
+        (unpack(c.prev).2 == BIASED).then(|| busy_flag(self.side(w).0, bias_gen(c.prev)))
     }
 
     /// Side `w`'s head word now (a reservation starts from it).
@@ -2202,11 +2198,8 @@ impl<T: RingElement> Ring<T> {
     fn revoke_from(&self, w: Which, h: u64) -> bool {
         let (mine, _) = self.side(w);
         let (p, holder, n) = unpack(h);
-        let gen = if n == BIASED {
-            p >> bias::TAG_BITS
-        } else {
-            p >> 16
-        };
+        // A revoking word keeps the generation above the revoker's member.
+        let gen = if n == BIASED { bias_gen(h) } else { p >> 16 };
         let rv = pack(self.me as u32 | gen << 16, holder, REVOKING);
         if mine.head.compare_exchange(h, rv, AcqRel, Acquire).is_err() {
             return false;
@@ -2223,7 +2216,7 @@ impl<T: RingElement> Ring<T> {
     #[cold]
     fn finish_revoke(&self, w: Which, rv: u64, holder: u16, gen: u32) {
         let (mine, _) = self.side(w);
-        let busy = &mine.busy[gen as usize % MAX_REVOKES as usize];
+        let busy = busy_flag(mine, gen);
         let mut dead = self.is_dead(holder);
         if !dead {
             bias::heavy_fence();
@@ -2293,14 +2286,7 @@ impl<T: RingElement> Ring<T> {
                 let who = if hn == REVOKING { hp as u16 } else { hm };
                 if !self.is_dead(who) {
                     // An idle bias is no work in flight.
-                    let gen = if hn == BIASED {
-                        hp >> bias::TAG_BITS
-                    } else {
-                        hp >> 16
-                    };
-                    if hn == REVOKING
-                        || mine.busy[gen as usize % MAX_REVOKES as usize].load(Acquire) != 0
-                    {
+                    if hn == REVOKING || busy_flag(mine, bias_gen(hw)).load(Acquire) != 0 {
                         out.busy = Some(MemberId(who));
                     }
                     return out;
@@ -2633,15 +2619,11 @@ impl<T: RingElement> Ring<T> {
     pub fn test_start_revoke_and_vanish(&self, consumer: bool) -> bool {
         let w = if consumer { Which::Cons } else { Which::Prod };
         let h = self.head_word(w);
-        let (p, holder, n) = unpack(h);
+        let (_, holder, n) = unpack(h);
         if n != BIASED || h & !GEN_BITS == self.bias_word() {
             return false;
         }
-        let rv = pack(
-            self.me as u32 | (p >> bias::TAG_BITS) << 16,
-            holder,
-            REVOKING,
-        );
+        let rv = pack(self.me as u32 | bias_gen(h) << 16, holder, REVOKING);
         self.side(w)
             .0
             .head
@@ -2658,6 +2640,19 @@ impl<T: RingElement> Ring<T> {
         let (c, _) = self.reserve_mt(w, n, true, SyncMode::Mt);
         (c.n, c.n != 0 && self.bias_flag(w, &c).is_some())
     }
+}
+
+/// The bias generation of a biased head word `h` (the top bits of its position field).
+#[inline(always)]
+fn bias_gen(h: u64) -> u32 {
+    (h as u32) >> bias::TAG_BITS
+}
+
+/// The in-flight flag of bias generation `gen` on side `mine` (see the crate docs, "Biased
+/// sides").
+#[inline(always)]
+fn busy_flag(mine: &Side, gen: u32) -> &AtomicU32 {
+    &mine.busy[gen as usize % MAX_REVOKES as usize]
 }
 
 /// A second in-place claim on a side biased to this thread, made from inside the closure of
