@@ -473,13 +473,20 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
             let idx = self.entry_idx(pb, lane, Relaxed);
             if let Some(state) = self.slot_holds(idx, kb) {
                 self.clear_entry(pb, lane);
-                self.push_free(idx, state);
-                let c = self.mem.w(H_COUNT);
-                c.store(c.load(Relaxed) - 1, Relaxed);
+                self.forget_slot(idx, state);
                 return Outcome::Done(idx - 1);
             }
         }
         self.delete_slow(kb, hash, stop)
+    }
+
+    /// The end of a delete, once no bucket references key slot `idx` (state word `state`): the
+    /// slot goes on the free stack and the table counts one key fewer.
+    #[inline(always)]
+    fn forget_slot(&self, idx: u32, state: u64) {
+        self.push_free(idx, state);
+        let c = self.mem.w(H_COUNT);
+        c.store(c.load(Relaxed) - 1, Relaxed);
     }
 
     /// Every other delete: the key in its secondary bucket or chain, a table with extendable
@@ -495,9 +502,7 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
         if stop == Some(StopAt::MidDelete) {
             return Outcome::Stopped;
         }
-        self.push_free(idx, state);
-        let c = self.mem.w(H_COUNT);
-        c.store(c.load(Relaxed) - 1, Relaxed);
+        self.forget_slot(idx, state);
         if g.n_ext != 0 {
             let head = if g.ext_index(bw).is_some() {
                 g.main(sec)
