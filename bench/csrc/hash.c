@@ -15,14 +15,24 @@
 
 static char hash_runtime_dir[PATH_MAX];
 
-/* Initialise the EAL once: no hugepages (heap memory, like our LocalZones), no PCI, nothing
- * shared on disk. 0 on success. */
-int hash_dpdk_eal_init(void)
+/* Initialise the EAL once, no PCI, nothing shared on disk. With `huge_dir` (a hugetlbfs mount
+ * of 2 MiB pages), DPDK's memory comes from there, as ours comes from the same mount; NULL: no
+ * hugepages (heap memory, like our LocalZones). 0 on success. */
+int hash_dpdk_eal_init(const char *huge_dir)
 {
-	char *argv[] = {"hash-bench", "-l", "0", "--no-huge", "-m", "1536", "--no-pci",
-			"--no-shconf", "--file-prefix=hugeshare-hash-bench", "--no-telemetry",
-			"--log-level=lib.eal:error", NULL};
-	int argc = (int)(sizeof(argv) / sizeof(argv[0])) - 1;
+	char dir_arg[PATH_MAX + 16];
+	char *huge_argv[] = {"hash-bench", "-l", "0", dir_arg, "-m", "512", "--in-memory",
+			     "--no-pci", "--file-prefix=hugeshare-hash-bench", "--no-telemetry",
+			     "--log-level=lib.eal:error", NULL};
+	char *heap_argv[] = {"hash-bench", "-l", "0", "--no-huge", "-m", "1536", "--no-pci",
+			     "--no-shconf", "--file-prefix=hugeshare-hash-bench", "--no-telemetry",
+			     "--log-level=lib.eal:error", NULL};
+	char **argv = huge_dir ? huge_argv : heap_argv;
+	int argc = 0;
+	if (huge_dir)
+		snprintf(dir_arg, sizeof(dir_arg), "--huge-dir=%s", huge_dir);
+	while (argv[argc])
+		argc++;
 	if (rte_eal_init(argc, argv) < 0)
 		return -1;
 	snprintf(hash_runtime_dir, sizeof(hash_runtime_dir), "%s", rte_eal_get_runtime_dir());

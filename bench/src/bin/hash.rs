@@ -17,7 +17,17 @@
 //! Options: `--rounds N` (default 7), `--entries-log2 N` (default 19), `--lookups N` per round
 //! (default 2^20), `--keys 4,16,64`, `--alternate chunk|phase` (default chunk: the sides take
 //! turns every 16384 operations, so machine noise falls on all alike but every table is cold;
-//! phase: each side runs a whole phase in turn, as hash_perf_autotest runs one table at a time).
+//! phase: each side runs a whole phase in turn, as hash_perf_autotest runs one table at a time),
+//! `--memory huge|heap` (default huge).
+//!
+//! Memory, like for like: by default both sides run on 2 MiB hugepages, as the product does and
+//! as `hash_perf_autotest` does. The bench reserves pages and mounts hugetlbfs on a private
+//! mount point (it must run as root); ours lives in the memory of a real primary process of a
+//! group on that mount (`--huge-dir`), DPDK's EAL takes its memory from the same mount
+//! (`--huge-dir`, `--in-memory`). Pages, mount and group are removed at the end. Without root or
+//! free pages, or with `--memory heap`, both sides run on 4 KiB pages (ours in heap memory, DPDK
+//! with `--no-huge`), and the bench says so: there a lookup pays a TLB miss per random access on
+//! both sides.
 //!
 //! Target (issue 6): ours ≤ 0.9 × DPDK-LF on every row.
 #![deny(unsafe_code)]
@@ -27,7 +37,7 @@ use std::hint::black_box;
 use anyhow::{bail, Context, Result};
 use hugeshare_bench::{median, no_dpdk_notice, DPDK_AVAILABLE};
 use rte_hash_with_hash::{Crc32c, Hash, HashFn, Params};
-use shmconfig::LocalZones;
+use shmconfig::{LocalZones, Zones};
 
 /// The bench's only unsafe code: the TSC and DPDK's C side.
 #[allow(unsafe_code)]
@@ -46,7 +56,7 @@ mod raw {
     mod ffi {
         use std::ffi::{c_char, c_void};
         extern "C" {
-            pub fn hash_dpdk_eal_init() -> i32;
+            pub fn hash_dpdk_eal_init(huge_dir: *const c_char) -> i32;
             pub fn hash_dpdk_eal_cleanup();
             pub fn hash_dpdk_create(
                 name: *const c_char,
@@ -90,11 +100,20 @@ mod raw {
         }
     }
 
-    /// Initialise DPDK's EAL (once per process).
+    /// Initialise DPDK's EAL (once per process): on the 2 MiB pages of the hugetlbfs mount
+    /// `huge_dir`, or without hugepages.
     #[cfg(have_dpdk)]
-    pub fn eal_init() -> bool {
-        // SAFETY: called once, from the main thread, before any other DPDK call.
-        unsafe { ffi::hash_dpdk_eal_init() == 0 }
+    pub fn eal_init(huge_dir: Option<&std::path::Path>) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = match huge_dir.map(|d| std::ffi::CString::new(d.as_os_str().as_bytes())) {
+            None => None,
+            Some(Ok(c)) => Some(c),
+            Some(Err(_)) => return false,
+        };
+        let p = dir.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
+        // SAFETY: called once, from the main thread, before any other DPDK call; `p` is null or
+        // a valid C string that outlives the call (the EAL copies what it keeps).
+        unsafe { ffi::hash_dpdk_eal_init(p) == 0 }
     }
 
     /// Tear the EAL down (after every table is freed).
@@ -180,6 +199,8 @@ struct Opts {
     key_sizes: Vec<usize>,
     /// Operations per turn when the sides alternate within a phase (usize::MAX: whole phases).
     chunk: usize,
+    /// Both sides on 2 MiB hugepages (the default), or both on 4 KiB heap pages.
+    huge: bool,
 }
 
 fn parse_opts() -> Result<Opts> {
@@ -189,6 +210,7 @@ fn parse_opts() -> Result<Opts> {
         lookups: 1 << 20,
         key_sizes: vec![4, 16, 64],
         chunk: 16 * 1024,
+        huge: true,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -204,13 +226,20 @@ fn parse_opts() -> Result<Opts> {
                     v => bail!("--alternate takes chunk or phase, not {v:?}"),
                 }
             }
+            "--memory" => {
+                o.huge = match val()?.as_str() {
+                    "huge" => true,
+                    "heap" => false,
+                    v => bail!("--memory takes huge or heap, not {v:?}"),
+                }
+            }
             "--keys" => {
                 o.key_sizes = val()?
                     .split(',')
                     .map(|s| s.parse())
                     .collect::<Result<_, _>>()?
             }
-            _ => bail!("unknown option {a:?}; options: --rounds N --entries-log2 N --lookups N --keys 4,16,64 --alternate chunk|phase"),
+            _ => bail!("unknown option {a:?}; options: --rounds N --entries-log2 N --lookups N --keys 4,16,64 --alternate chunk|phase --memory huge|heap"),
         }
     }
     if o.rounds == 0 || o.lookups < 16 {
@@ -331,7 +360,7 @@ struct Row {
     plain: [Vec<f64>; 4],
 }
 
-fn run_size<const KL: usize>(o: &Opts, zones: &LocalZones, have_dpdk: bool) -> Result<Row> {
+fn run_size<const KL: usize>(o: &Opts, zones: &impl Zones, have_dpdk: bool) -> Result<Row> {
     let entries = 1u32 << o.entries_log2;
     let n = (entries as usize) * 3 / 4;
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ KL as u64);
@@ -458,8 +487,81 @@ fn run_size<const KL: usize>(o: &Opts, zones: &LocalZones, have_dpdk: bool) -> R
     Ok(row)
 }
 
+/// 2 MiB pages for both sides: a reservation, a private hugetlbfs mount, and a primary process
+/// of a hugeshare group with its memory on that mount. Dropped in that order reversed: the group
+/// first, then the mount, then the pages.
+struct HugeMem {
+    group: Option<procctl::Process>,
+    mount: Option<hugemem::admin::Mount>,
+    _pages: hugemem::admin::Reservation,
+    rundir: std::path::PathBuf,
+}
+
+/// Pages for both sides: 256 for ours (`-m 512` minus what the group keeps for itself is
+/// more than the 64-byte-key table needs), 256 for DPDK's `-m 512`, and a few spare.
+const HUGE_PAGES: u64 = 530;
+
+impl HugeMem {
+    fn setup() -> Result<HugeMem> {
+        const P2M: u64 = 2 << 20;
+        if !hugemem::admin::is_root() {
+            bail!("not root: cannot reserve hugepages or mount hugetlbfs");
+        }
+        let pages = hugemem::admin::reserve_pages(P2M, HUGE_PAGES, None)
+            .with_context(|| format!("reserving {HUGE_PAGES} pages of 2 MiB"))?;
+        let pid = std::process::id();
+        let tmp = std::env::temp_dir();
+        let mut h = HugeMem {
+            group: None,
+            mount: None,
+            _pages: pages,
+            rundir: tmp.join(format!("hugeshare-bench-hash-rt-{pid}")),
+        };
+        let dir = tmp.join(format!("hugeshare-bench-hash-{pid}"));
+        h.mount = Some(hugemem::admin::mount_private(&dir, P2M).context("mounting hugetlbfs")?);
+        let args = [
+            "hash-bench".to_string(),
+            "--proc-type=primary".into(),
+            format!("--file-prefix=hash-bench-{pid}"),
+            format!("--runtime-dir={}", h.rundir.display()),
+            format!("--huge-dir={}", dir.display()),
+            "-m".into(),
+            "512".into(),
+        ];
+        let (p, _) = procctl::Process::from_args(args.into_iter().skip(1))
+            .context("starting a primary on the hugetlbfs mount")?;
+        h.group = Some(p);
+        Ok(h)
+    }
+
+    fn dir(&self) -> &std::path::Path {
+        self.mount.as_ref().expect("mounted").path()
+    }
+}
+
+impl Drop for HugeMem {
+    fn drop(&mut self) {
+        drop(self.group.take());
+        drop(self.mount.take());
+        let _ = std::fs::remove_dir_all(&self.rundir);
+    }
+}
+
 fn main() -> Result<()> {
     let o = parse_opts()?;
+    let huge = if o.huge {
+        match HugeMem::setup() {
+            Ok(h) => Some(h),
+            Err(e) => {
+                println!(
+                    "note: no hugepages for this run ({e:#}); both sides run on 4 KiB pages (--memory heap)"
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
     let entries = 1u32 << o.entries_log2;
     println!(
         "hash: {} entries, {} keys added (75 %), {} lookups per round, precomputed hashes, {} rounds (+1 warm-up), medians; sides alternate every {}; CRC32-C instruction: {}",
@@ -472,7 +574,7 @@ fn main() -> Result<()> {
     );
     #[cfg(have_dpdk)]
     let have = DPDK_AVAILABLE && {
-        let ok = raw::eal_init();
+        let ok = raw::eal_init(huge.as_ref().map(|h| h.dir()));
         if !ok {
             println!("rte_eal_init failed: printing hugeshare's figures alone");
         }
@@ -483,13 +585,26 @@ fn main() -> Result<()> {
     if !DPDK_AVAILABLE {
         println!("{}", no_dpdk_notice());
     }
-    let zones = LocalZones::new();
+    println!(
+        "memory: {}",
+        match &huge {
+            Some(h) => format!(
+                "2 MiB hugepages on {} for both sides (ours: a primary's group memory; DPDK: --huge-dir, --in-memory)",
+                h.dir().display()
+            ),
+            None => "4 KiB pages for both sides (ours: heap; DPDK: --no-huge)".into(),
+        }
+    );
+    let heap = LocalZones::new();
     let mut rows = Vec::new();
     for &k in &o.key_sizes {
-        rows.push(match k {
-            4 => run_size::<4>(&o, &zones, have)?,
-            16 => run_size::<16>(&o, &zones, have)?,
-            _ => run_size::<64>(&o, &zones, have)?,
+        rows.push(match (&huge, k) {
+            (Some(h), 4) => run_size::<4>(&o, h.group.as_ref().expect("started"), have)?,
+            (Some(h), 16) => run_size::<16>(&o, h.group.as_ref().expect("started"), have)?,
+            (Some(h), _) => run_size::<64>(&o, h.group.as_ref().expect("started"), have)?,
+            (None, 4) => run_size::<4>(&o, &heap, have)?,
+            (None, 16) => run_size::<16>(&o, &heap, have)?,
+            (None, _) => run_size::<64>(&o, &heap, have)?,
         });
     }
     #[cfg(have_dpdk)]
