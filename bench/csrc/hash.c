@@ -122,15 +122,24 @@ double hash_dpdk_bulk(void *hv, const void **ptrs, const uint32_t *sigs, uint32_
 	return (double)(t1 - t0) / (n / 16 * 16);
 }
 
-/* Delete `n` keys. */
+/* Delete `n` keys. With `free_pos` (the lock-free mode), each deleted key's slot is also freed
+ * with rte_hash_free_key_with_position: in that mode rte_hash_del_key_with_hash leaves the slot
+ * allocated (no_free_on_del) until the user frees it once readers are done with it, while ours
+ * makes the slot reusable in the delete itself. So a delete is the same work on both sides: the
+ * key is gone and its slot can take the next add. */
 double hash_dpdk_del(void *hv, uint32_t key_len, const uint8_t *keys, const uint32_t *sigs,
-		     uint32_t n, uint64_t *fails)
+		     uint32_t n, int free_pos, uint64_t *fails)
 {
 	struct rte_hash *h = hv;
 	uint64_t bad = 0;
 	uint64_t t0 = rte_rdtsc_precise();
-	for (uint32_t i = 0; i < n; i++)
-		bad += rte_hash_del_key_with_hash(h, keys + (size_t)i * key_len, sigs[i]) < 0;
+	for (uint32_t i = 0; i < n; i++) {
+		int32_t pos = rte_hash_del_key_with_hash(h, keys + (size_t)i * key_len, sigs[i]);
+		if (pos < 0)
+			bad++;
+		else if (free_pos)
+			bad += rte_hash_free_key_with_position(h, pos) != 0;
+	}
 	uint64_t t1 = rte_rdtsc_precise();
 	*fails += bad;
 	return (double)(t1 - t0) / n;

@@ -95,6 +95,7 @@ mod raw {
                 keys: *const u8,
                 sigs: *const u32,
                 n: u32,
+                free_pos: i32,
                 fails: *mut u64,
             ) -> f64;
         }
@@ -125,7 +126,7 @@ mod raw {
 
     /// An `rte_hash` (freed on drop).
     #[cfg(have_dpdk)]
-    pub struct DpdkTable(*mut std::ffi::c_void, u32);
+    pub struct DpdkTable(*mut std::ffi::c_void, u32, bool);
 
     #[cfg(have_dpdk)]
     impl DpdkTable {
@@ -134,7 +135,7 @@ mod raw {
             // SAFETY: `name` is a valid C string that outlives the call (DPDK copies it).
             let h =
                 unsafe { ffi::hash_dpdk_create(name.as_ptr(), entries, key_len, i32::from(lf)) };
-            (!h.is_null()).then_some(Self(h, key_len))
+            (!h.is_null()).then_some(Self(h, key_len, lf))
         }
 
         pub fn reset(&self) {
@@ -176,7 +177,9 @@ mod raw {
                         ffi::hash_dpdk_bulk(self.0, ptrs.as_ptr(), sigs.as_ptr(), n, fails)
                     }
                     super::Phase::Delete => {
-                        ffi::hash_dpdk_del(self.0, self.1, keys.as_ptr(), sigs.as_ptr(), n, fails)
+                        let free_pos = i32::from(self.2);
+                        let (k, s) = (keys.as_ptr(), sigs.as_ptr());
+                        ffi::hash_dpdk_del(self.0, self.1, k, s, n, free_pos, fails)
                     }
                 }
             }
@@ -666,6 +669,7 @@ fn main() -> Result<()> {
     }
     println!();
     println!("TSC cycles per operation (bulk16: per key, bursts of 16); ratio = ours / DPDK-LF (target <= 0.90); DPDK = DPDK's default mode (no LF), for reference.");
+    println!("delete, DPDK-LF: rte_hash_del_key_with_hash and then rte_hash_free_key_with_position, since in LF mode the delete alone leaves the key's slot allocated; ours frees the slot in the delete (DPDK's default mode does too).");
     println!("add/writer, delete/writer: ours as the single writer, holding Hash::writer() for each turn: like for like with DPDK-LF, which takes no lock and trusts its user to be the only writer.");
     println!("add, delete: ours taking its shared-memory writer lock on every call (safe with several writers, which DPDK-LF is not); stricter than DPDK-LF, shown against it too.");
     if have {
