@@ -222,14 +222,14 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
     }
 
     /// Prefetch the line(s) of key slot `idx` that hold its state and key: the first word and,
-    /// for keys of more than one word, the last key word (a slot of 16-byte keys is 48 bytes,
-    /// so one in four crosses a line). Whatever `idx` is: an invalid index read from a racing
-    /// bucket only wastes a prefetch.
+    /// where state and key may cross a line, the last key word (slots of 2, 4 or 8 words never
+    /// cross one; a slot of 16-byte keys and 8-byte values is 6 words, and one in four crosses).
+    /// Whatever `idx` is: an invalid index read from a racing bucket only wastes a prefetch.
     #[inline(always)]
     pub(super) fn prefetch_slot(&self, idx: u32) {
         let sw = self.slot_at(idx);
         self.mem.prefetch(sw);
-        if Self::KW >= 2 {
+        if Self::KW > 6 || (Self::KW >= 2 && 8 % Self::SW != 0) {
             self.mem.prefetch(sw + Self::KW);
         }
     }
