@@ -67,9 +67,8 @@ pub(super) fn lane_of(m: u32) -> usize {
 
 impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
     /// Up to [`LOOKUP_BULK_MAX`] keys, in three passes so that the memory accesses of all keys
-    /// overlap: (1) prefetch the primary bucket of every key; (2) match signatures and prefetch
-    /// the candidate key slots (with no candidate in the primary bucket: the secondary bucket
-    /// first); (3) compare keys. A change-counter check around passes 2 and 3
+    /// overlap: (1) prefetch both buckets of every key; (2) match signatures and prefetch the
+    /// candidate key slots; (3) compare keys. A change-counter check around passes 2 and 3
     /// sends the misses of a pass that raced with a displacement through [`Hash::find`] again.
     pub(super) fn bulk_chunk(&self, keys: &[K], hashes: &[u32], out: &mut [Option<u32>]) -> usize {
         let mut found = 0;
@@ -89,45 +88,32 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
         let g = &self.g;
         let n = keys.len().min(BULK_STRIDE);
         let (keys, hashes, out) = (&keys[..n], &hashes[..n], &mut out[..n]);
-        // Pass 1: prefetch the primary bucket of every key. The secondary bucket is fetched
-        // only for a key with no candidate in its primary one (pass 2): at 75 % load a few per
-        // cent of keys, while prefetching it for every key, as DPDK does, costs each key a third
-        // more lines in flight, and a burst is bound by how many lines the core can have in
-        // flight at once. The bucket offsets are recomputed from the hashes where needed: a
-        // few register operations are cheaper than storing and reloading them.
+        // Pass 1: prefetch both buckets of every key (as DPDK: a key that sits in its
+        // secondary bucket then costs no extra round trip to memory in pass 2). The bucket
+        // offsets are recomputed from the hashes where needed: a few register operations are
+        // cheaper than storing and reloading them.
         for &h in hashes {
-            let (_, prim, _) = g.split(h);
+            let (_, prim, sec) = g.split(h);
             self.mem.prefetch(g.main(prim));
+            self.mem.prefetch(g.main(sec));
         }
         let chng = self.mem.w(H_CHNG);
         let c1 = chng.load(Acquire);
-        // Pass 2: candidate lanes in the primary bucket; read the first candidate's key-slot
-        // index and prefetch the slot. A key with no candidate there: prefetch its secondary
-        // bucket, for pass 2b.
+        // Pass 2: candidate lanes in the primary bucket, or, with none there, in the
+        // secondary; read the first candidate's key-slot index and prefetch the slot.
         let mut cand = [0u32; BULK_STRIDE];
         let mut first = [0u32; BULK_STRIDE];
         let mut in_sec = 0u32;
         for (i, &h) in hashes.iter().enumerate() {
-            let (sig, prim, sec) = g.split(h);
+            let (sig, prim, _) = g.split(h);
             let b = g.main(prim);
             let c = self.sig_candidates(b, sig);
-            if c != 0 {
-                let idx = self.entry_idx(b, lane_of(c), Acquire);
-                self.prefetch_slot(idx);
-                first[i] = idx;
-                cand[i] = c & (c - 1);
+            let (idx, rest) = if c != 0 {
+                (self.entry_idx(b, lane_of(c), Acquire), c & (c - 1))
             } else {
                 in_sec |= 1 << i;
-                self.mem.prefetch(g.main(sec));
-            }
-        }
-        // Pass 2b: the same in the secondary bucket for the keys with no candidate in their
-        // primary one.
-        let mut m = in_sec;
-        while m != 0 {
-            let i = m.trailing_zeros() as usize;
-            m &= m - 1;
-            let (idx, rest) = self.bulk_first_in_sec(hashes[i]);
+                self.bulk_first_in_sec(h)
+            };
             self.prefetch_slot(idx);
             first[i] = idx;
             cand[i] = rest;
