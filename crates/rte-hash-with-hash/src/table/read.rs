@@ -120,18 +120,17 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
         }
         // Pass 3: compare each key with its first candidate; anything else (further
         // candidates, the secondary bucket, the chain) in `bulk_rest`.
-        let (mut hits, mut misses, mut changed) = (0u32, 0u32, 0u32);
+        let (mut found, mut misses, mut changed) = (0usize, 0u32, 0u32);
         let mut none = None;
         for i in 0..n {
             let kb = keys[i].as_bytes();
-            let mut r = self.probe_slot(first[i], kb, &mut none);
-            if matches!(r, Probe::Miss) {
-                let sec = in_sec & (1 << i) != 0;
-                r = self.bulk_rest(sec, cand[i], hashes[i], kb);
-            }
+            let r = match self.probe_slot(first[i], kb, &mut none) {
+                Probe::Miss => self.bulk_rest(in_sec & (1 << i) != 0, cand[i], hashes[i], kb),
+                r => r,
+            };
             out[i] = match r {
                 Probe::Hit(idx) => {
-                    hits |= 1 << i;
+                    found += 1;
                     Some(idx - 1)
                 }
                 Probe::Miss => {
@@ -144,7 +143,6 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
                 }
             };
         }
-        let mut found = hits.count_ones() as usize;
         // Keys whose slot changed while read are looked up again; so are the misses if a key
         // moved during the passes.
         let mut redo = changed;
