@@ -1,7 +1,6 @@
 //! The lock-free readers: single and bulk lookups, slot reads, and [`Iter`].
 
 use super::*;
-use crate::raw::sig_match;
 
 /// Keys a bulk lookup handles in one set of passes (prefetch buckets, match signatures and
 /// prefetch key slots, compare keys).
@@ -220,12 +219,15 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
 
     #[inline(always)]
     pub(super) fn sig_candidates(&self, bw: usize, sig: u16) -> u32 {
-        let b = self.mem.eight(bw);
-        sig_match(b[0].load(Relaxed), b[1].load(Relaxed), sig)
+        self.mem.sig_candidates(bw, sig)
     }
 
     #[inline(always)]
     pub(super) fn entry_idx(&self, bw: usize, lane: usize, o: crate::sync::Ordering) -> u32 {
+        if matches!(o, Acquire) {
+            // Readers: one 4-byte load.
+            return self.mem.entry_idx_acquire(bw, lane);
+        }
         let b = self.mem.eight(bw);
         (b[(2 + lane / 2) & 7].load(o) >> ((lane & 1) * 32)) as u32
     }
@@ -444,6 +446,7 @@ impl<K: Plain, V: Plain, H: HashFn> Iterator for Iter<'_, K, V, H> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::raw::sig_match;
 
     #[test]
     fn sig_match_finds_exactly_the_matching_lanes() {
@@ -475,6 +478,53 @@ mod tests {
             }
             let want = (0..8).fold(0u32, |a, l| a | u32::from(lanes[l] == sig) << l);
             assert_eq!(got, want, "lanes {lanes:x?} sig {sig:#x}");
+        }
+    }
+
+    /// The readers' bucket accessors (assembly loads on x86_64) agree with the atomic words
+    /// they read: candidate lanes as `sig_match` finds them, and each lane's slot index, for
+    /// buckets at a 64-byte boundary and at 8-byte offsets from it.
+    #[test]
+    fn bucket_accessors_read_what_the_words_hold() {
+        use shmconfig::{LocalZones, ZoneKind, ZoneRequest, Zones};
+        let zone = LocalZones::new()
+            .reserve(&ZoneRequest::new("acc", 64 * 8, ZoneKind::Hash))
+            .unwrap();
+        let mem = Mem::new(zone).unwrap();
+        let mut x = 0x0bad_cafe_f00d_d00du64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..3000 {
+            let bw = 8 * (round % 4) + (round / 4) % 8;
+            let sig = next() as u16;
+            for j in 0..8 {
+                let mut w = next();
+                if j < 2 && w % 3 == 0 {
+                    // Put the signature in one of the word's lanes.
+                    let sh = (w >> 8) % 4 * 16;
+                    w = (w & !(0xffff << sh)) | u64::from(sig) << sh;
+                }
+                mem.w(bw + j).store(w, Relaxed);
+            }
+            let (w0, w1) = (mem.w(bw).load(Relaxed), mem.w(bw + 1).load(Relaxed));
+            assert_eq!(
+                mem.sig_candidates(bw, sig),
+                sig_match(w0, w1, sig),
+                "bucket at {bw}"
+            );
+            for lane in 0..8 {
+                let w = mem.w(bw + 2 + lane / 2).load(Relaxed);
+                let want = (w >> ((lane & 1) * 32)) as u32;
+                assert_eq!(
+                    mem.entry_idx_acquire(bw, lane),
+                    want,
+                    "bucket at {bw}, lane {lane}"
+                );
+            }
         }
     }
 
