@@ -117,23 +117,16 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
             first[i] = idx;
             cand[i] = rest;
         }
-        // Pass 3: compare each key with its first candidate; anything else (further
-        // candidates, the secondary bucket, the chain) in `bulk_rest`.
-        let (mut found, mut misses, mut changed) = (0usize, 0u32, 0u32);
+        // Pass 3: compare each key with its first candidate. The keys it misses go on with
+        // the rest of their search (further candidates, the secondary bucket, the chain) in
+        // `bulk_rest`, after the loop, which then stays short for the common case.
+        let (mut missed, mut changed) = (0u32, 0u32);
         let mut none = None;
         for i in 0..n {
-            let kb = keys[i].as_bytes();
-            let r = match self.probe_slot(first[i], kb, &mut none) {
-                Probe::Miss => self.bulk_rest(in_sec & (1 << i) != 0, cand[i], hashes[i], kb),
-                r => r,
-            };
-            out[i] = match r {
-                Probe::Hit(idx) => {
-                    found += 1;
-                    Some(idx - 1)
-                }
+            out[i] = match self.probe_slot(first[i], keys[i].as_bytes(), &mut none) {
+                Probe::Hit(idx) => Some(idx - 1),
                 Probe::Miss => {
-                    misses |= 1 << i;
+                    missed |= 1 << i;
                     None
                 }
                 Probe::Changed => {
@@ -141,6 +134,21 @@ impl<K: Plain, V: Plain, H: HashFn> Hash<K, V, H> {
                     None
                 }
             };
+        }
+        let mut found = n - (missed | changed).count_ones() as usize;
+        let mut misses = 0u32;
+        while missed != 0 {
+            let i = missed.trailing_zeros() as usize;
+            missed &= missed - 1;
+            let kb = keys[i].as_bytes();
+            match self.bulk_rest(in_sec & (1 << i) != 0, cand[i], hashes[i], kb) {
+                Probe::Hit(idx) => {
+                    found += 1;
+                    out[i] = Some(idx - 1);
+                }
+                Probe::Miss => misses |= 1 << i,
+                Probe::Changed => changed |= 1 << i,
+            }
         }
         // Keys whose slot changed while read are looked up again; so are the misses if a key
         // moved during the passes.
