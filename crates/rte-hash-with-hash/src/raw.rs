@@ -129,54 +129,36 @@ impl Mem {
     }
 }
 
-/// Readers' bucket accessors. On x86_64 (outside the loom and Miri builds, which check the same
-/// protocol with the atomics they stand for) each is one assembly load.
+/// Readers' bucket accessors, each one assembly load on x86_64. The loom and Miri builds (and
+/// other targets) use the atomics they stand for, in the `impl` below, so that the models
+/// check the same protocol.
+#[cfg(all(target_arch = "x86_64", not(hugeshare_loom), not(miri)))]
 impl Mem {
-    /// The candidate lanes of the bucket at word `bw` for `sig`, as [`sig_match`] of its words
-    /// 0 and 1 (relaxed), read with one 16-byte load.
+    /// The candidate lanes of the bucket at word `bw` for `sig`: [`sig_match`] of its words 0
+    /// and 1 (relaxed), read with one 16-byte load.
     #[inline(always)]
     pub(crate) fn sig_candidates(&self, bw: usize, sig: u16) -> u32 {
+        use std::arch::x86_64::{__m128i, _mm_cmpeq_epi16, _mm_movemask_epi8, _mm_set1_epi16};
         let b = self.eight(bw);
-        #[cfg(all(
-            target_arch = "x86_64",
-            target_feature = "sse2",
-            not(hugeshare_loom),
-            not(miri)
-        ))]
-        {
-            use std::arch::x86_64::{__m128i, _mm_cmpeq_epi16, _mm_movemask_epi8, _mm_set1_epi16};
-            let lanes: __m128i;
-            // SAFETY: `b` is the bucket's eight words inside the zone (bounds checked by
-            // `eight`), so the 16 bytes read stay inside the mapping. An assembly load is outside
-            // Rust's memory model, like the writers' atomic stores it may race with; the CPU
-            // reads each 8-byte-aligned half (`Mem::new` checks the alignment) atomically, which
-            // is what the two relaxed loads it stands for promise, and nothing more is assumed.
-            unsafe {
-                core::arch::asm!(
-                    "movdqu {x}, xmmword ptr [{p}]",
-                    p = in(reg) b.as_ptr(),
-                    x = lateout(xmm_reg) lanes,
-                    options(nostack, preserves_flags, readonly)
-                );
-            }
-            // SAFETY: SSE2 is enabled for this target (cfg above); register-only intrinsics.
-            #[allow(unused_unsafe)]
-            let bytes = unsafe {
-                _mm_movemask_epi8(_mm_cmpeq_epi16(lanes, _mm_set1_epi16(sig as i16))) as u32
-            };
-            bytes & 0x5555
+        let lanes: __m128i;
+        // SAFETY: `b` is the bucket's eight words inside the zone (bounds checked by `eight`),
+        // so the 16 bytes read stay inside the mapping. An assembly load is outside Rust's
+        // memory model, like the writers' atomic stores it may race with; the CPU reads each
+        // 8-byte-aligned half (`Mem::new` checks the alignment) atomically, which is what the
+        // two relaxed loads it stands for promise, and nothing more is assumed.
+        unsafe {
+            core::arch::asm!(
+                "movdqu {x}, xmmword ptr [{p}]",
+                p = in(reg) b.as_ptr(),
+                x = lateout(xmm_reg) lanes,
+                options(nostack, preserves_flags, readonly)
+            );
         }
-        #[cfg(not(all(
-            target_arch = "x86_64",
-            target_feature = "sse2",
-            not(hugeshare_loom),
-            not(miri)
-        )))]
-        sig_match(
-            b[0].load(crate::sync::Ordering::Relaxed),
-            b[1].load(crate::sync::Ordering::Relaxed),
-            sig,
-        )
+        // SAFETY: SSE2 is part of the x86_64 baseline; register-only intrinsics.
+        #[allow(unused_unsafe)]
+        let bytes =
+            unsafe { _mm_movemask_epi8(_mm_cmpeq_epi16(lanes, _mm_set1_epi16(sig as i16))) as u32 };
+        bytes & 0x5555
     }
 
     /// The key-slot index in lane `lane` (0..8) of the bucket at word `bw`, read with acquire
@@ -185,43 +167,45 @@ impl Mem {
     #[inline(always)]
     pub(crate) fn entry_idx_acquire(&self, bw: usize, lane: usize) -> u32 {
         let b = self.eight(bw);
-        let lane = lane & 7;
-        #[cfg(all(
-            target_arch = "x86_64",
-            target_feature = "sse2",
-            not(hugeshare_loom),
-            not(miri)
-        ))]
-        {
-            let idx: u32;
-            // SAFETY: byte 16 + 4 × lane (lane < 8) lies in words 2 to 5 of the bucket's eight
-            // words, inside the zone (bounds checked by `eight`), and is 4-byte aligned. The load
-            // is outside Rust's memory model like the writers' 8-byte atomic stores of that word:
-            // the CPU reads the aligned 4 bytes atomically, from one store or the other, which is
-            // the half of the word the atomic load and shift it stands for would return.
-            unsafe {
-                core::arch::asm!(
-                    "mov {i:e}, dword ptr [{p} + {l} * 4 + 16]",
-                    p = in(reg) b.as_ptr(),
-                    l = in(reg) lane,
-                    i = lateout(reg) idx,
-                    options(nostack, preserves_flags, readonly)
-                );
-            }
-            // x86 loads are acquire loads; this keeps the compiler from moving later reads (of
-            // the slot) above the assembly one.
-            std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::Acquire);
-            idx
+        let idx: u32;
+        // SAFETY: byte 16 + 4 × (lane & 7) lies in words 2 to 5 of the bucket's eight words,
+        // inside the zone (bounds checked by `eight`), and is 4-byte aligned. The load is outside
+        // Rust's memory model like the writers' 8-byte atomic stores of that word: the CPU reads
+        // the aligned 4 bytes atomically, from one store or another, which is the half of the
+        // word that the atomic load and shift it stands for would return.
+        unsafe {
+            core::arch::asm!(
+                "mov {i:e}, dword ptr [{p} + {l} * 4 + 16]",
+                p = in(reg) b.as_ptr(),
+                l = in(reg) lane & 7,
+                i = lateout(reg) idx,
+                options(nostack, preserves_flags, readonly)
+            );
         }
-        #[cfg(not(all(
-            target_arch = "x86_64",
-            target_feature = "sse2",
-            not(hugeshare_loom),
-            not(miri)
-        )))]
-        {
-            (b[2 + lane / 2].load(crate::sync::Ordering::Acquire) >> ((lane & 1) * 32)) as u32
-        }
+        // x86 loads are acquire loads; this keeps the compiler from moving later reads (of the
+        // slot) above the assembly one.
+        std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::Acquire);
+        idx
+    }
+}
+
+/// The readers' bucket accessors with atomics (see the `impl` above).
+#[cfg(not(all(target_arch = "x86_64", not(hugeshare_loom), not(miri))))]
+impl Mem {
+    #[inline(always)]
+    pub(crate) fn sig_candidates(&self, bw: usize, sig: u16) -> u32 {
+        let b = self.eight(bw);
+        sig_match(
+            b[0].load(crate::sync::Ordering::Relaxed),
+            b[1].load(crate::sync::Ordering::Relaxed),
+            sig,
+        )
+    }
+
+    #[inline(always)]
+    pub(crate) fn entry_idx_acquire(&self, bw: usize, lane: usize) -> u32 {
+        let w = &self.eight(bw)[2 + (lane & 7) / 2];
+        (w.load(crate::sync::Ordering::Acquire) >> ((lane & 1) * 32)) as u32
     }
 }
 
