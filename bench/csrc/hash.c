@@ -16,12 +16,12 @@
 static char hash_runtime_dir[PATH_MAX];
 
 /* Initialise the EAL once, no PCI, nothing shared on disk. With `huge_dir` (a hugetlbfs mount
- * of 2 MiB pages), DPDK's memory comes from there, as ours comes from the same mount; NULL: no
- * hugepages (heap memory, like our LocalZones). 0 on success. */
-int hash_dpdk_eal_init(const char *huge_dir)
+ * of 2 MiB pages), DPDK's `mem_mb` MiB come from there, as ours come from the same mount; NULL:
+ * no hugepages (heap memory, like our LocalZones). 0 on success. */
+int hash_dpdk_eal_init(const char *huge_dir, unsigned mem_mb)
 {
-	char dir_arg[PATH_MAX + 16];
-	char *huge_argv[] = {"hash-bench", "-l", "0", dir_arg, "-m", "512", "--in-memory",
+	char dir_arg[PATH_MAX + 16], mem_arg[16];
+	char *huge_argv[] = {"hash-bench", "-l", "0", dir_arg, "-m", mem_arg, "--in-memory",
 			     "--no-pci", "--file-prefix=hugeshare-hash-bench", "--no-telemetry",
 			     "--log-level=lib.eal:error", NULL};
 	char *heap_argv[] = {"hash-bench", "-l", "0", "--no-huge", "-m", "1536", "--no-pci",
@@ -29,8 +29,10 @@ int hash_dpdk_eal_init(const char *huge_dir)
 			     "--log-level=lib.eal:error", NULL};
 	char **argv = huge_dir ? huge_argv : heap_argv;
 	int argc = 0;
-	if (huge_dir)
+	if (huge_dir) {
 		snprintf(dir_arg, sizeof(dir_arg), "--huge-dir=%s", huge_dir);
+		snprintf(mem_arg, sizeof(mem_arg), "%u", mem_mb);
+	}
 	while (argv[argc])
 		argc++;
 	if (rte_eal_init(argc, argv) < 0)

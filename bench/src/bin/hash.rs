@@ -56,7 +56,7 @@ mod raw {
     mod ffi {
         use std::ffi::{c_char, c_void};
         extern "C" {
-            pub fn hash_dpdk_eal_init(huge_dir: *const c_char) -> i32;
+            pub fn hash_dpdk_eal_init(huge_dir: *const c_char, mem_mb: u32) -> i32;
             pub fn hash_dpdk_eal_cleanup();
             pub fn hash_dpdk_create(
                 name: *const c_char,
@@ -101,10 +101,10 @@ mod raw {
         }
     }
 
-    /// Initialise DPDK's EAL (once per process): on the 2 MiB pages of the hugetlbfs mount
-    /// `huge_dir`, or without hugepages.
+    /// Initialise DPDK's EAL (once per process): with `mem_mb` MiB of the 2 MiB pages of the
+    /// hugetlbfs mount `huge_dir`, or without hugepages.
     #[cfg(have_dpdk)]
-    pub fn eal_init(huge_dir: Option<&std::path::Path>) -> bool {
+    pub fn eal_init(huge_dir: Option<&std::path::Path>, mem_mb: u32) -> bool {
         use std::os::unix::ffi::OsStrExt;
         let dir = match huge_dir.map(|d| std::ffi::CString::new(d.as_os_str().as_bytes())) {
             None => None,
@@ -114,7 +114,7 @@ mod raw {
         let p = dir.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
         // SAFETY: called once, from the main thread, before any other DPDK call; `p` is null or
         // a valid C string that outlives the call (the EAL copies what it keeps).
-        unsafe { ffi::hash_dpdk_eal_init(p) == 0 }
+        unsafe { ffi::hash_dpdk_eal_init(p, mem_mb) == 0 }
     }
 
     /// Tear the EAL down (after every table is freed).
@@ -500,18 +500,23 @@ struct HugeMem {
     rundir: std::path::PathBuf,
 }
 
-/// Pages for both sides: 256 for ours (`-m 512` minus what the group keeps for itself is
-/// more than the 64-byte-key table needs), 256 for DPDK's `-m 512`, and a few spare.
-const HUGE_PAGES: u64 = 530;
+/// Hugepage memory for each side, in MiB: 1 KiB per entry, at least 512 (2^19 entries of
+/// 64-byte keys take about 50 MiB in ours, and DPDK holds two such tables, LF and default, at
+/// once).
+fn side_mb(entries: u32) -> u32 {
+    (entries >> 10).max(512)
+}
 
 impl HugeMem {
-    fn setup() -> Result<HugeMem> {
+    fn setup(mb: u32) -> Result<HugeMem> {
         const P2M: u64 = 2 << 20;
         if !hugemem::admin::is_root() {
             bail!("not root: cannot reserve hugepages or mount hugetlbfs");
         }
-        let pages = hugemem::admin::reserve_pages(P2M, HUGE_PAGES, None)
-            .with_context(|| format!("reserving {HUGE_PAGES} pages of 2 MiB"))?;
+        // Both sides' memory, and a few pages for the group's own tables.
+        let want = u64::from(mb) + 16;
+        let pages = hugemem::admin::reserve_pages(P2M, want, None)
+            .with_context(|| format!("reserving {want} pages of 2 MiB"))?;
         let pid = std::process::id();
         let tmp = std::env::temp_dir();
         let mut h = HugeMem {
@@ -529,7 +534,7 @@ impl HugeMem {
             format!("--runtime-dir={}", h.rundir.display()),
             format!("--huge-dir={}", dir.display()),
             "-m".into(),
-            "512".into(),
+            mb.to_string(),
         ];
         let (p, _) = procctl::Process::from_args(args.into_iter().skip(1))
             .context("starting a primary on the hugetlbfs mount")?;
@@ -552,8 +557,10 @@ impl Drop for HugeMem {
 
 fn main() -> Result<()> {
     let o = parse_opts()?;
+    let entries = 1u32 << o.entries_log2;
+    let mb = side_mb(entries);
     let huge = if o.huge {
-        match HugeMem::setup() {
+        match HugeMem::setup(mb) {
             Ok(h) => Some(h),
             Err(e) => {
                 println!(
@@ -565,7 +572,6 @@ fn main() -> Result<()> {
     } else {
         None
     };
-    let entries = 1u32 << o.entries_log2;
     println!(
         "hash: {} entries, {} keys added (75 %), {} lookups per round, precomputed hashes, {} rounds (+1 warm-up), medians; sides alternate every {}; CRC32-C instruction: {}",
         entries,
@@ -577,7 +583,7 @@ fn main() -> Result<()> {
     );
     #[cfg(have_dpdk)]
     let have = DPDK_AVAILABLE && {
-        let ok = raw::eal_init(huge.as_ref().map(|h| h.dir()));
+        let ok = raw::eal_init(huge.as_ref().map(|h| h.dir()), mb);
         if !ok {
             println!("rte_eal_init failed: printing hugeshare's figures alone");
         }
