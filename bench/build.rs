@@ -16,8 +16,17 @@ fn pkg_config(args: &[&str]) -> Option<String> {
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(have_dpdk)");
+    println!("cargo::rustc-check-cfg=cfg(bench_aligned)");
     println!("cargo::rerun-if-changed=csrc");
     println!("cargo::rerun-if-env-changed=HUGESHARE_NO_DPDK");
+    println!("cargo::rerun-if-env-changed=HUGESHARE_BENCH_ALIGN");
+    // `cargo xtask bench` sets HUGESHARE_BENCH_ALIGN=64 (and builds our side with its loops at
+    // 64-byte boundaries): both sides' hot loops then sit at the same place in a cache line
+    // whatever the linker does, see the README's "Benchmarks".
+    let aligned = std::env::var("HUGESHARE_BENCH_ALIGN").is_ok_and(|v| v == "64");
+    if aligned {
+        println!("cargo::rustc-cfg=bench_aligned");
+    }
     if std::env::var_os("HUGESHARE_NO_DPDK").is_some() {
         return;
     }
@@ -35,6 +44,10 @@ fn main() {
     }
     let mut build = cc::Build::new();
     build.opt_level(3).warnings(false);
+    if aligned {
+        // The same placement policy as our side's `-C llvm-args=-align-loops=64`.
+        build.flag("-falign-functions=64").flag("-falign-loops=64");
+    }
     for f in cflags.split_whitespace() {
         build.flag(f);
     }

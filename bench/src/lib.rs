@@ -25,3 +25,15 @@ pub fn median(xs: &mut [f64]) -> f64 {
 pub fn no_dpdk_notice() -> &'static str {
     "DPDK's side not built (libdpdk not found by pkg-config at build time): printing hugeshare's figures alone. Install it with `apt-get install dpdk-dev libdpdk-dev` and run again."
 }
+
+/// How both sides' code was placed in this build, for the first lines of a benchmark's output.
+/// One-core rows move by up to about 20 % on either side with where the linker puts a hot loop
+/// in its cache line; `cargo xtask bench ring|mempool|hash` builds both sides with their loops
+/// at 64-byte boundaries, so that figures do not depend on that.
+pub fn placement_notice() -> &'static str {
+    if cfg!(bench_aligned) {
+        "code placement: both sides' loops at 64-byte boundaries (cargo xtask bench)"
+    } else {
+        "code placement: as the linker left it (run through `cargo xtask bench` for both sides' loops at 64-byte boundaries; one-core rows move by up to about 20 % between builds otherwise)"
+    }
+}

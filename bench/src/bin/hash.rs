@@ -594,6 +594,7 @@ fn main() -> Result<()> {
     if !DPDK_AVAILABLE {
         println!("{}", no_dpdk_notice());
     }
+    println!("{}", hugeshare_bench::placement_notice());
     println!(
         "memory: {}",
         match &huge {

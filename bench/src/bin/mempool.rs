@@ -158,6 +158,7 @@ fn main() {
     let dpdk_lcores = unsafe { mempool_dpdk_init() };
     #[cfg(not(have_dpdk))]
     let dpdk_lcores = -1;
+    println!("{}", hugeshare_bench::placement_notice());
     if !hugeshare_bench::DPDK_AVAILABLE {
         println!("{}", hugeshare_bench::no_dpdk_notice());
     } else if dpdk_lcores < 0 {

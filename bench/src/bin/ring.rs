@@ -677,6 +677,7 @@ fn main() -> Result<()> {
         bail!("--rounds must be at least 1");
     }
     let dpdk = DPDK_AVAILABLE;
+    println!("# {}", hugeshare_bench::placement_notice());
     if !dpdk {
         println!("# {}", no_dpdk_notice());
     }
