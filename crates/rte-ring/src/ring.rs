@@ -2200,12 +2200,19 @@ impl<T: RingElement> Ring<T> {
         let (p, holder, n) = unpack(h);
         // A revoking word keeps the generation above the revoker's member.
         let gen = if n == BIASED { bias_gen(h) } else { p >> 16 };
-        let rv = pack(self.me as u32 | gen << 16, holder, REVOKING);
+        let rv = self.revoking_word(holder, gen);
         if mine.head.compare_exchange(h, rv, AcqRel, Acquire).is_err() {
             return false;
         }
         self.finish_revoke(w, rv, holder, gen);
         true
+    }
+
+    /// The head word of this member revoking `holder`'s bias of generation `gen`: the revoker
+    /// in the low half of the position field, the generation above it.
+    #[inline]
+    fn revoking_word(&self, holder: u16, gen: u32) -> u64 {
+        pack(self.me as u32 | gen << 16, holder, REVOKING)
     }
 
     /// The revoker's half of the Dekker pair: the head word says REVOKING (`rv`); the heavy
@@ -2623,7 +2630,7 @@ impl<T: RingElement> Ring<T> {
         if n != BIASED || h & !GEN_BITS == self.bias_word() {
             return false;
         }
-        let rv = pack(self.me as u32 | bias_gen(h) << 16, holder, REVOKING);
+        let rv = self.revoking_word(holder, bias_gen(h));
         self.side(w)
             .0
             .head
@@ -2752,7 +2759,7 @@ mod tests {
         std::thread::scope(|s| {
             s.spawn(|| assert_eq!(r.dequeue(), None));
         });
-        let (p, _, n) = unpack(r.head_word(Which::Cons));
-        assert_eq!((n, p >> bias::TAG_BITS), (BIASED, 1));
+        let h = r.head_word(Which::Cons);
+        assert_eq!((unpack(h).2, bias_gen(h)), (BIASED, 1));
     }
 }
