@@ -491,11 +491,12 @@ fn run_size<const KL: usize>(o: &Opts, zones: &impl Zones, have_dpdk: bool) -> R
 }
 
 /// 2 MiB pages for both sides: a reservation, a private hugetlbfs mount, and a primary process
-/// of a hugeshare group with its memory on that mount. Dropped in that order reversed: the group
-/// first, then the mount, then the pages.
+/// of a hugeshare group with its memory on that mount. Given back in the reverse order: the
+/// group (and its runtime directory) in `drop`, then the mount and the pages, as fields.
 struct HugeMem {
+    /// Always `Some` until `drop` takes it, so that it goes before the mount.
     group: Option<procctl::Process>,
-    mount: Option<hugemem::admin::Mount>,
+    mount: hugemem::admin::Mount,
     _pages: hugemem::admin::Reservation,
     rundir: std::path::PathBuf,
 }
@@ -519,38 +520,47 @@ impl HugeMem {
             .with_context(|| format!("reserving {want} pages of 2 MiB"))?;
         let pid = std::process::id();
         let tmp = std::env::temp_dir();
-        let mut h = HugeMem {
-            group: None,
-            mount: None,
-            _pages: pages,
-            rundir: tmp.join(format!("hugeshare-bench-hash-rt-{pid}")),
-        };
         let dir = tmp.join(format!("hugeshare-bench-hash-{pid}"));
-        h.mount = Some(hugemem::admin::mount_private(&dir, P2M).context("mounting hugetlbfs")?);
+        let mount = hugemem::admin::mount_private(&dir, P2M).context("mounting hugetlbfs")?;
+        let rundir = tmp.join(format!("hugeshare-bench-hash-rt-{pid}"));
         let args = [
-            "hash-bench".to_string(),
-            "--proc-type=primary".into(),
+            "--proc-type=primary".to_string(),
             format!("--file-prefix=hash-bench-{pid}"),
-            format!("--runtime-dir={}", h.rundir.display()),
+            format!("--runtime-dir={}", rundir.display()),
             format!("--huge-dir={}", dir.display()),
             "-m".into(),
             mb.to_string(),
         ];
-        let (p, _) = procctl::Process::from_args(args.into_iter().skip(1))
-            .context("starting a primary on the hugetlbfs mount")?;
-        h.group = Some(p);
-        Ok(h)
+        let started =
+            procctl::Process::from_args(args).context("starting a primary on the hugetlbfs mount");
+        let group = match started {
+            Ok((p, _)) => p,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&rundir);
+                return Err(e);
+            }
+        };
+        Ok(HugeMem {
+            group: Some(group),
+            mount,
+            _pages: pages,
+            rundir,
+        })
     }
 
     fn dir(&self) -> &std::path::Path {
-        self.mount.as_ref().expect("mounted").path()
+        self.mount.path()
+    }
+
+    /// The group's zones, where our tables live.
+    fn zones(&self) -> &procctl::Process {
+        self.group.as_ref().expect("taken only by drop")
     }
 }
 
 impl Drop for HugeMem {
     fn drop(&mut self) {
         drop(self.group.take());
-        drop(self.mount.take());
         let _ = std::fs::remove_dir_all(&self.rundir);
     }
 }
@@ -606,15 +616,16 @@ fn main() -> Result<()> {
         }
     );
     let heap = LocalZones::new();
+    let zones: &dyn Zones = match &huge {
+        Some(h) => h.zones(),
+        None => &heap,
+    };
     let mut rows = Vec::new();
     for &k in &o.key_sizes {
-        rows.push(match (&huge, k) {
-            (Some(h), 4) => run_size::<4>(&o, h.group.as_ref().expect("started"), have)?,
-            (Some(h), 16) => run_size::<16>(&o, h.group.as_ref().expect("started"), have)?,
-            (Some(h), _) => run_size::<64>(&o, h.group.as_ref().expect("started"), have)?,
-            (None, 4) => run_size::<4>(&o, &heap, have)?,
-            (None, 16) => run_size::<16>(&o, &heap, have)?,
-            (None, _) => run_size::<64>(&o, &heap, have)?,
+        rows.push(match k {
+            4 => run_size::<4>(&o, &zones, have)?,
+            16 => run_size::<16>(&o, &zones, have)?,
+            _ => run_size::<64>(&o, &zones, have)?,
         });
     }
     #[cfg(have_dpdk)]
