@@ -21,20 +21,18 @@ static char hash_runtime_dir[PATH_MAX];
 int hash_dpdk_eal_init(const char *huge_dir, unsigned mem_mb)
 {
 	char dir_arg[PATH_MAX + 16], mem_arg[16];
-	char *huge_argv[] = {"hash-bench", "-l", "0", dir_arg, "-m", mem_arg, "--in-memory",
-			     "--no-pci", "--file-prefix=hugeshare-hash-bench", "--no-telemetry",
-			     "--log-level=lib.eal:error", NULL};
-	char *heap_argv[] = {"hash-bench", "-l", "0", "--no-huge", "-m", "1536", "--no-pci",
-			     "--no-shconf", "--file-prefix=hugeshare-hash-bench", "--no-telemetry",
-			     "--log-level=lib.eal:error", NULL};
-	char **argv = huge_dir ? huge_argv : heap_argv;
-	int argc = 0;
+	/* The memory arguments, the only ones that differ. */
+	char *huge_mem[] = {dir_arg, "-m", mem_arg, "--in-memory"};
+	char *heap_mem[] = {"--no-huge", "-m", "1536", "--no-shconf"};
+	char *argv[] = {"hash-bench", "-l", "0", NULL, NULL, NULL, NULL, "--no-pci",
+			"--file-prefix=hugeshare-hash-bench", "--no-telemetry",
+			"--log-level=lib.eal:error", NULL};
+	int argc = (int)(sizeof(argv) / sizeof(argv[0])) - 1;
 	if (huge_dir) {
 		snprintf(dir_arg, sizeof(dir_arg), "--huge-dir=%s", huge_dir);
 		snprintf(mem_arg, sizeof(mem_arg), "%u", mem_mb);
 	}
-	while (argv[argc])
-		argc++;
+	memcpy(&argv[3], huge_dir ? huge_mem : heap_mem, sizeof(huge_mem));
 	if (rte_eal_init(argc, argv) < 0)
 		return -1;
 	snprintf(hash_runtime_dir, sizeof(hash_runtime_dir), "%s", rte_eal_get_runtime_dir());
