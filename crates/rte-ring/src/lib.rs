@@ -17,8 +17,7 @@
 //! head = pos (32 bits) | member (16 bits) | n (16 bits)     -- n, member: the LAST reservation
 //! ```
 //!
-//! Each side's head sits on a cache line of its own, apart from its tail (the line the other
-//! side reads). A producer computes its room from a copy of the consumer tail cached on its
+//! Each side's head and tail share a cache line, as in DPDK (an MT operation writes both). A producer computes its room from a copy of the consumer tail cached on its
 //! head's line, and reads the consumer tail only when the copy says "full"; a consumer reads the
 //! producer tail (measured faster here than a cached copy). The operation then
 //! reserves `[pos, pos + n)` by moving the head with a CAS (a side held by a single-member

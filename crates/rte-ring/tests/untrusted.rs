@@ -10,13 +10,13 @@ use rte_ring::{Behavior, Outcome, Ring, RingFlags};
 use shmconfig::LocalZones;
 
 // Offsets in a ring's zone (src/layout.rs): the shared part starts at 128, the producer side
-// (256 bytes: head word, cached consumer tail, ...; the tail 128 bytes in, the count of
-// abandoned ranges after it), then the consumer side, the statistics (64 bytes) and the table of
-// abandoned producer ranges (`start | n << 32`).
+// (256 bytes: head word, cached consumer tail, revocation count, four in-flight words, then the
+// tail and the count of abandoned ranges, 32 bytes in), then the consumer side, the statistics
+// (64 bytes) and the table of abandoned producer ranges (`start | n << 32`).
 const PROD_CACHED_CONS_TAIL: usize = 128 + 8;
-const PROD_TAIL: usize = 128 + 128;
-const PROD_HOLES: usize = 128 + 128 + 4;
-const CONS_TAIL: usize = 128 + 256 + 128;
+const PROD_TAIL: usize = 128 + 32;
+const PROD_HOLES: usize = PROD_TAIL + 4;
+const CONS_TAIL: usize = 128 + 256 + 32;
 const HOLE_TABLE: usize = 128 + 512 + 64;
 
 /// Slots 16, so capacity 15.
@@ -152,6 +152,22 @@ fn at_most_capacity(n: usize, left: u32) -> bool {
 
 fn nothing(n: usize, _: u32) -> bool {
     n == 0
+}
+
+/// The offsets above name the words the tests damage (the count of abandoned ranges is the word
+/// after the producer tail): a test writing into padding would pass without testing anything.
+#[test]
+fn the_offsets_name_the_tails_and_the_copy() {
+    let z = LocalZones::new();
+    let r = Ring::<u64>::create(&z, "offsets", 16, MT).unwrap();
+    r.disable_bias();
+    assert_eq!(r.enqueue_bulk(&[1; 13]), 13);
+    assert_eq!(r.dequeue_bulk(&mut [0; 9]), 9);
+    // The producers' copy of the consumer tail is refreshed when it shows too little room.
+    assert_eq!(r.enqueue_bulk(&[1; 7]), 7);
+    assert_eq!(word32(&r, PROD_TAIL).load(SeqCst), 20);
+    assert_eq!(word32(&r, CONS_TAIL).load(SeqCst), 9);
+    assert_eq!(word32(&r, PROD_CACHED_CONS_TAIL).load(SeqCst), 9);
 }
 
 #[test]
