@@ -835,10 +835,15 @@ impl<T: RingElement> Ring<T> {
     /// Dequeue one element, if there is one.
     #[inline]
     pub fn dequeue(&self) -> Option<T> {
+        // Biased first, as in `enq_default`.
+        let h = self.head_word(Which::Cons);
+        if self.is_own_bias(h) {
+            return self.deq_one(SyncMode::Mt, h);
+        }
         match self.cons_sync {
-            SyncMode::St | SyncMode::Mt => self.deq_one(SyncMode::Mt),
-            SyncMode::Hts => self.deq_one(SyncMode::Hts),
-            SyncMode::Rts => self.deq_one(SyncMode::Rts),
+            SyncMode::St | SyncMode::Mt => self.deq_one(SyncMode::Mt, h),
+            SyncMode::Hts => self.deq_one(SyncMode::Hts, h),
+            SyncMode::Rts => self.deq_one(SyncMode::Rts, h),
         }
     }
 
@@ -855,7 +860,7 @@ impl<T: RingElement> Ring<T> {
     /// Multi-consumer dequeue of one element.
     #[inline]
     pub fn mc_dequeue(&self) -> Option<T> {
-        self.deq_one(SyncMode::Mt)
+        self.deq_one(SyncMode::Mt, self.head_word(Which::Cons))
     }
 
     /// Enqueue all of `items` or none; returns `items.len()` or 0.
@@ -1101,19 +1106,31 @@ impl<T: RingElement> Ring<T> {
         }
     }
 
-    /// In the ring's default mode for this side.
+    /// In the ring's default mode for this side. A side biased to this thread is an MT side
+    /// (HTS and RTS sides are never biased), so its calls go without looking at the mode (see
+    /// [`Ring::dequeue_bulk_in_place`]).
     #[inline(always)]
     fn enq_default(&self, items: &[T], fixed: bool) -> Outcome {
+        let h = self.head_word(Which::Prod);
+        if self.is_own_bias(h) {
+            return self.enq_from(items, fixed, SyncMode::Mt, h);
+        }
         match self.prod_sync {
-            SyncMode::St | SyncMode::Mt => self.enq(items, fixed, SyncMode::Mt),
-            SyncMode::Hts => self.enq(items, fixed, SyncMode::Hts),
-            SyncMode::Rts => self.enq(items, fixed, SyncMode::Rts),
+            SyncMode::St | SyncMode::Mt => self.enq_from(items, fixed, SyncMode::Mt, h),
+            SyncMode::Hts => self.enq_from(items, fixed, SyncMode::Hts, h),
+            SyncMode::Rts => self.enq_from(items, fixed, SyncMode::Rts, h),
         }
     }
 
     /// The operation, for a mode known where it is inlined.
     #[inline(always)]
     fn enq(&self, items: &[T], fixed: bool, sync: SyncMode) -> Outcome {
+        self.enq_from(items, fixed, sync, self.head_word(Which::Prod))
+    }
+
+    /// [`Ring::enq`] from head word `h`, read by the caller.
+    #[inline(always)]
+    fn enq_from(&self, items: &[T], fixed: bool, sync: SyncMode, mut h: u64) -> Outcome {
         if items.len() > MAX_OP {
             let how = if fixed {
                 Behavior::Fixed
@@ -1122,7 +1139,6 @@ impl<T: RingElement> Ring<T> {
             };
             return self.enqueue_long(items, how, sync);
         }
-        let mut h = self.head_word(Which::Prod);
         if sync == SyncMode::Mt && self.is_own_bias(h) {
             if let Some(o) = self.enq_biased(items, fixed, h) {
                 return o;
@@ -1207,10 +1223,16 @@ impl<T: RingElement> Ring<T> {
     #[cfg(not(hugeshare_loom))]
     #[inline]
     pub fn enqueue_bulk_in_place(&self, n: usize, f: impl FnOnce(&mut [T], &mut [T])) -> usize {
+        // A side biased to this thread is an MT side (HTS and RTS sides are never biased), so
+        // its calls need not look at the side's mode first (see `dequeue_bulk_in_place`).
+        let h = self.head_word(Which::Prod);
+        if self.is_own_bias(h) {
+            return self.enq_in_place(n, f, SyncMode::Mt, h);
+        }
         match self.prod_sync {
-            SyncMode::St | SyncMode::Mt => self.enq_in_place(n, f, SyncMode::Mt),
-            SyncMode::Hts => self.enq_in_place(n, f, SyncMode::Hts),
-            SyncMode::Rts => self.enq_in_place(n, f, SyncMode::Rts),
+            SyncMode::St | SyncMode::Mt => self.enq_in_place(n, f, SyncMode::Mt, h),
+            SyncMode::Hts => self.enq_in_place(n, f, SyncMode::Hts, h),
+            SyncMode::Rts => self.enq_in_place(n, f, SyncMode::Rts, h),
         }
     }
 
@@ -1221,20 +1243,34 @@ impl<T: RingElement> Ring<T> {
     #[cfg(not(hugeshare_loom))]
     #[inline]
     pub fn dequeue_bulk_in_place(&self, n: usize, f: impl FnOnce(&[T], &[T])) -> usize {
+        // A side biased to this thread is an MT side (HTS and RTS sides are never biased), so
+        // its calls need not look at the side's mode first: the head word is read once, and
+        // the biased call inlined here knows it is biased (the other instances, that it is
+        // not). Three instructions fewer per call of the mempool's no-cache rows.
+        let h = self.head_word(Which::Cons);
+        if self.is_own_bias(h) {
+            return self.deq_in_place(n, f, SyncMode::Mt, h);
+        }
         match self.cons_sync {
-            SyncMode::St | SyncMode::Mt => self.deq_in_place(n, f, SyncMode::Mt),
-            SyncMode::Hts => self.deq_in_place(n, f, SyncMode::Hts),
-            SyncMode::Rts => self.deq_in_place(n, f, SyncMode::Rts),
+            SyncMode::St | SyncMode::Mt => self.deq_in_place(n, f, SyncMode::Mt, h),
+            SyncMode::Hts => self.deq_in_place(n, f, SyncMode::Hts, h),
+            SyncMode::Rts => self.deq_in_place(n, f, SyncMode::Rts, h),
         }
     }
 
     #[cfg(not(hugeshare_loom))]
     #[inline(always)]
-    fn enq_in_place(&self, n: usize, f: impl FnOnce(&mut [T], &mut [T]), sync: SyncMode) -> usize {
+    fn enq_in_place(
+        &self,
+        n: usize,
+        f: impl FnOnce(&mut [T], &mut [T]),
+        sync: SyncMode,
+        h: u64,
+    ) -> usize {
         if n == 0 || n > MAX_OP {
             return 0;
         }
-        let (claim, _, busy) = self.claim_in_place(Which::Prod, n as u32, sync);
+        let (claim, _, busy) = self.claim_in_place(Which::Prod, n as u32, sync, h);
         if claim.n == 0 {
             return 0;
         }
@@ -1247,11 +1283,11 @@ impl<T: RingElement> Ring<T> {
 
     #[cfg(not(hugeshare_loom))]
     #[inline(always)]
-    fn deq_in_place(&self, n: usize, f: impl FnOnce(&[T], &[T]), sync: SyncMode) -> usize {
+    fn deq_in_place(&self, n: usize, f: impl FnOnce(&[T], &[T]), sync: SyncMode, h: u64) -> usize {
         if n == 0 || n > MAX_OP {
             return 0;
         }
-        let (claim, avail, busy) = self.claim_in_place(Which::Cons, n as u32, sync);
+        let (claim, avail, busy) = self.claim_in_place(Which::Cons, n as u32, sync, h);
         if claim.n == 0 {
             if avail == HOLES {
                 // The closure is called here rather than handed to the out-of-line path: handed
@@ -1294,7 +1330,7 @@ impl<T: RingElement> Ring<T> {
         (self.dequeue_slow(&mut tmp, true, sync).n == n).then_some(tmp)
     }
 
-    /// The claim of an in-place call: the biased way, inline, on a side biased to this thread;
+    /// The claim of an in-place call, from head word `h` (read by the caller): the biased way, inline, on a side biased to this thread;
     /// else the shared reservation (which may still bias the side, and then makes a biased
     /// claim out of line). The biased claim is written out here, as in [`Ring::enq_biased`] and
     /// its twins, rather than taken from [`Ring::reserve_biased`]: returning the raised flag
@@ -1302,8 +1338,13 @@ impl<T: RingElement> Ring<T> {
     /// 5% slower on the mempool's no-cache bulk 4.
     #[cfg(not(hugeshare_loom))]
     #[inline(always)]
-    fn claim_in_place(&self, w: Which, n: u32, sync: SyncMode) -> (Claim, u32, Option<&AtomicU32>) {
-        let mut h = self.head_word(w);
+    fn claim_in_place(
+        &self,
+        w: Which,
+        n: u32,
+        sync: SyncMode,
+        mut h: u64,
+    ) -> (Claim, u32, Option<&AtomicU32>) {
         if sync == SyncMode::Mt && self.is_own_bias(h) {
             let (mine, other) = self.side(w);
             Self::no_claim_held(mine, h);
@@ -1415,16 +1456,27 @@ impl<T: RingElement> Ring<T> {
     /// In the ring's default mode for this side.
     #[inline(always)]
     fn deq_default(&self, out: &mut [T], fixed: bool) -> Outcome {
+        // Biased first, as in `enq_default`.
+        let h = self.head_word(Which::Cons);
+        if self.is_own_bias(h) {
+            return self.deq_from(out, fixed, SyncMode::Mt, h);
+        }
         match self.cons_sync {
-            SyncMode::St | SyncMode::Mt => self.deq(out, fixed, SyncMode::Mt),
-            SyncMode::Hts => self.deq(out, fixed, SyncMode::Hts),
-            SyncMode::Rts => self.deq(out, fixed, SyncMode::Rts),
+            SyncMode::St | SyncMode::Mt => self.deq_from(out, fixed, SyncMode::Mt, h),
+            SyncMode::Hts => self.deq_from(out, fixed, SyncMode::Hts, h),
+            SyncMode::Rts => self.deq_from(out, fixed, SyncMode::Rts, h),
         }
     }
 
     /// The operation, for a mode known where it is inlined.
     #[inline(always)]
     fn deq(&self, out: &mut [T], fixed: bool, sync: SyncMode) -> Outcome {
+        self.deq_from(out, fixed, sync, self.head_word(Which::Cons))
+    }
+
+    /// [`Ring::deq`] from head word `h`, read by the caller.
+    #[inline(always)]
+    fn deq_from(&self, out: &mut [T], fixed: bool, sync: SyncMode, mut h: u64) -> Outcome {
         if out.len() > MAX_OP {
             let how = if fixed {
                 Behavior::Fixed
@@ -1433,7 +1485,6 @@ impl<T: RingElement> Ring<T> {
             };
             return self.dequeue_long(out, how, sync);
         }
-        let mut h = self.head_word(Which::Cons);
         if sync == SyncMode::Mt && self.is_own_bias(h) {
             if let Some(o) = self.deq_biased(out, fixed, h) {
                 return o;
@@ -1462,8 +1513,7 @@ impl<T: RingElement> Ring<T> {
 
     /// One element, returned by value (no buffer in memory between the slot and the caller).
     #[inline(always)]
-    fn deq_one(&self, sync: SyncMode) -> Option<T> {
-        let mut h = self.head_word(Which::Cons);
+    fn deq_one(&self, sync: SyncMode, mut h: u64) -> Option<T> {
         if sync == SyncMode::Mt && self.is_own_bias(h) {
             if let Some(v) = self.deq_one_biased(h) {
                 return v;
