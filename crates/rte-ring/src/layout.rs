@@ -67,7 +67,9 @@ const _: () = assert!(core::mem::align_of::<SharedLayout>() <= RING_ZONE_ALIGN);
 /// bias words and the tail, as DPDK keeps a side's head and tail together. An MT operation
 /// moves the head and then the tail, so with both on one line it takes one line from the
 /// previous member instead of two (layout 6 kept the tail on a line of its own: the mempool's
-/// no-cache two-core rows went from 18 to 22 M objects/s at bulk 1, 66 to 70 M at bulk 4).
+/// no-cache two-core rows went from 18 to 22 M objects/s at bulk 1, 66 to 70 M at bulk 4; the
+/// ring bench's two-core rows, one producer thread and one consumer thread, showed no
+/// consistent difference).
 #[derive(Debug)]
 #[repr(C, align(128))]
 pub(crate) struct Side {

@@ -17,11 +17,12 @@
 //! head = pos (32 bits) | member (16 bits) | n (16 bits)     -- n, member: the LAST reservation
 //! ```
 //!
-//! Each side's head and tail share a cache line, as in DPDK (an MT operation writes both). A producer computes its room from a copy of the consumer tail cached on its
-//! head's line, and reads the consumer tail only when the copy says "full"; a consumer reads the
-//! producer tail (measured faster here than a cached copy). The operation then
-//! reserves `[pos, pos + n)` by moving the head with a CAS (a side held by a single-member
-//! handle is not reserved at all: see "Single-member modes"). It copies the elements, then
+//! Each side's head and tail share a cache line, as in DPDK (an MT operation writes both). A
+//! producer computes its room from a copy of the consumer tail cached on that line, and reads
+//! the consumer tail only when the copy says "full"; a consumer reads the producer tail
+//! (measured faster here than a cached copy). The operation then reserves `[pos, pos + n)` by
+//! moving the head with a CAS (a side held by a single-member handle is not reserved at all:
+//! see "Single-member modes"). It copies the elements, then
 //! publishes by storing the tail with release ordering; in [`SyncMode::Mt`] it first waits until
 //! the tail reaches its own start, so reservations publish in order. [`SyncMode::Hts`] waits
 //! *before* reserving until no operation of its side is in flight (head == tail), so one
