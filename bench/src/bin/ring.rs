@@ -23,7 +23,8 @@
 //! other load on the machine spoils a sub-run rather than a round; rows print the median over
 //! rounds, and the best round beside it.
 //!
-//! Options: `--rounds N` (default 5), `--quick` (fewer iterations).
+//! Options: `--rounds N` (default 5), `--quick` (fewer iterations), `--row TEXT` (only the rows
+//! whose name contains TEXT, and the floors printed beside them; repeatable).
 #![deny(unsafe_code)]
 
 use std::hint::black_box;
@@ -418,55 +419,67 @@ fn ours_empty<const MP: bool>(r: &Ring<u64>, iters: u32) -> f64 {
     (t1 - t0) as f64 / iters as f64
 }
 
-fn ours_two_cores<const MP: bool>(r: &Ring<u64>, n: usize, iters: u32) -> f64 {
-    let mp = MP;
-    let ready = std::sync::atomic::AtomicU32::new(0);
-    let side = |enq: bool| {
-        if !enq {
-            pin(1);
+/// One side of a two-core row: `iters` bulks of `n`, retried until each goes through (as
+/// DPDK's `ring_side_run`); cycles per element. One function per side and mode, so that each
+/// loop is compiled on its own: compiled as one closure with the four loops behind a match, the
+/// SP/SC bulk 8 row moved by 25 % with changes to the MP/MC calls that it never runs.
+#[inline(never)]
+fn ours_side<const ENQ: bool, const MP: bool>(r: &Ring<u64>, n: usize, iters: u32) -> f64 {
+    let mut buf = [0u64; 32];
+    let n = black_box(n);
+    let t0;
+    if MP {
+        t0 = rdtsc();
+        for _ in 0..iters {
+            if ENQ {
+                while r.mp_enqueue_bulk(&buf[..n]) == 0 {
+                    std::hint::spin_loop();
+                }
+            } else {
+                while r.mc_dequeue_bulk(&mut buf[..n]) == 0 {
+                    std::hint::spin_loop();
+                }
+            }
         }
+    } else if ENQ {
+        let mut p = r.single_producer().expect("producer side free");
+        t0 = rdtsc();
+        for _ in 0..iters {
+            while p.enqueue_bulk(&buf[..n]) == 0 {
+                std::hint::spin_loop();
+            }
+        }
+    } else {
+        let mut c = r.single_consumer().expect("consumer side free");
+        t0 = rdtsc();
+        for _ in 0..iters {
+            while c.dequeue_bulk(&mut buf[..n]) == 0 {
+                std::hint::spin_loop();
+            }
+        }
+    }
+    let t1 = rdtsc();
+    black_box(&buf);
+    (t1 - t0) as f64 / (iters as f64 * n as f64)
+}
+
+fn ours_two_cores<const MP: bool>(r: &Ring<u64>, n: usize, iters: u32) -> f64 {
+    let ready = std::sync::atomic::AtomicU32::new(0);
+    let start = || {
         ready.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         while ready.load(std::sync::atomic::Ordering::Acquire) != 2 {
             std::hint::spin_loop();
         }
-        let mut buf = [0u64; 32];
-        let mut p = (enq && !mp).then(|| r.single_producer().expect("producer side free"));
-        let mut c = (!enq && !mp).then(|| r.single_consumer().expect("consumer side free"));
-        let t0 = rdtsc();
-        for _ in 0..iters {
-            match (enq, mp) {
-                (true, false) => {
-                    let p = p.as_mut().expect("held above");
-                    while p.enqueue_bulk(&buf[..n]) == 0 {
-                        std::hint::spin_loop();
-                    }
-                }
-                (true, true) => {
-                    while r.mp_enqueue_bulk(&buf[..n]) == 0 {
-                        std::hint::spin_loop();
-                    }
-                }
-                (false, false) => {
-                    let c = c.as_mut().expect("held above");
-                    while c.dequeue_bulk(&mut buf[..n]) == 0 {
-                        std::hint::spin_loop();
-                    }
-                }
-                (false, true) => {
-                    while r.mc_dequeue_bulk(&mut buf[..n]) == 0 {
-                        std::hint::spin_loop();
-                    }
-                }
-            }
-        }
-        let t1 = rdtsc();
-        black_box(&buf);
-        (t1 - t0) as f64 / (iters as f64 * n as f64)
     };
     pin(0);
     std::thread::scope(|s| {
-        let d = s.spawn(|| side(false));
-        let e = side(true);
+        let d = s.spawn(|| {
+            pin(1);
+            start();
+            ours_side::<false, MP>(r, n, iters)
+        });
+        start();
+        let e = ours_side::<true, MP>(r, n, iters);
         e + d.join().unwrap()
     })
 }
@@ -665,12 +678,17 @@ fn floor_copies_words(n: usize, iters: u32) -> f64 {
 fn main() -> Result<()> {
     let mut rounds = 5;
     let mut quick = false;
+    let mut only: Vec<String> = vec![];
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--rounds" => rounds = args.next().unwrap_or_default().parse()?,
             "--quick" => quick = true,
-            _ => bail!("unknown option {a:?}; options: --rounds N, --quick"),
+            "--row" => match args.next() {
+                Some(t) if !t.is_empty() => only.push(t),
+                _ => bail!("--row needs the text of a row's name, e.g. --row \"two cores SP/SC\""),
+            },
+            _ => bail!("unknown option {a:?}; options: --rounds N, --quick, --row TEXT"),
         }
     }
     if rounds == 0 {
@@ -734,6 +752,20 @@ fn main() -> Result<()> {
             target,
         })
         .collect();
+    for t in &only {
+        if !names.iter().any(|n| n.0.contains(t.as_str())) {
+            let all: Vec<&str> = names.iter().map(|n| n.0).collect();
+            bail!(
+                "--row {t:?} names no row; the rows are:\n  {}",
+                all.join("\n  ")
+            );
+        }
+    }
+    let want = |name: &str| only.is_empty() || only.iter().any(|t| name.contains(t.as_str()));
+    // The floors are measured with the rows printed beside them.
+    let want_lock = want("MP/MC single (enq+deq)");
+    let want_copy8 = want("SP/SC bulk 8 (per bulk)") || want("MP/MC bulk 8 (per bulk)");
+    let want_copy32 = want("SP/SC bulk 32 (per bulk)") || want("MP/MC bulk 32 (per bulk)");
     let mut floor_lock: Vec<f64> = vec![];
     let mut floor_copy8: Vec<f64> = vec![];
     let mut floor_copy8w: Vec<f64> = vec![];
@@ -745,13 +777,6 @@ fn main() -> Result<()> {
     let r = rings();
     for round in 0..rounds {
         let mut i = 0;
-        let mut push = |rows: &mut Vec<Row>, o: f64, d: Option<f64>| {
-            rows[i].ours.push(o);
-            if let Some(d) = d {
-                rows[i].dpdk.push(d);
-            }
-            i += 1;
-        };
         macro_rules! d {
             ($e:expr) => {{
                 #[cfg(have_dpdk)]
@@ -776,6 +801,17 @@ fn main() -> Result<()> {
                 (o, d)
             }};
         }
+        // The next row in `names`' order: measured (`alt!`) if wanted, skipped otherwise.
+        macro_rules! row {
+            ($k:expr, $ours:expr, $dpdk:expr) => {{
+                if want(rows[i].name) {
+                    let (o, d) = alt!($k, $ours, $dpdk);
+                    rows[i].ours.push(o);
+                    rows[i].dpdk.extend(d);
+                }
+                i += 1;
+            }};
+        }
         const K1: u32 = 8;
         const K2: u32 = 4;
         // one core
@@ -783,7 +819,7 @@ fn main() -> Result<()> {
             let fresh = fresh_mp(bias_off);
             let rr = if mp { &fresh } else { &r.sp };
             let it = single_iters / K1;
-            let (o, dd) = alt!(
+            row!(
                 K1,
                 if mp {
                     ours_single::<true>(rr, it)
@@ -792,7 +828,6 @@ fn main() -> Result<()> {
                 },
                 d!(raw::dpdk::single(mp, it))
             );
-            push(&mut rows, o, dd);
         }
         for (mp, bias_off) in [(false, false), (true, false), (true, true)] {
             let fresh = fresh_mp(bias_off);
@@ -803,7 +838,7 @@ fn main() -> Result<()> {
                         continue;
                     }
                     let it = bulk_iters / K1;
-                    let (o, dd) = alt!(
+                    row!(
                         K1,
                         match (mp, burst) {
                             (false, false) => ours_bulk::<false, false>(rr, n, it),
@@ -813,7 +848,6 @@ fn main() -> Result<()> {
                         },
                         d!(raw::dpdk::bulk(mp, burst, n as u32, it))
                     );
-                    push(&mut rows, o, dd);
                 }
             }
         }
@@ -821,7 +855,7 @@ fn main() -> Result<()> {
             let fresh = fresh_mp(false);
             let rr = if mp { &fresh } else { &r.sp };
             let it = single_iters / K1;
-            let (o, dd) = alt!(
+            row!(
                 K1,
                 if mp {
                     ours_empty::<true>(rr, it)
@@ -830,45 +864,34 @@ fn main() -> Result<()> {
                 },
                 d!(raw::dpdk::empty(mp, it))
             );
-            push(&mut rows, o, dd);
         }
         for rts in [true, false] {
             let rr = if rts { &r.rts } else { &r.hts };
             for n in [1usize, 8, 32] {
                 let it = if n == 1 { single_iters } else { bulk_iters } / K1;
-                let (o, dd) = alt!(
+                row!(
                     K1,
                     ours_sync(rr, n, it),
                     d!(raw::dpdk::sync(rts, n as u32, it))
                 );
-                push(&mut rows, o, dd);
             }
         }
-        floor_lock.push(
-            (0..K1)
-                .map(|_| floor_locked_pair(single_iters / K1))
-                .fold(f64::INFINITY, f64::min),
-        );
-        floor_copy8.push(
-            (0..K1)
-                .map(|_| floor_copies(8, bulk_iters / K1))
-                .fold(f64::INFINITY, f64::min),
-        );
-        floor_copy8w.push(
-            (0..K1)
-                .map(|_| floor_copies_words(8, bulk_iters / K1))
-                .fold(f64::INFINITY, f64::min),
-        );
-        floor_copy32.push(
-            (0..K1)
-                .map(|_| floor_copies(32, bulk_iters / K1))
-                .fold(f64::INFINITY, f64::min),
-        );
+        let best = |f: &dyn Fn() -> f64| (0..K1).map(|_| f()).fold(f64::INFINITY, f64::min);
+        if want_lock {
+            floor_lock.push(best(&|| floor_locked_pair(single_iters / K1)));
+        }
+        if want_copy8 {
+            floor_copy8.push(best(&|| floor_copies(8, bulk_iters / K1)));
+            floor_copy8w.push(best(&|| floor_copies_words(8, bulk_iters / K1)));
+        }
+        if want_copy32 {
+            floor_copy32.push(best(&|| floor_copies(32, bulk_iters / K1)));
+        }
         // two cores
         for n in [8usize, 32] {
             for (mp, bias_off) in [(false, false), (true, false), (true, true)] {
                 let it = two_iters * 32 / n as u32 / K2;
-                let (o, dd) = alt!(
+                row!(
                     K2,
                     if mp {
                         // A new ring each sub-run: one thread uses each side.
@@ -878,19 +901,17 @@ fn main() -> Result<()> {
                     },
                     d!(raw::dpdk::two_cores(mp, n as u32, it))
                 );
-                push(&mut rows, o, dd);
             }
         }
         pin(0);
         // two processes
         for mp in [false, true] {
             let c = xproc_count / K2 as u64;
-            let (o, dd) = alt!(K2, ours_xproc(mp, 32, c), d!(raw::dpdk::xproc(mp, 32, c)));
-            push(&mut rows, o, dd);
+            row!(K2, ours_xproc(mp, 32, c), d!(raw::dpdk::xproc(mp, 32, c)));
         }
         let c = pp_iters / K2 as u64;
-        let (o, dd) = alt!(K2, ours_pingpong(c), d!(raw::dpdk::pingpong(c)));
-        push(&mut rows, o, dd);
+        row!(K2, ours_pingpong(c), d!(raw::dpdk::pingpong(c)));
+        assert_eq!(i, rows.len(), "every row of `names` measured in its order");
         #[cfg(have_dpdk)]
         {
             let c = pp_iters / K2 as u64;
@@ -922,7 +943,7 @@ fn main() -> Result<()> {
     } else {
         median(&mut floor2.clone())
     };
-    for row in &mut rows {
+    for row in rows.iter_mut().filter(|r| !r.ours.is_empty()) {
         let o = median(&mut row.ours);
         let d = if row.dpdk.is_empty() {
             f64::NAN
@@ -959,42 +980,48 @@ fn main() -> Result<()> {
             min(&row.dpdk)
         );
     }
-    let copy8 = median(&mut floor_copy8);
-    let copy8w = median(&mut floor_copy8w);
-    println!(
-        "{:<42} {:>9.2}   (floor under MP/MC single: one locked RMW per side, no ring)",
-        "2 locked RMW (per pair)",
-        median(&mut floor_lock)
-    );
-    println!(
-        "{:<42} {:>9.2}   (floor under bulk 8: the copies alone, 16-byte moves, no ring)",
-        "bulk 8 copies in and out (per bulk)", copy8
-    );
-    println!(
-        "{:<42} {:>9.2}   (the same with 8-byte moves)",
-        "bulk 8 copies in and out, 8-byte (per bulk)", copy8w
-    );
-    // The bulk 8 targets in cycles beside that floor: any ring copies the elements in and out
-    // through the same buffer (DPDK's loop), so its bulk 8 figure cannot go below the floor.
-    for row in rows
-        .iter_mut()
-        .filter(|r| r.name.ends_with("C bulk 8 (per bulk)"))
-    {
-        if let (Some(t), false) = (row.target, row.dpdk.is_empty()) {
-            let goal = t * median(&mut row.dpdk);
-            println!(
-                "{:<42} {:>9.2}   (target {t} × DPDK in cycles: {:.2} above the copies alone)",
-                format!("{} goal", row.name.trim_end_matches(" (per bulk)")),
-                goal,
-                goal - copy8.min(copy8w)
-            );
+    if want_lock {
+        println!(
+            "{:<42} {:>9.2}   (floor under MP/MC single: one locked RMW per side, no ring)",
+            "2 locked RMW (per pair)",
+            median(&mut floor_lock)
+        );
+    }
+    if want_copy8 {
+        let copy8 = median(&mut floor_copy8);
+        let copy8w = median(&mut floor_copy8w);
+        println!(
+            "{:<42} {:>9.2}   (floor under bulk 8: the copies alone, 16-byte moves, no ring)",
+            "bulk 8 copies in and out (per bulk)", copy8
+        );
+        println!(
+            "{:<42} {:>9.2}   (the same with 8-byte moves)",
+            "bulk 8 copies in and out, 8-byte (per bulk)", copy8w
+        );
+        // The bulk 8 targets in cycles beside that floor: any ring copies the elements in and
+        // out through the same buffer (DPDK's loop), so its bulk 8 figure cannot go below it.
+        for row in rows
+            .iter_mut()
+            .filter(|r| r.name.ends_with("C bulk 8 (per bulk)"))
+        {
+            if let (Some(t), false) = (row.target, row.dpdk.is_empty()) {
+                let goal = t * median(&mut row.dpdk);
+                println!(
+                    "{:<42} {:>9.2}   (target {t} × DPDK in cycles: {:.2} above the copies alone)",
+                    format!("{} goal", row.name.trim_end_matches(" (per bulk)")),
+                    goal,
+                    goal - copy8.min(copy8w)
+                );
+            }
         }
     }
-    println!(
-        "{:<42} {:>9.2}   (the same for bulk 32)",
-        "bulk 32 copies in and out (per bulk)",
-        median(&mut floor_copy32)
-    );
+    if want_copy32 {
+        println!(
+            "{:<42} {:>9.2}   (the same for bulk 32)",
+            "bulk 32 copies in and out (per bulk)",
+            median(&mut floor_copy32)
+        );
+    }
     if !floor1.is_empty() {
         println!(
             "{:<42} {:>9.2}   (floor: one cache line bounced, round trip)",
