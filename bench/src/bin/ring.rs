@@ -499,29 +499,67 @@ fn ours_xproc(mp: bool, burst: usize, count: u64) -> f64 {
     let back = Ring::<u64>::create(&z, "back", 4, RingFlags::empty()).unwrap();
     let pid = raw::fork(|| {
         pin(1);
-        let mut c = (!mp).then(|| r.single_consumer().expect("consumer side free"));
-        ctl.enqueue(1).unwrap();
-        let mut buf = [0u64; 64];
-        let mut next = 0u64;
-        let mut errs = 0u64;
-        while next < count {
-            let k = match c.as_mut() {
-                Some(c) => c.dequeue_burst(&mut buf[..burst]),
-                None => r.dequeue_burst(&mut buf[..burst]),
-            };
-            for &v in &buf[..k] {
-                errs += (v != next) as u64;
-                next += 1;
-            }
-            if k == 0 {
-                std::hint::spin_loop();
-            }
-        }
-        let end = rdtsc();
+        let (end, errs) = if mp {
+            xproc_consumer::<true>(&r, &ctl, burst, count)
+        } else {
+            xproc_consumer::<false>(&r, &ctl, burst, count)
+        };
         back.enqueue_bulk(&[end, errs]);
     });
     pin(0);
-    let mut p = (!mp).then(|| r.single_producer().expect("producer side free"));
+    let t0 = if mp {
+        xproc_producer::<true>(&r, &ctl, burst, count)
+    } else {
+        xproc_producer::<false>(&r, &ctl, burst, count)
+    };
+    let mut res = [0u64; 2];
+    while back.dequeue_bulk(&mut res) == 0 {
+        std::hint::spin_loop();
+    }
+    assert!(raw::wait(pid), "cross-process child failed");
+    assert_eq!(
+        res[1], 0,
+        "cross-process: the child saw elements out of order"
+    );
+    (res[0] - t0) as f64 / count as f64
+}
+
+/// The consumer of [`ours_xproc`] (one function per mode, as the two-core sides): says it is
+/// ready on `ctl`, takes `count` elements in bursts and checks their order. Returns the TSC
+/// after the last one and the number out of order.
+#[inline(never)]
+fn xproc_consumer<const MP: bool>(
+    r: &Ring<u64>,
+    ctl: &Ring<u64>,
+    burst: usize,
+    count: u64,
+) -> (u64, u64) {
+    let mut c = (!MP).then(|| r.single_consumer().expect("consumer side free"));
+    ctl.enqueue(1).unwrap();
+    let mut buf = [0u64; 64];
+    let mut next = 0u64;
+    let mut errs = 0u64;
+    while next < count {
+        let k = match c.as_mut() {
+            Some(c) => c.dequeue_burst(&mut buf[..burst]),
+            None => r.mc_dequeue_burst(&mut buf[..burst]),
+        };
+        for &v in &buf[..k] {
+            errs += (v != next) as u64;
+            next += 1;
+        }
+        if k == 0 {
+            std::hint::spin_loop();
+        }
+    }
+    (rdtsc(), errs)
+}
+
+/// The producer of [`ours_xproc`]: waits for the consumer on `ctl`, then enqueues `count`
+/// sequence numbers in bursts. Returns the TSC at the start.
+#[inline(never)]
+fn xproc_producer<const MP: bool>(r: &Ring<u64>, ctl: &Ring<u64>, burst: usize, count: u64) -> u64 {
+    let mut p = (!MP).then(|| r.single_producer().expect("producer side free"));
     while ctl.dequeue().is_none() {
         std::hint::spin_loop();
     }
@@ -535,23 +573,14 @@ fn ours_xproc(mp: bool, burst: usize, count: u64) -> f64 {
         }
         let k = match p.as_mut() {
             Some(p) => p.enqueue_burst(&buf[..b]),
-            None => r.enqueue_burst(&buf[..b]),
+            None => r.mp_enqueue_burst(&buf[..b]),
         } as u64;
         seq += k;
         if k == 0 {
             std::hint::spin_loop();
         }
     }
-    let mut res = [0u64; 2];
-    while back.dequeue_bulk(&mut res) == 0 {
-        std::hint::spin_loop();
-    }
-    assert!(raw::wait(pid), "cross-process child failed");
-    assert_eq!(
-        res[1], 0,
-        "cross-process: the child saw elements out of order"
-    );
-    (res[0] - t0) as f64 / count as f64
+    t0
 }
 
 /// One-element ping-pong through two SP/SC rings between two processes; cycles per round trip.
