@@ -37,8 +37,9 @@
 //! every few thousand spins.
 //!
 //! A reservation of the shared calls moves at most [`MAX_OP`] (65,531) elements (`n` is 16
-//! bits wide and its top four values mark a held, biased, revoking or fresh side): longer bursts are split into several
-//! reservations, longer bulks move nothing. The single-member handles have no such limit.
+//! bits wide and its top four values mark a held, biased, revoking or fresh side): longer
+//! bursts are split into several reservations, longer bulks move nothing. The single-member
+//! handles have no such limit.
 //!
 //! Copies move whole elements with 16-byte moves; on x86-64 CPUs with AVX2 (asked once, when
 //! a ring's memory is first viewed), the single-member handles move runs of 128 bytes or more

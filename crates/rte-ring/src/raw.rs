@@ -338,9 +338,10 @@ impl<T: Copy> View<T> {
     pub(crate) fn slots_mut<'a>(&self, c: &Claim) -> (&'a mut [T], &'a mut [T]) {
         let (idx, first, second) = self.runs(c);
         // SAFETY: both runs lie inside the slot array ([idx, idx + first) and [0, second),
-        // disjoint because first + second = n <= size); the claim gives the caller exclusive use of these slots
-        // for as long as it holds them (see above), which bounds 'a; any bytes are a valid `T`
-        // (ring elements are `FromBytes`) and the slots are aligned for `T`.
+        // disjoint because first + second = n <= size); the claim gives the caller exclusive
+        // use of these slots for as long as it holds them (see above), which bounds 'a; any
+        // bytes are a valid `T` (ring elements are `FromBytes`) and the slots are aligned for
+        // `T`.
         unsafe {
             (
                 std::slice::from_raw_parts_mut(self.slots.as_ptr().add(idx), first),
