@@ -281,8 +281,10 @@ impl<T: RingElement> SingleConsumer<T> {
         let view = self.view;
         let sh = view.shared();
         let t = sh.prod.tail.load(Acquire);
-        // Nothing, or a tail behind this position (which a peer wrote): nothing to take.
-        if (t.wrapping_sub(self.pos) as i32) <= 0 {
+        // Nothing, or a tail behind this position or more than the capacity ahead of it (which
+        // a peer wrote): nothing to take, as `own_room` makes it in `deq`, here in one compare
+        // (`own_room` itself cost 0.2 cycle on the SP/SC single row).
+        if t.wrapping_sub(self.pos).wrapping_sub(1) >= self.capacity {
             return None;
         }
         if sh.prod.holes.load(Acquire) != 0 {

@@ -183,6 +183,28 @@ fn a_producer_tail_far_ahead_gives_consumers_at_most_the_capacity() {
     assert!(wrong.is_empty(), "{wrong:#?}");
 }
 
+/// A consumer handle's position is its side's own tail, never stale, so a producer tail more
+/// than the capacity ahead of it can only be damage and counts as nothing (the crate docs,
+/// "Untrusted peers"), for each of its calls alike.
+#[test]
+fn a_producer_tail_far_ahead_gives_a_consumer_handle_nothing() {
+    let handles: Vec<Way> = DEQUEUES
+        .iter()
+        .copied()
+        .filter(|w| w.0.starts_with("handle"))
+        .collect();
+    assert_eq!(handles.len(), 3);
+    let wrong = run(
+        &handles,
+        |r| {
+            let c = word32(r, CONS_TAIL).load(SeqCst);
+            word32(r, PROD_TAIL).store(c.wrapping_add(0x1000), SeqCst);
+        },
+        nothing,
+    );
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
 #[test]
 fn a_producer_tail_behind_the_consumers_gives_them_nothing() {
     let wrong = run(
