@@ -1822,8 +1822,9 @@ impl<T: RingElement> Ring<T> {
     /// bulk 32, keep 32, a build without it ran at 387–413 M objects/s against 366–370 (three
     /// alternating pairs, host in its fast state): 6–13%. Also measured there, both slower:
     /// taking the record's line early with `PREFETCHW` at the top of the reservation (322–338
-    /// against 346–357, four pairs), and prefetching the claim's slots before the CAS (326–350
-    /// against 362–370). Written after the CAS instead, the record would leave a window in
+    /// against 346–357, four pairs), and prefetching the claim's slots before the CAS, for
+    /// writing on puts (326–350 against 362–370 in three of four pairs; the fourth ran in
+    /// another host state). Written after the CAS instead, the record would leave a window in
     /// which a predecessor that dies unpublished cannot be attributed if its successor dies
     /// too; the protocol does not accept that window.
     #[inline(always)]
