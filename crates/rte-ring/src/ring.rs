@@ -1826,7 +1826,12 @@ impl<T: RingElement> Ring<T> {
     /// writing on puts (326–350 against 362–370 in three of four pairs; the fourth ran in
     /// another host state). Written after the CAS instead, the record would leave a window in
     /// which a predecessor that dies unpublished cannot be attributed if its successor dies
-    /// too; the protocol does not accept that window.
+    /// too; the protocol does not accept that window. Nor did a predecessor word beside the
+    /// head word, moved with it by one 16-byte CAS (`CMPXCHG16B`; the array written only with
+    /// three reservations in flight) pay on this host: in its fast state it ran at 366-380
+    /// against 354-363 at keep 32 (three pairs), but in its slow state, where the row is near
+    /// its target, at 90-93 against 106-111 (three pairs; keep 128: 117-125 against 130-144):
+    /// the 16-byte locked CAS costs more there than the store it saves.
     #[inline(always)]
     fn record_pred(&self, w: Which, mine: &Side, pos: u32, pm: u16, pn: u16) -> bool {
         let at_tail = mine.tail.load(Acquire) == pos;

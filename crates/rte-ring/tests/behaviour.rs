@@ -769,6 +769,65 @@ fn chain_of_dead_producers_and_recover_without_waiters() {
     assert_eq!(r0.abandoned(), (10, 0));
 }
 
+/// Three members reserve one behind the other and stop: the last reservation is named by the
+/// head word, the two before it by their records (each written by the member that reserved
+/// after it, before its CAS). Recovery must find each: with only the first member dead, it
+/// abandons that range and then reports the second busy (a missing record would leave it
+/// "pending" instead); with all dead, a live member's call behind them and a recovery unwind
+/// the rest. Both sides, MT and RTS (the existing chain tests cover MT producers only).
+#[test]
+fn chain_of_three_is_named_by_head_word_and_records_on_both_sides() {
+    for flags in [
+        RingFlags::empty(),
+        RingFlags::MP_RTS_ENQ | RingFlags::MC_RTS_DEQ,
+    ] {
+        for consumer in [false, true] {
+            let z0 = LocalZones::new();
+            let r0 = Ring::<u64>::create(&z0, "chain3", 64, flags).unwrap();
+            r0.disable_bias();
+            let r = |m: u16| Ring::<u64>::lookup(&z0.as_member(MemberId(m)), "chain3").unwrap();
+            if consumer {
+                assert_eq!(r0.enqueue_bulk(&(0..20).collect::<Vec<_>>()), 20);
+            }
+            for (m, n) in [(1, 2), (2, 3), (3, 4)] {
+                assert_eq!(r(m).test_reserve_and_vanish(consumer, n), n, "{flags:?}");
+            }
+            let side = |rep: &rte_ring::RecoveryReport| {
+                if consumer {
+                    (rep.consumer_abandoned, rep.consumer_busy)
+                } else {
+                    (rep.producer_abandoned, rep.producer_busy)
+                }
+            };
+            z0.set_member_state(MemberId(1), MemberState::Dead);
+            let rep = r0.recover();
+            assert_eq!(
+                side(&rep),
+                (2, Some(MemberId(2))),
+                "{flags:?} consumer {consumer}"
+            );
+            assert!(!rep.pending, "{flags:?} consumer {consumer}");
+            z0.set_member_state(MemberId(2), MemberState::Dead);
+            z0.set_member_state(MemberId(3), MemberState::Dead);
+            // (An RTS call does not wait behind them: it leaves its completion mark, and the
+            // recovery after it abandons the dead ranges and takes the mark.)
+            if consumer {
+                let mut out = [0u64; 4];
+                assert_eq!(r(4).dequeue_bulk(&mut out), 4, "{flags:?}");
+                assert_eq!(out, [9, 10, 11, 12]);
+                r0.recover();
+                assert_eq!(r0.abandoned(), (0, 9), "{flags:?}");
+                assert_eq!(drain(&r0), (13..20).collect::<Vec<_>>(), "{flags:?}");
+            } else {
+                assert_eq!(r(4).enqueue_bulk(&[7, 8]), 2, "{flags:?}");
+                r0.recover();
+                assert_eq!(r0.abandoned(), (9, 0), "{flags:?}");
+                assert_eq!(drain(&r0), vec![7, 8], "{flags:?}");
+            }
+        }
+    }
+}
+
 #[test]
 fn dead_consumer_is_counted_and_frees_its_slots() {
     for flags in [RingFlags::empty(), RingFlags::MC_HTS_DEQ] {
