@@ -86,10 +86,14 @@
 //! 3. **Abandoned producer ranges are never delivered.** Before moving the producer tail over a
 //!    dead range, the helper enters it in a small table of abandoned ranges and bumps a counter
 //!    on the producer tail's cache line. Consumers read that counter (on the line they read the
-//!    tail from) only when there is something to take, so the fast path costs one load of a
-//!    line already in cache; when it is non-zero they claim spans that step over the
-//!    abandoned ranges, copy out only published elements, and retire the ranges they passed.
-//!    Abandoned elements are counted ([`Ring::abandoned`], [`RingInfo`]).
+//!    tail from) whenever they read the tail and there is something to take, so the fast path
+//!    costs one load of a line already in cache; when it is non-zero they claim spans that
+//!    step over the abandoned ranges, copy out only published elements, and retire the ranges
+//!    they passed. The shared calls' consumers keep a copy of the producer tail only when the
+//!    counter was 0 after reading it, and take from the copy without reading either: a range
+//!    is entered before the tail moves over it, starting at that tail, so every range entered
+//!    later lies at or above the copy. Abandoned elements are counted ([`Ring::abandoned`],
+//!    [`RingInfo`]).
 //! 4. **Dead consumers' reservations** are abandoned the same way on the consumer side: those
 //!    elements were handed to the dead member, so they are lost with it; they are counted, and
 //!    the slots become free again.
@@ -189,7 +193,8 @@
 //!
 //! * **Tails.** The room of a producer (from the consumer tail, or the producers' copy of it
 //!   beside their head word, which is shared memory too) and the entries of a consumer (from
-//!   the producer tail) are brought within `0..=capacity`, in the shared calls and in the
+//!   the producer tail, or in the shared calls the consumers' copy of it beside theirs) are
+//!   brought within `0..=capacity`, in the shared calls and in the
 //!   single-member handles alike. A tail behind this side's position counts as nothing: the
 //!   ring looks full to producers and empty to consumers. A value above the capacity, which no
 //!   ring can have, counts as the capacity in the shared calls and for a producer handle: a

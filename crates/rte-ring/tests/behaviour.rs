@@ -845,6 +845,33 @@ fn dead_consumer_is_counted_and_frees_its_slots() {
     }
 }
 
+/// The shared calls' consumers keep a copy of the producer tail and take from it without
+/// reading the tail (or the count of abandoned ranges beside it) while it shows enough. A
+/// range abandoned after the copy was taken lies at or above the copied tail, so the copy never
+/// leads a consumer into it: here the copy shows 10 of 16 published, a producer dies holding
+/// [16, 20), and consumers drain the 10, then (the copy short) step over the abandoned range.
+#[test]
+fn a_consumers_copy_of_the_producer_tail_never_reaches_an_abandoned_range() {
+    let z0 = LocalZones::new();
+    let r0 = Ring::<u64>::create(&z0, "copy", 64, RingFlags::empty()).unwrap();
+    r0.disable_bias();
+    assert_eq!(r0.enqueue_bulk(&(0..16).collect::<Vec<_>>()), 16);
+    let mut out = [0u64; 6];
+    assert_eq!(r0.dequeue_bulk(&mut out), 6); // copy of the producer tail: 16
+    let r1 = Ring::<u64>::lookup(&z0.as_member(MemberId(1)), "copy").unwrap();
+    assert_eq!(r1.test_reserve_and_vanish(false, 4), 4);
+    z0.set_member_state(MemberId(1), MemberState::Dead);
+    assert_eq!(r0.enqueue_bulk(&[100, 101]), 2); // abandons [16, 20), publishes [20, 22)
+    assert_eq!(r0.abandoned(), (4, 0));
+    let mut got = vec![];
+    let mut one = [0u64; 2];
+    while r0.dequeue_bulk(&mut one) == 2 {
+        got.extend_from_slice(&one);
+    }
+    assert_eq!(got, vec![6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 100, 101]);
+    assert!(r0.is_empty());
+}
+
 #[test]
 fn many_holes_are_stepped_over_by_bursts_and_bulks() {
     let z0 = LocalZones::new();
