@@ -194,9 +194,9 @@
 //! * **Tails.** The room of a producer (from the consumer tail, or the producers' copy of it
 //!   beside their head word, which is shared memory too) and the entries of a consumer (from
 //!   the producer tail, or in the shared calls the consumers' copy of it beside theirs) are
-//!   brought within `0..=capacity`, in the shared calls and in the
-//!   single-member handles alike. A tail behind this side's position counts as nothing: the
-//!   ring looks full to producers and empty to consumers. A value above the capacity, which no
+//!   brought within `0..=capacity`, in the shared calls and in the single-member handles
+//!   alike. A tail behind this side's position counts as nothing: the ring looks full to
+//!   producers and empty to consumers. A value above the capacity, which no
 //!   ring can have, counts as the capacity in the shared calls and for a producer handle: a
 //!   consumer then takes up to a full ring of whatever the slots hold (any bytes are a valid
 //!   [`RingElement`]), a producer writes over slots it takes for free. For a

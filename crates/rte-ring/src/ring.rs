@@ -1684,8 +1684,9 @@ impl<T: RingElement> Ring<T> {
     /// every put moves. On the mempool bench's no-cache 2-core rows, against reading it every
     /// time (alternating runs, host in its fast state): bulk 32 keep 128, 517-543 M objects/s
     /// against 413-430 (four pairs); keep 32, 359-383 against 345-374; bulk 1 keep 32,
-    /// 26.3-27.5 against 21.2-21.3 (two pairs). A biased consumer runs alone on its side, the
-    /// producer tail is the only shared line it reads, and the copy only added work there.
+    /// 26.3-27.5 against 21.2-21.3 (two pairs). A biased consumer keeps reading the tail: it
+    /// shares its side with nobody, and with the copy there too the one-core rows ran no
+    /// faster (bulk 1: 139-142 against 140-143 without it).
     #[inline(always)]
     fn room_at<const OWN: bool>(
         &self,
