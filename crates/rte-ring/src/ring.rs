@@ -1669,8 +1669,8 @@ impl<T: RingElement> Ring<T> {
     }
 
     /// Room at `pos`. A shared call uses its side's cached copy of the other side's tail when
-    /// it is enough, else that tail itself (and keeps it as the new copy when it shows more
-    /// than asked); a biased consumer reads the producer tail every time. `None` when consumers
+    /// it is enough, else that tail itself (and keeps it as the new copy whenever it shows
+    /// something); a biased consumer reads the producer tail every time. `None` when consumers
     /// must go the slow way because producers left abandoned ranges. `OWN`: `pos` is the side's
     /// own tail (a biased side; see [`Ring::room_own`]); else a head that may be stale, whose
     /// room can legitimately look larger than the capacity (the CAS that follows fails), so it
@@ -1713,9 +1713,13 @@ impl<T: RingElement> Ring<T> {
             }
             return Some(room);
         }
-        // (A stale cached copy can give a room below zero, or out of range for `OWN`: then 0,
-        // and the consumer tail itself is read.)
-        let room = room_of(mine.cached_other.load(Acquire));
+        // A copy is a tail some member read earlier, so its room is at most the real one: a
+        // room out of `0..=capacity` means the copy is older than half the position space (or
+        // damaged), not that there is room. It counts as none, and the tail itself is read.
+        let room = own_room(
+            self.raw_room(w, pos, mine.cached_other.load(Acquire)),
+            self.capacity,
+        );
         if room >= want {
             return Some(room);
         }
@@ -1728,10 +1732,10 @@ impl<T: RingElement> Ring<T> {
             // Abandoned ranges to step over (and no copy kept while there are).
             return None;
         }
-        if room > want {
-            // Worth keeping: the next operation may not need to read the other side's line.
-            mine.cached_other.store(t, Release);
-        }
+        // Kept every time the tail is read with something there: a copy kept only when it
+        // showed more than asked was never refreshed by calls that always find exactly what
+        // they ask or less (a producer filling the ring, say), and grew old without bound.
+        mine.cached_other.store(t, Release);
         Some(room)
     }
 

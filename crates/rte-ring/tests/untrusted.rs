@@ -302,3 +302,68 @@ fn damaged_abandoned_ranges_never_make_consumers_take_more_than_is_published() {
         assert!(wrong.is_empty(), "{what}: {wrong:#?}");
     }
 }
+
+/// A copy of the other side's tail that is old by 2^31 positions or more is not damage: it is
+/// what a copy becomes when nobody refreshes it while the ring runs (see the next test). Taken
+/// at face value, its room wraps round to a large positive number; clamped to the capacity, it
+/// let producers write over a full ring's elements and consumers take unpublished slots. The
+/// shared calls must go to the tail itself instead. A full ring (15 of 15) for producers, an
+/// empty one for consumers.
+#[test]
+fn a_copy_of_the_other_tail_old_by_half_the_position_space_gives_nothing() {
+    let z = LocalZones::new();
+    let r = Ring::<u64>::create(&z, "old copy", 16, MT).unwrap();
+    r.disable_bias();
+    assert_eq!(r.enqueue_bulk(&[5; 15]), 15);
+    let c = word32(&r, CONS_TAIL).load(SeqCst);
+    word32(&r, PROD_CACHED_CONS_TAIL).store(c.wrapping_sub(0x8000_0010), SeqCst);
+    assert_eq!(r.enqueue_bulk(&[9; 4]), 0, "a full ring took a bulk");
+    assert_eq!(r.enqueue_burst(&[9; 4]), 0, "a full ring took a burst");
+    let mut out = [0u64; 15];
+    assert_eq!(r.dequeue_bulk(&mut out), 15);
+    assert_eq!(out, [5; 15], "an element was written over");
+    let p = word32(&r, PROD_TAIL).load(SeqCst);
+    word32(&r, CONS_CACHED_PROD_TAIL).store(p.wrapping_sub(0x8000_0010), SeqCst);
+    assert_eq!(r.dequeue_bulk(&mut [0; 4]), 0, "an empty ring gave a bulk");
+    assert_eq!(
+        r.dequeue_burst(&mut [0; 4]),
+        0,
+        "an empty ring gave a burst"
+    );
+}
+
+/// The copies follow the tails they copy, whatever the calls ask for: here each producer call
+/// finds exactly the room it wants (and each consumer call exactly the entries), the regime in
+/// which a copy kept only when it showed more than asked was never refreshed, and would have
+/// grown old by half the position space after 2^31 positions (about 20 seconds at 100 M
+/// elements a second).
+#[test]
+fn the_copies_follow_the_tails_when_calls_take_exactly_what_there_is() {
+    let z = LocalZones::new();
+    let r = Ring::<u64>::create(&z, "follow", 16, MT).unwrap();
+    r.disable_bias();
+    assert_eq!(r.enqueue_bulk(&[1; 7]), 7);
+    for _ in 0..10 {
+        assert_eq!(r.enqueue_bulk(&[2; 8]), 8); // room 8 of 15: exactly what it asks
+        assert_eq!(r.dequeue_bulk(&mut [0; 8]), 8);
+    }
+    for _ in 0..3 {
+        assert_eq!(r.dequeue_bulk(&mut [0; 7]), 7); // entries 7: exactly what it asks
+        assert_eq!(r.enqueue_bulk(&[3; 7]), 7);
+    }
+    let (pt, ct) = (
+        word32(&r, PROD_TAIL).load(SeqCst),
+        word32(&r, CONS_TAIL).load(SeqCst),
+    );
+    let pc = word32(&r, PROD_CACHED_CONS_TAIL).load(SeqCst);
+    let cc = word32(&r, CONS_CACHED_PROD_TAIL).load(SeqCst);
+    // Each copy is at most one operation (8 positions) behind the tail it copies.
+    assert!(
+        ct.wrapping_sub(pc) <= 8,
+        "producers' copy {pc}, consumer tail {ct}"
+    );
+    assert!(
+        pt.wrapping_sub(cc) <= 8,
+        "consumers' copy {cc}, producer tail {pt}"
+    );
+}
