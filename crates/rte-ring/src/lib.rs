@@ -18,11 +18,12 @@
 //! ```
 //!
 //! Each side's head and tail share a cache line, as in DPDK (an MT operation writes both). A
-//! producer computes its room from a copy of the consumer tail cached on that line, and reads
-//! the consumer tail only when the copy says "full"; a consumer reads the producer tail
-//! (measured faster here than a cached copy). The operation then reserves `[pos, pos + n)` by
-//! moving the head with a CAS (a side held by a single-member handle is not reserved at all:
-//! see "Single-member modes"). It copies the elements, then
+//! member computes its room (free slots for a producer, entries for a consumer) from a copy
+//! of the other side's tail cached on that line, and reads that tail itself, keeping it as the
+//! new copy, only when the copy shows less than it asks (a consumer on a side biased to it
+//! reads the producer tail every time; see "Biased sides"). The operation then reserves
+//! `[pos, pos + n)` by moving the head with a CAS (a side held by a single-member handle is
+//! not reserved at all: see "Single-member modes"). It copies the elements, then
 //! publishes by storing the tail with release ordering; in [`SyncMode::Mt`] it first waits until
 //! the tail reaches its own start, so reservations publish in order. [`SyncMode::Hts`] waits
 //! *before* reserving until no operation of its side is in flight (head == tail), so one

@@ -1652,8 +1652,11 @@ impl<T: RingElement> Ring<T> {
         clamp_room(self.raw_room(w, pos, other), self.capacity)
     }
 
-    /// The room at `pos` given the other side's tail `other`, for a caller whose `pos` is its
-    /// side's own tail (a side biased to it): [`own_room`].
+    /// The room at `pos` given the other side's tail `other`, a room outside `0..=capacity`
+    /// counting as none: [`own_room`]. For a caller whose `pos` is its side's own tail (a side
+    /// biased to it), where no legitimate room lies outside, and for a side's cached copy of
+    /// the other tail, where such a room sends the caller to the tail itself (see
+    /// [`Ring::room_at`]).
     #[inline(always)]
     fn room_own(&self, w: Which, pos: u32, other: u32) -> u32 {
         own_room(self.raw_room(w, pos, other), self.capacity)
@@ -1716,10 +1719,7 @@ impl<T: RingElement> Ring<T> {
         // A copy is a tail some member read earlier, so its room is at most the real one: a
         // room out of `0..=capacity` means the copy is older than half the position space (or
         // damaged), not that there is room. It counts as none, and the tail itself is read.
-        let room = own_room(
-            self.raw_room(w, pos, mine.cached_other.load(Acquire)),
-            self.capacity,
-        );
+        let room = self.room_own(w, pos, mine.cached_other.load(Acquire));
         if room >= want {
             return Some(room);
         }
