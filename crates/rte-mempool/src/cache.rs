@@ -251,7 +251,7 @@ pub(crate) fn get_direct(
         };
     }
     if out.len() > rte_ring::MAX_OP {
-        return get_direct_large(ring, out, scratch, conv);
+        return get_direct_large(ring, out, scratch, *conv);
     }
     get_direct_bulk(ring, out, scratch, conv)
 }
@@ -263,7 +263,10 @@ pub(crate) fn get_direct(
 /// as for any move.
 #[cold]
 #[inline(never)]
-fn get_direct_large(ring: &Ring<u32>, out: &mut [Obj], scratch: &mut [u32], conv: &Conv) -> Got {
+fn get_direct_large(ring: &Ring<u32>, out: &mut [Obj], scratch: &mut [u32], conv: Conv) -> Got {
+    // `conv` by value: the caller's is a field of `LocalPool`, whose address must not reach a
+    // call (see its fields).
+    let conv = &conv;
     let n = out.len();
     let mut done = 0;
     while done < n {

@@ -274,38 +274,14 @@ unsafe fn offsets_to_addrs(
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        use std::arch::x86_64::{
-            _mm_add_epi64, _mm_castsi128_pd, _mm_loadu_si128, _mm_movemask_pd, _mm_or_si128,
-            _mm_set1_epi64x, _mm_setzero_si128, _mm_storeu_si128, _mm_sub_epi64,
-        };
         if n >= 2 {
-            // (Tested here, after `n >= 2`, and only above 8, where the pairs' own tests
-            // branch anyway: tested first, it cost the short gets and puts 4 instructions and
-            // 10 percent on cache bulk 4.)
             #[cfg(not(miri))]
-            if n > 8 && wide() {
-                // SAFETY: the CPU has AVX2 (just checked); n > 8; the caller's ranges.
-                return unsafe { offsets_to_addrs_wide(dst, src, n, base, max_off) };
+            if n > 8 {
+                // SAFETY: n > 8; the caller's ranges.
+                return unsafe { offsets_to_addrs_large(dst, src, n, base, max_off) };
             }
-            // SAFETY: SSE2 is part of the x86-64 baseline, always present; these take no
-            // pointer.
-            let (b, m, mut bad) = unsafe {
-                (
-                    _mm_set1_epi64x(base as i64),
-                    _mm_set1_epi64x(max_off as i64),
-                    _mm_setzero_si128(),
-                )
-            };
-            // SAFETY: `pairs` calls this with k + 2 ≤ n only: both 16-byte accesses lie inside
-            // the caller's ranges (unaligned accesses allowed).
-            let pair = |k: usize| unsafe {
-                let v = _mm_loadu_si128(src.add(k).cast());
-                bad = _mm_or_si128(bad, _mm_or_si128(_mm_sub_epi64(m, v), v));
-                _mm_storeu_si128(dst.add(k).cast(), _mm_add_epi64(v, b));
-            };
-            pairs(n, pair);
-            // SAFETY: SSE2 (baseline); no pointer.
-            return unsafe { _mm_movemask_pd(_mm_castsi128_pd(bad)) } == 0;
+            // SAFETY: n >= 2; the caller's ranges.
+            return unsafe { offsets_to_addrs_sse(dst, src, n, base, max_off) };
         }
     }
     if n == 1 {
@@ -326,6 +302,70 @@ unsafe fn offsets_to_addrs(
     ok
 }
 
+/// [`offsets_to_addrs`] for `n >= 2`, with SSE2 pairs (see [`pairs`]).
+///
+/// # Safety
+/// As for [`offsets_to_addrs`], and `n >= 2`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn offsets_to_addrs_sse(
+    dst: *mut usize,
+    src: *const u64,
+    n: usize,
+    base: usize,
+    max_off: usize,
+) -> bool {
+    use std::arch::x86_64::{
+        _mm_add_epi64, _mm_castsi128_pd, _mm_loadu_si128, _mm_movemask_pd, _mm_or_si128,
+        _mm_set1_epi64x, _mm_setzero_si128, _mm_storeu_si128, _mm_sub_epi64,
+    };
+    // SAFETY: SSE2 is part of the x86-64 baseline, always present; these take no pointer.
+    let (b, m, mut bad) = unsafe {
+        (
+            _mm_set1_epi64x(base as i64),
+            _mm_set1_epi64x(max_off as i64),
+            _mm_setzero_si128(),
+        )
+    };
+    // SAFETY: `pairs` calls this with k + 2 ≤ n only: both 16-byte accesses lie inside the
+    // caller's ranges (unaligned accesses allowed).
+    let pair = |k: usize| unsafe {
+        let v = _mm_loadu_si128(src.add(k).cast());
+        bad = _mm_or_si128(bad, _mm_or_si128(_mm_sub_epi64(m, v), v));
+        _mm_storeu_si128(dst.add(k).cast(), _mm_add_epi64(v, b));
+    };
+    pairs(n, pair);
+    // SAFETY: SSE2 (baseline); no pointer.
+    unsafe { _mm_movemask_pd(_mm_castsi128_pd(bad)) == 0 }
+}
+
+/// [`offsets_to_addrs`] for more than 8 objects: AVX2 when the CPU has it, SSE2 pairs
+/// otherwise. Out of line, so that the code the short gets and puts inline (in the caller's
+/// loop) is only the 1-to-8 cases; the call is paid many times over by 9 objects or more.
+/// Measured in full runs of `cargo xtask bench mempool` (one core, cache 512): with only the
+/// AVX2 path out of line (its test and the SSE2 loop inlined), bulk 4 ran at 0.87-0.96 G
+/// objects/s (0.80-0.84 without a cold hint on that call) and bulk 32, keep 128, at 2.5-2.75
+/// G with the hint; with this split, 1.13-1.18 G and 2.9-3.2 G.
+///
+/// # Safety
+/// As for [`offsets_to_addrs`], and `n > 8`.
+#[cfg(all(target_arch = "x86_64", not(miri)))]
+#[inline(never)]
+unsafe fn offsets_to_addrs_large(
+    dst: *mut usize,
+    src: *const u64,
+    n: usize,
+    base: usize,
+    max_off: usize,
+) -> bool {
+    if wide() {
+        // SAFETY: the CPU has AVX2 (just checked); n > 8; the caller's ranges.
+        return unsafe { offsets_to_addrs_wide(dst, src, n, base, max_off) };
+    }
+    // SAFETY: n > 8; the caller's ranges.
+    unsafe { offsets_to_addrs_sse(dst, src, n, base, max_off) }
+}
+
 /// `dst[k] = src[k] - base` for `k < n` (see [`offsets_to_addrs`]).
 ///
 /// # Safety
@@ -334,25 +374,14 @@ unsafe fn offsets_to_addrs(
 unsafe fn addrs_to_offsets(dst: *mut u64, src: *const usize, n: usize, base: usize) {
     #[cfg(target_arch = "x86_64")]
     {
-        use std::arch::x86_64::{
-            _mm_loadu_si128, _mm_set1_epi64x, _mm_storeu_si128, _mm_sub_epi64,
-        };
         if n >= 2 {
-            // (Tested here and only above 8, as in `offsets_to_addrs`.)
             #[cfg(not(miri))]
-            if n > 8 && wide() {
-                // SAFETY: the CPU has AVX2 (just checked); n > 8; the caller's ranges.
-                return unsafe { addrs_to_offsets_wide(dst, src, n, base) };
+            if n > 8 {
+                // SAFETY: n > 8; the caller's ranges.
+                return unsafe { addrs_to_offsets_large(dst, src, n, base) };
             }
-            // SAFETY: SSE2 is part of the x86-64 baseline, always present.
-            let b = unsafe { _mm_set1_epi64x(base as i64) };
-            // SAFETY: `pairs` calls this with k + 2 ≤ n only: inside the caller's ranges.
-            let pair = |k: usize| unsafe {
-                let v = _mm_loadu_si128(src.add(k).cast());
-                _mm_storeu_si128(dst.add(k).cast(), _mm_sub_epi64(v, b));
-            };
-            pairs(n, pair);
-            return;
+            // SAFETY: n >= 2; the caller's ranges.
+            return unsafe { addrs_to_offsets_sse(dst, src, n, base) };
         }
     }
     if n == 1 {
@@ -367,6 +396,39 @@ unsafe fn addrs_to_offsets(dst: *mut u64, src: *const usize, n: usize, base: usi
                 .write(src.add(k).read().wrapping_sub(base) as u64)
         };
     }
+}
+
+/// [`addrs_to_offsets`] for `n >= 2`, with SSE2 pairs (see [`pairs`]).
+///
+/// # Safety
+/// As for [`addrs_to_offsets`], and `n >= 2`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn addrs_to_offsets_sse(dst: *mut u64, src: *const usize, n: usize, base: usize) {
+    use std::arch::x86_64::{_mm_loadu_si128, _mm_set1_epi64x, _mm_storeu_si128, _mm_sub_epi64};
+    // SAFETY: SSE2 is part of the x86-64 baseline, always present.
+    let b = unsafe { _mm_set1_epi64x(base as i64) };
+    // SAFETY: `pairs` calls this with k + 2 ≤ n only: inside the caller's ranges.
+    let pair = |k: usize| unsafe {
+        let v = _mm_loadu_si128(src.add(k).cast());
+        _mm_storeu_si128(dst.add(k).cast(), _mm_sub_epi64(v, b));
+    };
+    pairs(n, pair);
+}
+
+/// [`addrs_to_offsets`] for more than 8 objects, out of line (see [`offsets_to_addrs_large`]).
+///
+/// # Safety
+/// As for [`addrs_to_offsets`], and `n > 8`.
+#[cfg(all(target_arch = "x86_64", not(miri)))]
+#[inline(never)]
+unsafe fn addrs_to_offsets_large(dst: *mut u64, src: *const usize, n: usize, base: usize) {
+    if wide() {
+        // SAFETY: the CPU has AVX2 (just checked); n > 8; the caller's ranges.
+        return unsafe { addrs_to_offsets_wide(dst, src, n, base) };
+    }
+    // SAFETY: n > 8; the caller's ranges.
+    unsafe { addrs_to_offsets_sse(dst, src, n, base) }
 }
 
 /// Whether this CPU has AVX2: 1 no, 2 yes, 0 not yet asked (asked once, when a pool is viewed,
@@ -396,17 +458,17 @@ fn wide_init() {
 /// [`offsets_to_addrs`] with 32-byte AVX2 moves, four objects a step, the last step placed at
 /// `n - 4` (overlapping the one before it when `n` is not a multiple of 4: those objects are
 /// converted twice, from the same source values). Inline assembly (the crate is built for the
-/// x86-64 baseline), in a function of its own, called only for more than 8 objects: inlined
-/// into the gets and puts, its code made the short ones slower (cache bulk 4: 10 to 20 percent
-/// in `cargo xtask bench mempool`), while for 32 objects the call is paid many times over
-/// (cache bulk 32, one core: 1.0-1.05 to 1.2-1.3 times DPDK's rate). Ends with `vzeroupper`
-/// in a build without AVX.
+/// x86-64 baseline), inlined only into [`offsets_to_addrs_large`] (out of line: inlined into
+/// the gets and puts, its code made the short ones slower, cache bulk 4 by 10 to 20 percent,
+/// while for 32 objects the call is paid many times over, cache bulk 32 on one core going
+/// from 1.0-1.05 to 1.2-1.3 times DPDK's rate). Ends with `vzeroupper` in a build without
+/// AVX.
 ///
 /// # Safety
 /// The CPU supports AVX2; `n >= 4`; `src..src+n` readable, `dst..dst+n` writable, not
 /// overlapping; no other thread writes them.
 #[cfg(all(target_arch = "x86_64", not(miri)))]
-#[inline(never)]
+#[inline(always)]
 unsafe fn offsets_to_addrs_wide(
     dst: *mut usize,
     src: *const u64,
@@ -471,7 +533,7 @@ unsafe fn offsets_to_addrs_wide(
 /// # Safety
 /// As [`offsets_to_addrs_wide`].
 #[cfg(all(target_arch = "x86_64", not(miri)))]
-#[inline(never)]
+#[inline(always)]
 unsafe fn addrs_to_offsets_wide(dst: *mut u64, src: *const usize, n: usize, base: usize) {
     // SAFETY: as in `offsets_to_addrs_wide`: every step lies inside both ranges; only ymm0,
     // ymm2, the flags and the named registers are written besides the destination.
@@ -823,5 +885,82 @@ unsafe fn four_to_handles(dst: *mut u32, src: *const usize, conv: Conv) {
             _mm_castsi128_ps(c),
         ));
         _mm_storeu_si128(dst.cast(), h);
+    }
+}
+
+/// A value dropped by value: its drop moves it out of its place, then drops it in a call of its
+/// own, so that no drop code (an `Arc`'s `drop_slow`, say) is given the address of the struct
+/// that holds it. A local variable whose address reaches a call the compiler does not see
+/// through stays in memory for its whole life: every use of its fields in a caller's loop is a
+/// load or a store (see `LocalPool`, which holds its `Mempool` in one).
+pub(crate) struct ByValue<T>(std::mem::ManuallyDrop<T>);
+
+impl<T> ByValue<T> {
+    #[inline(always)]
+    pub(crate) fn new(v: T) -> Self {
+        Self(std::mem::ManuallyDrop::new(v))
+    }
+}
+
+impl<T> std::ops::Deref for ByValue<T> {
+    type Target = T;
+    #[inline(always)]
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> Drop for ByValue<T> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        // SAFETY: `drop` runs once, and the value is not used after it: taking it out leaves
+        // nothing behind that is read or dropped again.
+        let v = unsafe { std::mem::ManuallyDrop::take(&mut self.0) };
+        drop_value(v);
+    }
+}
+
+/// Drop `v`, out of line: the caller's drop code is then a copy and a call, small enough to be
+/// inlined wherever the holder is dropped.
+#[inline(never)]
+fn drop_value<T>(v: T) {
+    drop(v);
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    /// The SSE2 conversions every size goes through on a CPU without AVX2 (this machine's
+    /// gets and puts of more than 8 take the AVX2 path), against a plain loop: every size from
+    /// 2 to 70, a bad offset at every position.
+    #[test]
+    fn sse_conversions_match_a_plain_loop_and_find_every_bad_offset() {
+        let (base, max_off) = (0x7000_0000_0000usize, 4095 * 2048);
+        for n in 2..=70usize {
+            let src: Vec<u64> = (0..n as u64).map(|k| k * 2048 + 64).collect();
+            let mut dst = vec![0usize; n];
+            // SAFETY: n ≥ 2; both vectors hold n elements and do not overlap.
+            let ok =
+                unsafe { offsets_to_addrs_sse(dst.as_mut_ptr(), src.as_ptr(), n, base, max_off) };
+            assert!(ok, "n {n}");
+            let want: Vec<usize> = src.iter().map(|&o| base + o as usize).collect();
+            assert_eq!(dst, want, "n {n}");
+            let mut back = vec![0u64; n];
+            // SAFETY: as above.
+            unsafe { addrs_to_offsets_sse(back.as_mut_ptr(), dst.as_ptr(), n, base) };
+            assert_eq!(back, src, "n {n}");
+            for bad_at in 0..n {
+                for bad in [max_off as u64 + 1, u64::MAX, 1 << 63] {
+                    let mut s = src.clone();
+                    s[bad_at] = bad;
+                    // SAFETY: as above.
+                    let ok = unsafe {
+                        offsets_to_addrs_sse(dst.as_mut_ptr(), s.as_ptr(), n, base, max_off)
+                    };
+                    assert!(!ok, "n {n}, {bad:#x} at {bad_at} not found");
+                }
+            }
+        }
     }
 }
