@@ -930,11 +930,7 @@ impl Mempool {
                 len = c.len.load(Acquire).min(CACHE_OBJS as u32);
             } else {
                 // Locked by a live member for far longer than a flush takes: do without it.
-                let key = c as *const CacheSlot as usize;
-                CLAIMED
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .retain(|&k| k != key);
+                unclaim(c as *const CacheSlot as usize);
                 cache = None;
             }
         }
