@@ -1089,6 +1089,59 @@ fn in_place_shared_calls_and_a_panicking_closure() {
     assert!(r.is_empty());
 }
 
+/// A consumer side biased to this thread, a producer side shared: a producer range abandoned
+/// there stays in the ring, and the biased consumer's in-place dequeue (whose inlined way
+/// handles a biased claim alone) hands the call to the shared way, which steps over it.
+#[test]
+fn a_biased_in_place_dequeue_steps_over_a_shared_producers_abandoned_range() {
+    let z = LocalZones::new();
+    let r = Ring::<u32>::create(&z, "biased consumer", 16, RingFlags::empty()).unwrap();
+    // Producers on several threads in turn: the producer side's bias is revoked until it is
+    // no longer taken (4 revokes). This thread alone consumes.
+    for k in 0..5 {
+        std::thread::scope(|s| {
+            s.spawn(|| assert_eq!(r.enqueue_bulk(&[k]), 1));
+        });
+        assert_eq!(r.dequeue(), Some(k));
+    }
+    assert_eq!(r.enqueue_bulk(&[1, 2]), 2);
+    let mut two = [0u32; 2];
+    assert_eq!(r.dequeue_bulk(&mut two), 2);
+    assert_eq!(two, [1, 2]);
+    let info = r.info();
+    assert_eq!(info.producer_bias, None);
+    assert_eq!(
+        info.consumer_bias.is_some(),
+        membarrier_available(),
+        "the consumer side is biased wherever biasing works"
+    );
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        r.enqueue_bulk_in_place(2, |_, _| panic!("producer closure fails"))
+    }));
+    assert!(caught.is_err());
+    assert_eq!(r.abandoned(), (2, 0));
+    assert_eq!(r.enqueue_bulk(&[3, 4, 5]), 3);
+    assert_eq!(
+        r.dequeue_bulk_in_place(4, |_, _| panic!("only 3 behind the abandoned range")),
+        0
+    );
+    let mut seen: Vec<u32> = vec![];
+    assert_eq!(
+        r.dequeue_bulk_in_place(3, |a, b| seen.extend(a.iter().chain(b))),
+        3
+    );
+    assert_eq!(seen, [3, 4, 5]);
+    assert!(r.is_empty());
+    // (Stepping over the range took the shared way, which revoked the consumer side's bias.)
+    assert_eq!(r.enqueue_bulk(&[6, 7]), 2);
+    seen.clear();
+    assert_eq!(
+        r.dequeue_bulk_in_place(2, |a, b| seen.extend(a.iter().chain(b))),
+        2
+    );
+    assert_eq!(seen, [6, 7]);
+}
+
 /// An in-place call from inside the closure of another on the same side: on a side biased to
 /// the thread it would claim the same slots (two `&mut` views of them for producers), so it
 /// panics; the outer claim is then abandoned and counted, and the ring goes on. The other side
