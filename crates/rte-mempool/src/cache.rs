@@ -298,7 +298,8 @@ fn get_direct_bulk(ring: &Ring<u32>, out: &mut [Obj], _scratch: &mut [u32], conv
     if ring.dequeue_bulk_in_place(
         n,
         // Forced (see `rte_ring`'s `deq_in_place`): left to LLVM, this closure, which the ring
-        // instantiates once per sync mode, was called out of line (one-core bulk 4: -20%).
+        // instantiates for its biased claim and once per sync mode in its shared path, was
+        // called out of line (one-core bulk 4: -20%).
         #[inline(always)]
         |a, b| ok = objs_of_runs(out, a, b, *conv),
     ) != n

@@ -1370,10 +1370,11 @@ impl<T: RingElement> Ring<T> {
             &claim,
             sync,
             busy,
-            // Forced: `dequeue_bulk_in_place` instantiates this for each sync mode, and with
-            // the caller's closure grown past LLVM's threshold for a function called from three
-            // places this became an out-of-line call (mempool no-cache bulk 4 on one core:
-            // 0.80 -> 0.95-1.0 x DPDK with the attribute, here and on the caller's closure).
+            // Forced: this is instantiated for each sync mode (in `deq_in_place_shared` now;
+            // when it was measured, in `dequeue_bulk_in_place` itself), and with the caller's
+            // closure grown past LLVM's threshold for a function called from three places this
+            // became an out-of-line call (mempool no-cache bulk 4 on one core: 0.80 -> 0.95-1.0
+            // x DPDK with the attribute, here and on the caller's closure).
             #[inline(always)]
             || {
                 let (a, b) = self.mem.slots(&claim);
