@@ -297,7 +297,7 @@ fn get_direct_bulk(ring: &Ring<u32>, out: &mut [Obj], _scratch: &mut [u32], conv
     let mut ok = true;
     if ring.dequeue_bulk_in_place(
         n,
-        // Forced (see `rte_ring`'s `deq_in_place`): left to LLVM, this closure, which the ring
+        // Forced (see `rte_ring`'s `drain_claim`): left to LLVM, this closure, which the ring
         // instantiates for its biased claim and once per sync mode in its shared path, was
         // called out of line (one-core bulk 4: -20%).
         #[inline(always)]

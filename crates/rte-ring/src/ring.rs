@@ -1254,10 +1254,7 @@ impl<T: RingElement> Ring<T> {
         if self.is_own_bias(h) && n.wrapping_sub(1) < MAX_OP {
             match self.claim_biased(Which::Prod, n as u32, h) {
                 Ok((claim, busy)) => {
-                    self.run_claim(Which::Prod, &claim, SyncMode::Mt, Some(busy), || {
-                        let (a, b) = self.mem.slots_mut(&claim);
-                        f(a, b);
-                    });
+                    self.fill_claim(&claim, SyncMode::Mt, Some(busy), f);
                     return n;
                 }
                 Err(REVOKED) => {}
@@ -1279,18 +1276,7 @@ impl<T: RingElement> Ring<T> {
         if self.is_own_bias(h) && n.wrapping_sub(1) < MAX_OP {
             match self.claim_biased(Which::Cons, n as u32, h) {
                 Ok((claim, busy)) => {
-                    self.run_claim(
-                        Which::Cons,
-                        &claim,
-                        SyncMode::Mt,
-                        Some(busy),
-                        // Forced, as in `deq_in_place`.
-                        #[inline(always)]
-                        || {
-                            let (a, b) = self.mem.slots(&claim);
-                            f(a, b);
-                        },
-                    );
+                    self.drain_claim(&claim, SyncMode::Mt, Some(busy), f);
                     return n;
                 }
                 Err(REVOKED | HOLES) => {}
@@ -1337,10 +1323,7 @@ impl<T: RingElement> Ring<T> {
         if claim.n == 0 {
             return 0;
         }
-        self.run_claim(Which::Prod, &claim, sync, busy, || {
-            let (a, b) = self.mem.slots_mut(&claim);
-            f(a, b);
-        });
+        self.fill_claim(&claim, sync, busy, f);
         n
     }
 
@@ -1365,23 +1348,55 @@ impl<T: RingElement> Ring<T> {
             }
             return 0;
         }
+        self.drain_claim(&claim, sync, busy, f);
+        n
+    }
+
+    /// Show a producer's in-place claim to `f` (its free slots, as two runs), then publish it
+    /// ([`Ring::run_claim`]).
+    #[cfg(not(hugeshare_loom))]
+    #[inline(always)]
+    fn fill_claim(
+        &self,
+        claim: &Claim,
+        sync: SyncMode,
+        busy: Option<&AtomicU32>,
+        f: impl FnOnce(&mut [T], &mut [T]),
+    ) {
+        self.run_claim(Which::Prod, claim, sync, busy, || {
+            let (a, b) = self.mem.slots_mut(claim);
+            f(a, b);
+        });
+    }
+
+    /// Show a consumer's in-place claim to `f` (its elements, as two runs), then publish it
+    /// ([`Ring::run_claim`]).
+    #[cfg(not(hugeshare_loom))]
+    #[inline(always)]
+    fn drain_claim(
+        &self,
+        claim: &Claim,
+        sync: SyncMode,
+        busy: Option<&AtomicU32>,
+        f: impl FnOnce(&[T], &[T]),
+    ) {
         self.run_claim(
             Which::Cons,
-            &claim,
+            claim,
             sync,
             busy,
-            // Forced: this is instantiated for each sync mode (in `deq_in_place_shared` now;
-            // when it was measured, in `dequeue_bulk_in_place` itself), and with the caller's
-            // closure grown past LLVM's threshold for a function called from three places this
-            // became an out-of-line call (mempool no-cache bulk 4 on one core: 0.80 -> 0.95-1.0
-            // x DPDK with the attribute, here and on the caller's closure).
+            // Forced: this is instantiated for the biased claim and for each sync mode (in
+            // `deq_in_place_shared`; when it was measured, all in `dequeue_bulk_in_place`
+            // itself), and with the caller's closure grown past LLVM's threshold for a function
+            // called from three places this became an out-of-line call (mempool no-cache bulk
+            // 4 on one core: 0.80 -> 0.95-1.0 x DPDK with the attribute, here and on the
+            // caller's closure).
             #[inline(always)]
             || {
-                let (a, b) = self.mem.slots(&claim);
+                let (a, b) = self.mem.slots(claim);
                 f(a, b);
             },
         );
-        n
     }
 
     /// [`Ring::deq_in_place`] with abandoned ranges ahead: step over them the copying way (out of
